@@ -1,0 +1,214 @@
+"""Durable catalog store (SQLite, WAL mode).
+
+The store is the single source of truth for entities, relations and user
+profiles. Every write of a *changed* entity bumps a global sequence number
+``seq``; unchanged entities (same :meth:`Entity.content_hash`) are skipped.
+Each index target (a Meilisearch index, a Milvus collection, a graph cache)
+keeps a *watermark*: the highest ``seq`` it has indexed. Incremental ingest
+is then ``entities_since(watermark)`` -> ``strategy.upsert`` -> ``set_watermark``.
+
+Several processes may open the same file (one writer at a time, WAL readers).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from ltrr.types import Entity, Relation, UserProfile
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entities (
+    entity_id   TEXT PRIMARY KEY,
+    entity_type TEXT NOT NULL,
+    doc         TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    seq         INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entities_seq ON entities(seq);
+CREATE TABLE IF NOT EXISTS relations (
+    src    TEXT NOT NULL,
+    dst    TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    weight REAL NOT NULL,
+    seq    INTEGER NOT NULL,
+    PRIMARY KEY (src, dst, kind)
+);
+CREATE INDEX IF NOT EXISTS relations_seq ON relations(seq);
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY,
+    doc     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class CatalogStore:
+    """SQLite-backed catalog. Thread-safe within a process."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._db.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- sequence --------------------------------------------------------
+    def max_seq(self) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MAX(m) FROM (SELECT MAX(seq) AS m FROM entities "
+                "UNION ALL SELECT MAX(seq) FROM relations)"
+            ).fetchone()
+        return int(row[0] or 0)
+
+    # -- entities --------------------------------------------------------
+    def upsert_entities(self, entities: Iterable[Entity]) -> int:
+        """Write entities whose content changed; return how many changed."""
+        changed = 0
+        with self._lock:
+            cur = self._db.cursor()
+            seq = self.max_seq()
+            for e in entities:
+                h = e.content_hash()
+                row = cur.execute("SELECT hash FROM entities WHERE entity_id=?", (e.entity_id,)).fetchone()
+                if row is not None and row[0] == h:
+                    continue
+                seq += 1
+                changed += 1
+                cur.execute(
+                    "INSERT INTO entities(entity_id, entity_type, doc, hash, seq) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT(entity_id) DO UPDATE SET entity_type=excluded.entity_type, "
+                    "doc=excluded.doc, hash=excluded.hash, seq=excluded.seq",
+                    (e.entity_id, e.entity_type, json.dumps(e.to_dict(), ensure_ascii=False), h, seq),
+                )
+            self._db.commit()
+        return changed
+
+    def get(self, entity_id: str) -> Entity | None:
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM entities WHERE entity_id=?", (entity_id,)).fetchone()
+        return Entity.from_dict(json.loads(row[0])) if row else None
+
+    def get_many(self, entity_ids: Sequence[str]) -> dict[str, Entity]:
+        out: dict[str, Entity] = {}
+        ids = list(entity_ids)
+        with self._lock:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                q = "SELECT entity_id, doc FROM entities WHERE entity_id IN (%s)" % ",".join("?" * len(chunk))
+                for eid, doc in self._db.execute(q, chunk):
+                    out[eid] = Entity.from_dict(json.loads(doc))
+        return out
+
+    def count(self, entity_type: str | None = None) -> int:
+        with self._lock:
+            if entity_type is None:
+                return int(self._db.execute("SELECT COUNT(*) FROM entities").fetchone()[0])
+            return int(
+                self._db.execute("SELECT COUNT(*) FROM entities WHERE entity_type=?", (entity_type,)).fetchone()[0]
+            )
+
+    def count_since(self, seq: int) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM entities WHERE seq>?", (seq,)).fetchone()[0])
+
+    def entities_since(self, seq: int = 0, batch_size: int = 1000) -> Iterator[tuple[int, list[Entity]]]:
+        """Yield ``(max_seq_in_batch, entities)`` batches of entities with ``seq > seq``, in seq order."""
+        last = seq
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT seq, doc FROM entities WHERE seq>? ORDER BY seq LIMIT ?", (last, batch_size)
+                ).fetchall()
+            if not rows:
+                return
+            last = int(rows[-1][0])
+            yield last, [Entity.from_dict(json.loads(doc)) for _, doc in rows]
+
+    # -- relations -------------------------------------------------------
+    def upsert_relations(self, relations: Iterable[Relation]) -> int:
+        changed = 0
+        with self._lock:
+            cur = self._db.cursor()
+            seq = self.max_seq()
+            for r in relations:
+                row = cur.execute(
+                    "SELECT weight FROM relations WHERE src=? AND dst=? AND kind=?", (r.src, r.dst, r.kind)
+                ).fetchone()
+                if row is not None and abs(row[0] - r.weight) < 1e-12:
+                    continue
+                seq += 1
+                changed += 1
+                cur.execute(
+                    "INSERT INTO relations(src, dst, kind, weight, seq) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT(src, dst, kind) DO UPDATE SET weight=excluded.weight, seq=excluded.seq",
+                    (r.src, r.dst, r.kind, float(r.weight), seq),
+                )
+            self._db.commit()
+        return changed
+
+    def relations_since(self, seq: int = 0) -> Iterator[Relation]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT src, dst, kind, weight FROM relations WHERE seq>? ORDER BY seq", (seq,)
+            ).fetchall()
+        for src, dst, kind, weight in rows:
+            yield Relation(src, dst, kind, float(weight))
+
+    # -- users -----------------------------------------------------------
+    def upsert_users(self, users: Iterable[UserProfile]) -> int:
+        n = 0
+        with self._lock:
+            for u in users:
+                self._db.execute(
+                    "INSERT INTO users(user_id, doc) VALUES (?,?) ON CONFLICT(user_id) DO UPDATE SET doc=excluded.doc",
+                    (u.user_id, json.dumps(u.to_dict())),
+                )
+                n += 1
+            self._db.commit()
+        return n
+
+    def user(self, user_id: str) -> UserProfile | None:
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM users WHERE user_id=?", (user_id,)).fetchone()
+        return UserProfile.from_dict(json.loads(row[0])) if row else None
+
+    def users(self) -> Iterator[UserProfile]:
+        with self._lock:
+            rows = self._db.execute("SELECT doc FROM users").fetchall()
+        for (doc,) in rows:
+            yield UserProfile.from_dict(json.loads(doc))
+
+    # -- watermarks and meta ----------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+            self._db.commit()
+
+    def watermark(self, target: str) -> int:
+        return int(self.get_meta(f"watermark:{target}", "0") or 0)
+
+    def set_watermark(self, target: str, seq: int) -> None:
+        self.set_meta(f"watermark:{target}", str(int(seq)))

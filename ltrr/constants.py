@@ -1,0 +1,29 @@
+"""Defaults operators may tune. Each can be overridden from the environment
+(``LTRR_<NAME>``); config files override these again."""
+
+from __future__ import annotations
+
+import os
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"LTRR_{name}", default)
+
+
+VAR_DIR = _env("VAR_DIR", "var")
+CATALOG_PATH = _env("CATALOG_PATH", f"{VAR_DIR}/catalog.sqlite")
+FEEDBACK_PATH = _env("FEEDBACK_PATH", f"{VAR_DIR}/feedback.sqlite")
+MEILI_URL = _env("MEILI_URL", "http://127.0.0.1:7700")
+MEILI_KEY = _env("MEILI_MASTER_KEY", "ltrr-dev-master-key-change-me")
+MILVUS_URI = _env("MILVUS_URI", "http://127.0.0.1:19530")
+MILVUS_TOKEN = _env("MILVUS_TOKEN", "")
+GRPC_PORT = int(_env("GRPC_PORT", "9000"))
+
+MAX_QUERY_CHARS = 256
+MAX_K = 100
+DEFAULT_K = 10
+MAX_CONTEXT_ENTRIES = 32
+MAX_CONTEXT_KEY_CHARS = 64
+MAX_CONTEXT_VALUE_CHARS = 256
+MAX_USER_ID_CHARS = 128
+EMBEDDING_DIM = 384

@@ -1,0 +1,1 @@
+"""Retrieval strategies, resolved by name through :data:`REGISTRY`."""
