@@ -1,0 +1,151 @@
+"""Validation of public requests. Every rule names the field it checks.
+
+These functions are the only place request input is checked; the strategies
+and the math below them trust their inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from ltrr import constants as C
+from ltrr.errors import InvalidRequest
+from ltrr.types import ENTITY_TYPES, Entity
+
+FEEDBACK_ACTIONS: tuple[str, ...] = ("click", "play", "favorite", "skip")
+POSITIVE_ACTIONS: frozenset[str] = frozenset({"click", "play", "favorite"})
+MAX_ID_CHARS = 128
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """A validated ``SearchRequest``."""
+
+    query: str
+    user_id: str
+    k: int
+    entity_types: tuple[str, ...]
+    context: Mapping[str, str]
+    strategies: tuple[str, ...]
+    explain: bool
+
+
+def _dedupe(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+def validate_search(
+    *,
+    query: str,
+    user_id: str = "",
+    k: int = 0,
+    entity_types: Iterable[str] = (),
+    context: Mapping[str, str] | None = None,
+    strategies: Iterable[str] = (),
+    explain: bool = False,
+    known_strategies: Iterable[str] = (),
+) -> SearchParams:
+    """Check a search request; raise :class:`InvalidRequest` naming the field."""
+    text = " ".join((query or "").split())
+    if not text:
+        raise InvalidRequest("query", "must not be empty")
+    if len(text) > C.MAX_QUERY_CHARS:
+        raise InvalidRequest("query", f"must be at most {C.MAX_QUERY_CHARS} characters, got {len(text)}")
+    user_id = (user_id or "").strip()
+    if len(user_id) > C.MAX_USER_ID_CHARS:
+        raise InvalidRequest("user_id", f"must be at most {C.MAX_USER_ID_CHARS} characters, got {len(user_id)}")
+    k = int(k or 0)
+    if k == 0:
+        k = C.DEFAULT_K
+    if not 1 <= k <= C.MAX_K:
+        raise InvalidRequest("k", f"must be in [1, {C.MAX_K}] (0 means {C.DEFAULT_K}), got {k}")
+    types = _dedupe(t.strip().lower() for t in entity_types)
+    for t in types:
+        if t not in ENTITY_TYPES:
+            raise InvalidRequest("entity_types", f"unknown entity type {t!r}; valid: {', '.join(ENTITY_TYPES)}")
+    ctx = dict(context or {})
+    if len(ctx) > C.MAX_CONTEXT_ENTRIES:
+        raise InvalidRequest("context", f"must have at most {C.MAX_CONTEXT_ENTRIES} entries, got {len(ctx)}")
+    for key, value in ctx.items():
+        if not key or len(key) > C.MAX_CONTEXT_KEY_CHARS:
+            raise InvalidRequest("context", f"keys must be 1-{C.MAX_CONTEXT_KEY_CHARS} characters, got {len(key)}")
+        if len(value) > C.MAX_CONTEXT_VALUE_CHARS:
+            raise InvalidRequest(
+                "context", f"value of {key!r} must be at most {C.MAX_CONTEXT_VALUE_CHARS} characters, got {len(value)}"
+            )
+    known = tuple(known_strategies)
+    forced = _dedupe(s.strip().lower() for s in strategies)
+    for s in forced:
+        if s not in known:
+            raise InvalidRequest("strategies", f"unknown strategy {s!r}; valid: {', '.join(known)}")
+    return SearchParams(text, user_id, k, types, ctx, forced, bool(explain))
+
+
+@dataclass(frozen=True)
+class FeedbackParams:
+    """A validated ``FeedbackRequest``."""
+
+    request_id: str
+    event_id: str
+    entity_id: str
+    action: str
+    position: int
+
+
+def _required_id(field: str, value: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise InvalidRequest(field, "is required")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidRequest(field, f"must be at most {MAX_ID_CHARS} characters, got {len(value)}")
+    return value
+
+
+def validate_feedback(
+    *, request_id: str, event_id: str, entity_id: str, action: str, position: int = 0
+) -> FeedbackParams:
+    """Check a feedback request; raise :class:`InvalidRequest` naming the field."""
+    rid = _required_id("request_id", request_id)
+    eid = _required_id("event_id", event_id)
+    ent = _required_id("entity_id", entity_id)
+    act = (action or "").strip().lower()
+    if act not in FEEDBACK_ACTIONS:
+        raise InvalidRequest("action", f"unknown action {action!r}; valid: {', '.join(FEEDBACK_ACTIONS)}")
+    position = int(position)
+    if not 0 <= position <= C.MAX_K:
+        raise InvalidRequest("position", f"must be in [0, {C.MAX_K}], got {position}")
+    return FeedbackParams(rid, eid, ent, act, position)
+
+
+def validate_entity(
+    *, entity_id: str, entity_type: str, title: str, popularity: float = 0.0, index: int = 0
+) -> None:
+    """Check one streamed entity of ``UpsertEntities`` (``index`` is its 0-based position)."""
+    where = f"entities[{index}]"
+    if not (entity_id or "").strip():
+        raise InvalidRequest(f"{where}.entity_id", "is required")
+    if len(entity_id) > MAX_ID_CHARS:
+        raise InvalidRequest(f"{where}.entity_id", f"must be at most {MAX_ID_CHARS} characters, got {len(entity_id)}")
+    if entity_type not in ENTITY_TYPES:
+        raise InvalidRequest(
+            f"{where}.entity_type", f"unknown entity type {entity_type!r}; valid: {', '.join(ENTITY_TYPES)}"
+        )
+    if not entity_id.startswith(f"{entity_type}:"):
+        raise InvalidRequest(f"{where}.entity_id", f"must start with '{entity_type}:', got {entity_id!r}")
+    if not (title or "").strip():
+        raise InvalidRequest(f"{where}.title", "is required")
+    if not 0.0 <= popularity <= 100.0:
+        raise InvalidRequest(f"{where}.popularity", f"must be in [0, 100], got {popularity}")
+
+
+def entity_from_fields(index: int, **fields: object) -> Entity:
+    """Validate and build an :class:`Entity` from wire fields."""
+    validate_entity(
+        entity_id=str(fields.get("entity_id", "")),
+        entity_type=str(fields.get("entity_type", "")),
+        title=str(fields.get("title", "")),
+        popularity=float(fields.get("popularity", 0.0) or 0.0),  # type: ignore[arg-type]
+        index=index,
+    )
+    return Entity.from_dict(fields)
