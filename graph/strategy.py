@@ -1,0 +1,316 @@
+"""The graph retrieval strategy: seeds -> personalised PageRank -> top-k entities.
+
+``search(query, k)``:
+
+1. find the seeds (:func:`graph.seeds.find_seeds`: the "like X" phrase, artist
+   names in the text, or the user's top artists); no seed -> ``[]``;
+2. run personalised PageRank from them (:mod:`graph.ppr`; default the local
+   push solver, ``solver="power"`` for the converged vector);
+3. return the ``k`` entities with the most PageRank mass, excluding the seeds
+   and tag nodes, as :class:`~ltrr.types.Candidate` (score = PPR mass, rank 1..k).
+   For a seed named in a "like X" phrase (exact or fuzzy match), X's own works
+   (``performs`` neighbours: an artist's tracks, a track's artist) are excluded
+   too: "songs like radiohead" wants other artists' songs. Names found inside
+   the text ("radiohead tracks") and profile seeds keep them.
+
+Result types: ``query.entity_types`` (a hard restriction) intersected with
+``query.parsed.types`` when that intersection is not empty; else
+``parsed.types``; else the type of the seeds ("like radiohead" -> artists,
+"like <a track>" -> tracks; tag seeds and profile seeds -> artists).
+
+Freshness: ``upsert(entities)`` updates node titles and types at once;
+relations only reach the graph through ``refresh()``, which applies the store
+rows written since the last seen sequence number (the Serve deployment calls
+it every ``refresh_interval_s`` seconds so that every replica converges).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from graph.build import (
+    DEFAULT_KIND_WEIGHTS,
+    REVERSE_SUFFIX,
+    LoadReport,
+    apply_updates,
+    load_or_build,
+    save_cache,
+    upsert_entities,
+)
+from graph.ppr import CsrSnapshot, build_snapshot, ppr_power, ppr_push, restart_vector, top_k
+from graph.seeds import SeedIndex, SeedResult, find_seeds
+from ltrr.catalog.store import CatalogStore
+from ltrr.constants import CATALOG_PATH, MAX_K, VAR_DIR
+from ltrr.errors import BackendUnavailable, ConfigError, InvalidRequest
+from ltrr.types import ENTITY_TYPES, Candidate, Entity, Query, UserProfile
+
+log = logging.getLogger(__name__)
+_TYPE_CODE = {t: i for i, t in enumerate(ENTITY_TYPES)}
+COMPACT_PENDING = 256
+
+
+class GraphConfig(BaseModel):
+    """Configuration of :class:`GraphStrategy`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    catalog_path: str = Field(
+        default=CATALOG_PATH, description="Path of the SQLite catalog store the graph is built from."
+    )
+    alpha: float = Field(
+        default=0.85,
+        gt=0.0,
+        lt=1.0,
+        description="PageRank damping: probability to follow an edge (1 - alpha restarts).",
+    )
+    solver: Literal["push", "power"] = Field(
+        default="push",
+        description="'push': local forward push (fast, approximate, see push_eps); 'power': power iteration.",
+    )
+    push_eps: float = Field(
+        default=3e-6, gt=0.0, le=0.01, description="Push solver: stop when every residual r_u < push_eps * degree(u)."
+    )
+    max_iter: int = Field(default=30, ge=1, le=1000, description="Power solver: maximum number of iterations.")
+    tol: float = Field(default=1e-6, gt=0.0, lt=1.0, description="Power solver: stop when the L1 change is below tol.")
+    kind_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_KIND_WEIGHTS),
+        description="Relation kind -> weight (>= 0): relative probability that the walk follows an edge of that "
+        "kind. Kinds missing here are left out of the graph.",
+    )
+    walk: Literal["kind", "weight"] = Field(
+        default="kind",
+        description="'kind': pick a kind by kind weight, then a neighbour by raw weight; 'weight': neighbour "
+        "proportional to sum_k kind_weight_k * raw_weight_k.",
+    )
+    cache_dir: str | None = Field(
+        default=f"{VAR_DIR}/graph_cache", description="Directory of the pickled-graph cache; null disables caching."
+    )
+    refresh_interval_s: float = Field(
+        default=30.0, ge=0.0, description="Seconds between refresh() calls by the serving deployment; 0 disables."
+    )
+    fuzzy_cutoff: float = Field(
+        default=0.85, gt=0.0, le=1.0, description="Minimum difflib ratio for a fuzzy seed-title match."
+    )
+    max_profile_seeds: int = Field(default=10, ge=1, le=100, description="How many of a user's top artists seed.")
+    profile_mix: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="Share of restart mass on profile seeds when a personal query also names a seed.",
+    )
+    progress: bool = Field(default=False, description="Show tqdm progress bars while building the graph.")
+
+    @field_validator("kind_weights")
+    @classmethod
+    def _check_kind_weights(cls, v: dict[str, float]) -> dict[str, float]:
+        for kind, w in v.items():
+            if not kind or kind == "weight" or kind.endswith("<"):
+                raise ValueError(f"kind names must be relation kinds, got {kind!r}")
+            if w < 0:
+                raise ValueError(f"weight of kind {kind!r} must be >= 0, got {w}")
+        if not any(w > 0 for w in v.values()):
+            raise ValueError("at least one kind weight must be > 0")
+        return v
+
+
+class GraphStrategy:
+    """Entity-graph retrieval by personalised PageRank (implements :class:`ltrr.strategies.base.Strategy`)."""
+
+    name = "graph"
+
+    def __init__(
+        self, config: GraphConfig | Mapping[str, Any] | None = None, store: CatalogStore | None = None
+    ) -> None:
+        if config is None or isinstance(config, Mapping):
+            try:
+                config = GraphConfig.model_validate(dict(config or {}))
+            except ValueError as exc:
+                raise ConfigError(f"invalid graph strategy config: {exc}") from exc
+        self.config: GraphConfig = config
+        self._own_store = store is None
+        try:
+            self._store = store if store is not None else CatalogStore(config.catalog_path)
+            G, report = load_or_build(self._store, config.cache_dir, config.kind_weights, progress=config.progress)
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"graph: catalog store {config.catalog_path!r} unreadable: {exc}") from exc
+        self.load_report: LoadReport = report
+        self._G = G
+        self._lock = threading.RLock()
+        self._cache_dirty = False
+        self._index = SeedIndex.from_graph(G)
+        self._view = self._snapshot()
+        self._last_refresh = time.monotonic()
+
+    # -- internals --------------------------------------------------------------
+    def _snapshot(self) -> tuple[CsrSnapshot, npt.NDArray[np.int8]]:
+        snap = build_snapshot(self._G, self.config.kind_weights, self.config.walk)
+        codes = np.fromiter(
+            (_TYPE_CODE.get(self._G.nodes[u].get("entity_type", ""), -1) for u in snap.nodes),
+            dtype=np.int8,
+            count=snap.n,
+        )
+        return snap, codes
+
+    def _profile(self, user_id: str) -> UserProfile | None:
+        try:
+            return self._store.user(user_id)
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"graph: user profile lookup failed: {exc}") from exc
+
+    def _result_types(self, query: Query, seeds: SeedResult) -> tuple[str, ...]:
+        requested = tuple(t for t in query.entity_types if t in _TYPE_CODE)
+        inferred = tuple(t for t in query.parsed.types if t in _TYPE_CODE)
+        if requested:
+            both = tuple(t for t in requested if t in inferred)
+            return both or requested
+        if inferred:
+            return inferred
+        mass: dict[str, float] = {}
+        for s in seeds.seeds:
+            t = self._G.nodes[s.node_id].get("entity_type", "") if s.node_id in self._G else ""
+            t = t if t in _TYPE_CODE else "artist"
+            mass[t] = mass.get(t, 0.0) + s.weight
+        return (max(mass, key=lambda t: (mass[t], -_TYPE_CODE[t])),) if mass else ENTITY_TYPES
+
+    def _own_works(self, seeds: SeedResult) -> list[str]:
+        """Nodes joined by ``performs`` to a seed named in a "like X" phrase (X's own tracks, or its artist)."""
+        out: list[str] = []
+        for s in seeds.seeds:
+            if s.method in ("exact", "fuzzy") and s.node_id in self._G:
+                out += [v for v, a in self._G[s.node_id].items() if "performs" in a or "performs" + REVERSE_SUFFIX in a]
+        return out
+
+    def seeds(self, query: Query) -> SeedResult:
+        """The seeds :meth:`search` would use for ``query``."""
+        cfg = self.config
+        return find_seeds(
+            query,
+            self._index,
+            profile_lookup=self._profile,
+            has_node=self._G.__contains__,
+            fuzzy_cutoff=cfg.fuzzy_cutoff,
+            max_profile_seeds=cfg.max_profile_seeds,
+            profile_mix=cfg.profile_mix,
+        )
+
+    # -- Strategy protocol --------------------------------------------------------
+    def search(self, query: Query, k: int) -> list[Candidate]:
+        """Top-``k`` entities by PPR mass from the query's seeds; ``[]`` when there is no seed."""
+        if not isinstance(query, Query):
+            raise InvalidRequest("query", f"must be a Query, got {type(query).__name__}")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise InvalidRequest("k", f"must be an int in [1, {MAX_K}], got {k!r}")
+        bad = [t for t in query.entity_types if t not in _TYPE_CODE]
+        if bad:
+            raise InvalidRequest("entity_types", f"must be among {list(ENTITY_TYPES)}, got {bad}")
+        seeds = self.seeds(query)
+        if not seeds.seeds:
+            return []
+        snap, codes = self._view
+        seed_idx, seed_w = restart_vector(snap, seeds.weights())
+        if seed_idx.size == 0:
+            return []
+        cfg = self.config
+        if cfg.solver == "push":
+            scores, _ = ppr_push(snap, seed_idx, seed_w, alpha=cfg.alpha, eps=cfg.push_eps)
+        else:
+            scores, _ = ppr_power(snap, seed_idx, seed_w, alpha=cfg.alpha, max_iter=cfg.max_iter, tol=cfg.tol)
+        mask = np.isin(codes, [_TYPE_CODE[t] for t in self._result_types(query, seeds)])
+        mask[seed_idx] = False
+        for node in self._own_works(seeds):
+            i = snap.index.get(node)
+            if i is not None:
+                mask[i] = False
+        out: list[Candidate] = []
+        for rank, i in enumerate(top_k(scores, k, mask), start=1):
+            node = snap.nodes[int(i)]
+            attrs = self._G.nodes[node]
+            out.append(
+                Candidate(
+                    entity_id=node,
+                    entity_type=str(attrs.get("entity_type", "")),
+                    title=str(attrs.get("title", "")),
+                    subtitle=str(attrs.get("subtitle", "")),
+                    score=float(scores[i]),
+                    rank=rank,
+                )
+            )
+        return out
+
+    def upsert(self, entities: Sequence[Entity]) -> int:
+        """Add or update entity nodes (titles, types, popularity); relations come with :meth:`refresh`."""
+        if isinstance(entities, (str, bytes)) or not isinstance(entities, Sequence):
+            raise InvalidRequest("entities", f"must be a sequence of Entity, got {type(entities).__name__}")
+        bad = [type(e).__name__ for e in entities if not isinstance(e, Entity)]
+        if bad:
+            raise InvalidRequest("entities", f"must hold only Entity records, got {bad[0]}")
+        with self._lock:
+            n = upsert_entities(self._G, entities)
+            self._index_entities(entities)
+        return n
+
+    def _index_entities(self, entities: Sequence[Entity]) -> None:
+        snap, codes = self._view
+        for e in entities:
+            self._index.add(e.entity_id, e.title, e.entity_type, e.popularity)
+            i = snap.index.get(e.entity_id)
+            if i is not None:
+                codes[i] = _TYPE_CODE.get(e.entity_type, -1)
+        if self._index.pending >= COMPACT_PENDING:
+            self._index.compact()
+
+    def refresh(self) -> int:
+        """Apply store rows written since the last refresh; return how many nodes and edges changed."""
+        with self._lock:
+            changed: list[Entity] = []
+            version = self._G.graph.get("edge_version", 0)
+            try:
+                n = apply_updates(self._G, self._store, changed_entities=changed)
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"graph: catalog refresh failed: {exc}") from exc
+            self._index_entities(changed)
+            if self._G.graph.get("edge_version", 0) != version:
+                self._view = self._snapshot()
+            self._cache_dirty = self._cache_dirty or n > 0
+            self._last_refresh = time.monotonic()
+        return n
+
+    def maybe_refresh(self) -> int:
+        """:meth:`refresh` if ``refresh_interval_s`` (> 0) has passed since the last one, else 0."""
+        interval = self.config.refresh_interval_s
+        if interval > 0 and time.monotonic() - self._last_refresh >= interval:
+            return self.refresh()
+        return 0
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes and freshness, for health checks and logs."""
+        snap, _ = self._view
+        return {
+            "nodes": self._G.number_of_nodes(),
+            "edges": self._G.number_of_edges(),
+            "seq": int(self._G.graph.get("seq", 0)),
+            "snapshot_nnz": snap.nnz,
+            "seed_titles": len(self._index),
+            "loaded_from_cache": self.load_report.loaded,
+            "load_seconds": round(self.load_report.seconds, 3),
+        }
+
+    def close(self) -> None:
+        """Save the graph cache if :meth:`refresh` changed the graph, and close an owned store."""
+        with self._lock:
+            if self._cache_dirty and self.config.cache_dir is not None:
+                try:
+                    save_cache(self._G, self._store.path, self.config.cache_dir)
+                    self._cache_dirty = False
+                except OSError as exc:
+                    log.warning("graph: could not save the cache: %s", exc)
+            if self._own_store:
+                self._store.close()

@@ -1,0 +1,311 @@
+"""The graph strategy on a small hand-built catalog: build, refresh, cache, search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import networkx as nx
+import pytest
+
+from graph.build import apply_updates, build_graph, load_or_build, save_cache
+from graph.strategy import GraphConfig, GraphStrategy
+from ltrr.catalog.store import CatalogStore
+from ltrr.errors import ConfigError, InvalidRequest
+from ltrr.strategies.base import Strategy
+from ltrr.types import Entity, ParsedQuery, Query, Relation, UserProfile
+
+A, B, C, D = "artist:radiohead", "artist:muse", "artist:coldplay", "artist:portishead"
+E, F = "artist:metallica", "artist:slayer"
+T1, T2, T3 = "track:creep", "track:hysteria", "track:one"
+PL, POD = "playlist:alt", "podcast:rocktalk"
+
+
+def _entities() -> list[Entity]:
+    return [
+        Entity(A, "artist", "Radiohead", "Artist · alternative", popularity=90),
+        Entity(B, "artist", "Muse", "Artist · alternative", popularity=80),
+        Entity(C, "artist", "Coldplay", popularity=85),
+        Entity(D, "artist", "Portishead", popularity=60),
+        Entity(E, "artist", "Metallica", popularity=88),
+        Entity(F, "artist", "Slayer", popularity=70),
+        Entity(T1, "track", "Creep", "Radiohead", popularity=80),
+        Entity(T2, "track", "Hysteria", "Muse", popularity=70),
+        Entity(T3, "track", "One", "Metallica", popularity=75),
+        Entity(PL, "playlist", "Alt Classics", popularity=50),
+        Entity(POD, "podcast", "Rock Talk", popularity=40),
+    ]
+
+
+def _relations() -> list[Relation]:
+    return [
+        Relation(A, B, "similar", 0.8),
+        Relation(B, A, "similar", 0.4),  # the reverse direction: the edge keeps the max, 0.8
+        Relation(A, C, "similar", 0.6),
+        Relation(B, C, "similar", 0.5),
+        Relation(A, D, "similar", 0.3),
+        Relation(E, F, "similar", 0.9),
+        Relation(A, "tag:alternative", "tagged", 10),
+        Relation(B, "tag:alternative", "tagged", 5),
+        Relation(C, "tag:alternative", "tagged", 3),
+        Relation(A, "tag:rock", "tagged", 1),
+        Relation(E, "tag:rock", "tagged", 20),
+        Relation(F, "tag:rock", "tagged", 2),
+        Relation(POD, "tag:rock", "tagged", 1),
+        Relation(A, T1, "performs", 1.0),
+        Relation(B, T2, "performs", 1.0),
+        Relation(E, T3, "performs", 1.0),
+        Relation(PL, T1, "contains", 1.0),
+        Relation(PL, T2, "contains", 1.0),
+        Relation(A, A, "similar", 1.0),  # a self-loop is ignored
+        Relation(A, "tag:x", "mentions", 1.0),  # an unknown kind is ignored
+    ]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[CatalogStore]:
+    s = CatalogStore(tmp_path / "catalog.sqlite")
+    s.upsert_entities(_entities())
+    s.upsert_relations(_relations())
+    s.upsert_users([UserProfile("u1", top_artists=((E, 0.8), (F, 0.2)))])
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def strategy(store: CatalogStore, tmp_path: Path) -> Iterator[GraphStrategy]:
+    st = GraphStrategy(GraphConfig(catalog_path=str(store.path), cache_dir=str(tmp_path / "cache")), store=store)
+    yield st
+    st.close()
+
+
+def _q(text: str, seed: str = "", types: tuple[str, ...] = (), entity_types: tuple[str, ...] = (), **kw) -> Query:
+    parsed = ParsedQuery(text=text, residual=text, seed=seed, types=types, personal=kw.pop("personal", False))
+    return Query(text=text, parsed=parsed, entity_types=entity_types, **kw)
+
+
+# -- build ------------------------------------------------------------------------
+
+
+def test_build_graph_nodes_and_edges(store: CatalogStore) -> None:
+    G = build_graph(store)
+    assert G.number_of_nodes() == 11 + 2  # entities + tag:alternative, tag:rock
+    assert G.number_of_edges() == 17
+    assert G.nodes[A] == {
+        "entity_type": "artist",
+        "title": "Radiohead",
+        "subtitle": "Artist · alternative",
+        "popularity": 90.0,
+    }
+    assert G.nodes["tag:rock"]["entity_type"] == "tag"
+    assert G.nodes["tag:rock"]["title"] == "rock"
+    assert not G.has_edge(A, A)
+    assert "tag:x" not in G
+    # both directions of A-B are kept (u < v as strings: "artist:muse" < "artist:radiohead")
+    assert G[A][B] == {"similar": 0.4, "similar<": 0.8, "weight": 0.8}
+    assert G[A]["tag:alternative"]["weight"] == pytest.approx(0.3 * 10)
+    assert G.graph["seq"] == store.max_seq()
+
+
+def test_apply_updates_is_incremental(store: CatalogStore) -> None:
+    G = build_graph(store)
+    seq, version = G.graph["seq"], G.graph["edge_version"]
+    assert apply_updates(G, store) == 0
+    assert G.graph["edge_version"] == version
+    store.upsert_relations([Relation(B, A, "similar", 0.95), Relation(D, "tag:trip hop", "tagged", 7)])
+    store.upsert_entities([Entity("artist:new", "artist", "New Band")])
+    assert apply_updates(G, store) == 3
+    assert G.graph["seq"] == seq + 3
+    assert G.graph["edge_version"] == version + 1
+    assert G[A][B]["weight"] == 0.95  # max(0.8, 0.95)
+    assert G.nodes["tag:trip hop"]["entity_type"] == "tag"
+    assert G.nodes["artist:new"]["title"] == "New Band"
+    with pytest.raises(ValueError, match="`since_seq` must be >= 0, got -1"):
+        apply_updates(G, store, since_seq=-1)
+
+
+def test_cache_round_trip_and_delta(store: CatalogStore, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    G, report = load_or_build(store, cache)
+    assert not report.loaded and Path(report.cache_file).exists()
+    G2, report2 = load_or_build(store, cache)
+    assert report2.loaded and report2.applied == 0 and report2.cached_seq == store.max_seq()
+    assert nx.utils.graphs_equal(G, G2)
+    assert G2.nodes(data=True)[A] == G.nodes(data=True)[A]
+    # a restart after a store write loads the cache and applies only the delta
+    store.upsert_relations([Relation(D, F, "similar", 0.2)])
+    G3, report3 = load_or_build(store, cache)
+    assert report3.loaded and report3.applied == 1 and G3.has_edge(D, F)
+    assert sorted(p.name for p in cache.glob("*.pkl")) == [
+        Path(report3.cache_file).name.rsplit("-", 1)[0] + f"-{store.max_seq()}.pkl"
+    ]
+    # other kind weights are another cache key
+    _, report4 = load_or_build(store, cache, kind_weights={"similar": 1.0})
+    assert not report4.loaded
+
+
+def test_cache_newer_than_store_is_ignored(store: CatalogStore, tmp_path: Path) -> None:
+    G = build_graph(store)
+    G.graph["seq"] = store.max_seq() + 100  # e.g. the store was rebuilt from scratch
+    save_cache(G, store.path, tmp_path / "cache")
+    _, report = load_or_build(store, tmp_path / "cache")
+    assert not report.loaded
+
+
+# -- search -----------------------------------------------------------------------
+
+
+def test_is_a_strategy(strategy: GraphStrategy) -> None:
+    assert isinstance(strategy, Strategy)
+    assert strategy.name == "graph"
+
+
+def test_artists_like_a(strategy: GraphStrategy) -> None:
+    got = strategy.search(_q("artists like radiohead", seed="radiohead", types=("artist",)), k=10)
+    ids = [c.entity_id for c in got]
+    assert ids[:3] == [B, C, D]  # the similar-neighbours, strongest first
+    assert set(ids) == {B, C, D, E, F}  # the rock artists are reachable through tag:rock, after them
+    assert A not in ids
+    assert all(c.entity_type == "artist" for c in got)
+    assert [c.rank for c in got] == [1, 2, 3, 4, 5]
+    assert all(a.score > b.score > 0 for a, b in zip(got, got[1:], strict=False))
+    assert got[0].title == "Muse" and got[0].subtitle == "Artist · alternative"
+
+
+def test_default_result_type_follows_the_seed(strategy: GraphStrategy) -> None:
+    got = strategy.search(_q("like radiohead", seed="radiohead"), k=10)
+    assert got and all(c.entity_type == "artist" for c in got)
+    got = strategy.search(_q("songs like creep", seed="creep"), k=10)  # a track seed: tracks
+    assert [c.entity_id for c in got][:1] == [T2] and all(c.entity_type == "track" for c in got)
+
+
+def test_entity_types_filter(strategy: GraphStrategy) -> None:
+    # a name inside the text keeps the artist's own tracks ...
+    got = strategy.search(_q("radiohead tracks", entity_types=("track",)), k=5)
+    assert [c.entity_id for c in got][:2] == [T1, T2]
+    assert all(c.entity_type == "track" for c in got)
+    # ... "songs like radiohead" (a seed phrase) wants other artists' songs
+    got = strategy.search(_q("songs like radiohead", seed="radiohead", entity_types=("track",)), k=5)
+    assert [c.entity_id for c in got][:1] == [T2]
+    assert T1 not in [c.entity_id for c in got]
+    got = strategy.search(_q("radiohead playlists", seed="radiohead", types=("playlist",)), k=5)
+    assert [c.entity_id for c in got] == [PL]
+    # entity_types is a hard restriction; parsed types only narrow it
+    got = strategy.search(_q("x", seed="radiohead", types=("playlist",), entity_types=("podcast",)), k=5)
+    assert [c.entity_id for c in got] == [POD]
+    got = strategy.search(_q("x", seed="radiohead", entity_types=("track", "podcast")), k=10)
+    assert {c.entity_type for c in got} == {"track", "podcast"}
+
+
+def test_tag_nodes_are_never_returned(strategy: GraphStrategy) -> None:
+    got = strategy.search(_q("like alternative", seed="alternative", entity_types=("artist", "track")), k=20)
+    ids = [c.entity_id for c in got]
+    assert [i for i in ids if i.startswith("artist:")][:3] == [A, B, C]  # by tag count 10 : 5 : 3
+    assert T1 in ids  # Radiohead's track, one step further
+    assert not any(i.startswith("tag:") for i in ids)
+
+
+def test_contained_name_and_profile(strategy: GraphStrategy) -> None:
+    got = strategy.search(_q("more stuff like metallica please"), k=3)
+    assert got[0].entity_id == F
+    got = strategy.search(_q("my mix", personal=True, user_id="u1"), k=3)
+    assert got and got[0].entity_id not in (E, F)  # the profile artists are the seeds, so excluded
+    assert {c.entity_id for c in got} <= {A, B, C, D}
+
+
+def test_no_seed_returns_nothing(strategy: GraphStrategy) -> None:
+    assert strategy.search(_q("something chill"), k=10) == []
+    assert strategy.search(_q("like nobody", seed="qqqqzzzz"), k=10) == []
+    assert strategy.search(_q("something chill", user_id="no-such-user"), k=10) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": 0}, "k: must be an int in [1, 100], got 0"),
+        ({"k": 101}, "k: must be an int in [1, 100], got 101"),
+        ({"k": True}, "k: must be an int in [1, 100], got True"),
+        ({"query": "radiohead"}, "query: must be a Query, got str"),
+        (
+            {"query": _q("x", entity_types=("album",))},
+            "entity_types: must be among ['artist', 'track', 'playlist', 'podcast'], got ['album']",
+        ),
+    ],
+)
+def test_search_rejects_bad_input(strategy: GraphStrategy, kwargs: dict, message: str) -> None:
+    args = {"query": _q("like radiohead", seed="radiohead"), "k": 5, **kwargs}
+    with pytest.raises(InvalidRequest) as exc:
+        strategy.search(**args)
+    assert str(exc.value) == message
+
+
+# -- freshness --------------------------------------------------------------------
+
+
+def test_refresh_picks_up_new_relation(strategy: GraphStrategy, store: CatalogStore) -> None:
+    query = _q("like radiohead", seed="radiohead", types=("artist",))
+    store.upsert_entities([Entity("artist:thom", "artist", "Thom Yorke", popularity=55)])
+    store.upsert_relations([Relation(A, "artist:thom", "similar", 0.99)])
+    assert "artist:thom" not in [c.entity_id for c in strategy.search(query, k=10)]
+    assert strategy.refresh() == 2
+    ids = [c.entity_id for c in strategy.search(query, k=10)]
+    assert ids.index("artist:thom") < ids.index(D)  # similarity 0.99 vs 0.3
+    assert strategy.search(_q("like thom yorke", seed="thom yorke"), k=1)[0].entity_id == A
+    assert strategy.refresh() == 0
+    assert strategy.stats()["seq"] == store.max_seq()
+
+
+def test_upsert_updates_titles_and_seed_index(strategy: GraphStrategy) -> None:
+    assert strategy.upsert([Entity(B, "artist", "Muse (band)", "Artist", popularity=80)]) == 1
+    got = strategy.search(_q("like radiohead", seed="radiohead"), k=1)
+    assert (got[0].entity_id, got[0].title, got[0].subtitle) == (B, "Muse (band)", "Artist")
+    assert strategy.search(_q("like muse band", seed="muse band"), k=1)[0].entity_id == A
+    with pytest.raises(InvalidRequest, match="entities: must hold only Entity records, got dict"):
+        strategy.upsert([{"entity_id": B}])  # type: ignore[list-item]
+
+
+def test_close_saves_refreshed_graph_and_restart_loads_it(store: CatalogStore, tmp_path: Path) -> None:
+    cfg = GraphConfig(catalog_path=str(store.path), cache_dir=str(tmp_path / "cache"))
+    first = GraphStrategy(cfg, store=store)
+    assert not first.load_report.loaded
+    store.upsert_relations([Relation(C, D, "similar", 0.7)])
+    first.refresh()
+    first.close()
+    second = GraphStrategy(cfg, store=store)
+    assert second.load_report.loaded and second.load_report.applied == 0
+    assert second.stats()["edges"] == first.stats()["edges"]
+
+
+@pytest.mark.parametrize("solver", ["push", "power"])
+def test_solvers_agree_on_top_results(store: CatalogStore, solver: str) -> None:
+    st = GraphStrategy(GraphConfig(catalog_path=str(store.path), cache_dir=None, solver=solver), store=store)
+    got = st.search(_q("like radiohead", seed="radiohead", types=("artist",)), k=3)
+    assert [c.entity_id for c in got] == [B, C, D]
+
+
+# -- config -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"alpha": 1.0}, "alpha"),
+        ({"solver": "exact"}, "solver"),
+        ({"kind_weights": {"similar": -1.0}}, "kind_weights"),
+        ({"kind_weights": {"similar": 0.0}}, "kind_weights"),
+        ({"kind_weights": {"weight": 1.0}}, "kind_weights"),
+        ({"refresh_interval_s": -1}, "refresh_interval_s"),
+        ({"no_such_field": 1}, "no_such_field"),
+    ],
+)
+def test_config_errors_name_the_field(store: CatalogStore, config: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        GraphStrategy({"catalog_path": str(store.path), "cache_dir": None, **config}, store=store)
+
+
+def test_unwritable_cache_dir_is_not_fatal(store: CatalogStore, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    G, report = load_or_build(store, blocker / "cache")
+    assert not report.loaded and report.cache_file == ""
+    assert G.number_of_edges() == 17
