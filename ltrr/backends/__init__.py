@@ -1,0 +1,1 @@
+"""Installers and process managers for the retrieval backends ltrr runs itself."""
