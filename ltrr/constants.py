@@ -27,3 +27,12 @@ MAX_CONTEXT_KEY_CHARS = 64
 MAX_CONTEXT_VALUE_CHARS = 256
 MAX_USER_ID_CHARS = 128
 EMBEDDING_DIM = 384
+
+
+def resolve_path(path: str) -> str:
+    """Resolve a relative path against ``$LTRR_HOME`` (set by the scripts to the
+    repo root), so Ray workers, whose working directory is their own, find the
+    same files as the CLI."""
+    if not path or os.path.isabs(path):
+        return path
+    return os.path.join(os.environ.get("LTRR_HOME", os.getcwd()), path)

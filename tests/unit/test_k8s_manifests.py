@@ -61,7 +61,6 @@ APP = "applications[0]"
 #: The only leaves in which serveConfigV2 may differ from deployments/serve_config.yaml.
 EXPECTED_CONFIG_DIFF = {
     "http_options.host",
-    f"{APP}.external_scaler_enabled",
     f"{APP}.args.catalog_path",
     f"{APP}.args.events_path",
     f"{APP}.args.strategies.lexical.config.url",
@@ -69,6 +68,7 @@ EXPECTED_CONFIG_DIFF = {
     f"{APP}.args.strategies.memory.config.url",
     f"{APP}.args.strategies.memory.config.api_key",
     f"{APP}.args.strategies.vector.config.uri",
+    f"{APP}.args.strategies.graph.config.cache_dir",
 }
 
 

@@ -1,0 +1,42 @@
+"""Build the Serve application from one validated config.
+
+``serve run deployments.app:build_app``, ``serve deploy deployments/serve_config.yaml``
+and the KubeRay RayService all call :func:`build_app` with the ``args`` block.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from deployments.ingress import Ingress
+from deployments.strategy import StrategyServer, VectorServer
+from ltrr.config import AppConfig, DeploymentOptions
+
+SERVER_CLASSES: dict[str, type[StrategyServer]] = {"vector": VectorServer}
+
+
+def _options(opts: DeploymentOptions) -> dict[str, Any]:
+    return {
+        "num_replicas": opts.num_replicas,
+        "max_ongoing_requests": opts.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": opts.num_cpus},
+    }
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Turn the app config (the Serve ``args``) into the bound application."""
+    cfg = AppConfig.model_validate(args or {})
+    plain = cfg.model_dump()
+    handles = {}
+    for name, spec in cfg.enabled().items():
+        cls = SERVER_CLASSES.get(name, StrategyServer)
+        dep = serve.deployment(cls).options(  # type: ignore[attr-defined]
+            name=f"{name}", **_options(spec.deployment))
+        handles[name] = dep.bind(name, plain)
+    ingress = serve.deployment(Ingress).options(  # type: ignore[attr-defined]
+        name="ingress", **_options(cfg.ingress.deployment)
+    )
+    return ingress.bind(handles, plain)

@@ -1,0 +1,199 @@
+"""The gRPC ingress: ``ltrr.v1.SearchService`` plus ``grpc.health.v1.Health``.
+
+It maps protobuf messages to the pure :class:`ltrr.service.SearchService` and
+maps every error to a gRPC status through :func:`ltrr.grpc_status.status_for`,
+so no traceback ever reaches a client. It receives its strategy handles as
+arguments and looks nothing up globally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, AsyncIterator
+
+import grpc
+from grpc_health.v1 import health_pb2
+from ray.serve.grpc_util import RayServegRPCContext
+from ray.serve.handle import DeploymentHandle
+
+from ltrr.catalog.store import CatalogStore
+from ltrr.config import AppConfig
+from ltrr.eventlog import SQLiteEventLog
+from ltrr.fanout import Caller, Fanout
+from ltrr.grpc_status import status_for
+from ltrr.query_understanding import QueryUnderstanding
+from ltrr.service import SearchService
+from ltrr.types import Entity
+from ltrr.v1 import search_pb2 as pb
+from ltrr.validation import entity_from_fields, validate_feedback, validate_search
+
+log = logging.getLogger("ray.serve")
+SERVICE_NAME = "ltrr.v1.SearchService"
+_STATUS = {
+    "ok": pb.StrategyCall.OK,
+    "timeout": pb.StrategyCall.TIMEOUT,
+    "error": pb.StrategyCall.ERROR,
+    "skipped": pb.StrategyCall.SKIPPED,
+}
+UPSERT_BATCH = 500
+
+
+def _caller(handle: DeploymentHandle) -> Caller:
+    async def call(query: dict[str, Any], k: int) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await handle.search.remote(query, k)
+        return result
+
+    return call
+
+
+def _fail(ctx: RayServegRPCContext, exc: BaseException) -> None:
+    code, message = status_for(exc)
+    ctx.set_code(code)
+    ctx.set_details(message)
+
+
+class Ingress:
+    def __init__(self, strategies: dict[str, DeploymentHandle], app_config: dict[str, Any]) -> None:
+        app = AppConfig.model_validate(app_config)
+        enabled = app.enabled()
+        self.handles = strategies
+        self.store = CatalogStore(app.catalog_path)
+        qu = QueryUnderstanding.from_store(self.store)
+        fanout = Fanout(
+            {name: _caller(strategies[name]) for name in enabled},
+            {name: spec.timeout_ms / 1000.0 for name, spec in enabled.items()},
+        )
+        self.events = SQLiteEventLog(app.events_path, feedback_window_s=app.feedback_window_s)
+        self.service = SearchService(
+            fanout, qu.parse, self.events, {n: s.default_k for n, s in enabled.items()}, rrf_c=app.ingress.rrf_c
+        )
+        self.ready = True
+
+    # -- ltrr.v1.SearchService ------------------------------------------------
+    async def Search(self, request: pb.SearchRequest, grpc_context: RayServegRPCContext) -> pb.SearchResponse:
+        try:
+            params = validate_search(
+                query=request.query,
+                user_id=request.user_id,
+                k=request.k,
+                entity_types=list(request.entity_types),
+                context=dict(request.context),
+                strategies=list(request.strategies),
+                explain=request.explain,
+                known_strategies=self.service.strategies,
+            )
+            out = await self.service.search(params)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status, never a traceback
+            _fail(grpc_context, exc)
+            return pb.SearchResponse()
+        return pb.SearchResponse(
+            request_id=out.request_id,
+            results=[
+                pb.Result(
+                    entity_id=f.entity_id,
+                    entity_type=f.entity_type,
+                    title=f.title,
+                    subtitle=f.subtitle,
+                    score=f.score,
+                    retrieved_by=f.retrieved_by,
+                    features=out.features.get(f.entity_id, {}),
+                )
+                for f in out.results
+            ],
+            strategies=[
+                pb.StrategyCall(
+                    strategy=c.strategy,
+                    candidates_requested=c.requested,
+                    candidates_returned=c.returned,
+                    latency_ms=c.latency_ms,
+                    status=_STATUS[c.status],
+                    propensity=c.propensity,
+                    detail=c.detail,
+                )
+                for c in out.calls
+            ],
+            policy_version=out.policy_version,
+            ranker_version=out.ranker_version,
+            degraded=out.degraded,
+        )
+
+    async def Feedback(self, request: pb.FeedbackRequest, grpc_context: RayServegRPCContext) -> pb.FeedbackResponse:
+        try:
+            params = validate_feedback(
+                request_id=request.request_id,
+                event_id=request.event_id,
+                entity_id=request.entity_id,
+                action=request.action,
+                position=request.position,
+            )
+            duplicate = await self.service.feedback(params)
+        except Exception as exc:  # noqa: BLE001
+            _fail(grpc_context, exc)
+            return pb.FeedbackResponse()
+        return pb.FeedbackResponse(duplicate=duplicate)
+
+    async def UpsertEntities(
+        self, request_stream: AsyncIterator[pb.Entity], grpc_context: RayServegRPCContext
+    ) -> pb.UpsertSummary:
+        """Validate every streamed entity, write the catalog, then sync every strategy."""
+        try:
+            entities: list[Entity] = []
+            async for msg in request_stream:
+                entities.append(
+                    entity_from_fields(
+                        len(entities),
+                        entity_id=msg.entity_id,
+                        entity_type=msg.entity_type,
+                        title=msg.title,
+                        subtitle=msg.subtitle,
+                        genres=list(msg.genres),
+                        tags=list(msg.tags),
+                        description=msg.description,
+                        popularity=msg.popularity,
+                        attrs=dict(msg.attrs),
+                        sources=("upsert",),
+                    )
+                )
+            changed = await asyncio.to_thread(self.store.upsert_entities, entities)
+            names = list(self.handles)
+            results = await asyncio.gather(*(self.handles[n].sync.remote() for n in names), return_exceptions=True)
+        except Exception as exc:  # noqa: BLE001
+            _fail(grpc_context, exc)
+            return pb.UpsertSummary()
+        indexed = {n: int(r) for n, r in zip(names, results) if not isinstance(r, BaseException)}
+        failed = [n for n, r in zip(names, results) if isinstance(r, BaseException)]
+        for n, r in zip(names, results):
+            if isinstance(r, BaseException):
+                log.warning("upsert: %s failed to sync: %s", n, r)
+        return pb.UpsertSummary(received=len(entities), changed=changed, indexed=indexed, failed=failed)
+
+    # -- grpc.health.v1.Health ---------------------------------------------------
+    def _health(self, service: str) -> health_pb2.HealthCheckResponse | None:
+        if service not in ("", SERVICE_NAME):
+            return None
+        status = health_pb2.HealthCheckResponse.SERVING if self.ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, grpc_context: RayServegRPCContext
+    ) -> health_pb2.HealthCheckResponse:
+        resp = self._health(request.service)
+        if resp is None:
+            grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
+            grpc_context.set_details(f"service: unknown service {request.service!r}")
+            return health_pb2.HealthCheckResponse()
+        return resp
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, grpc_context: RayServegRPCContext
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        resp = self._health(request.service)
+        yield resp if resp is not None else health_pb2.HealthCheckResponse(
+            status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        )
+
+    async def check_health(self) -> None:
+        """Serve's replica health check: fail until initialised."""
+        if not self.ready:
+            raise RuntimeError("ingress not initialised")

@@ -1,0 +1,76 @@
+"""A Serve replica hosting one retrieval strategy.
+
+It adds only what Serve needs: blocking strategy calls run in a thread so the
+replica's event loop keeps serving, the vector strategy batches concurrent
+queries (one embed + one Milvus call per batch), and strategies with
+in-process state (the graph) refresh from the catalog on a timer so every
+replica sees upserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from ray import serve
+
+from ltrr.catalog.store import CatalogStore
+from ltrr.config import AppConfig
+from ltrr.ingest import index_target, sync
+from ltrr.strategies.registry import make_strategy
+from ltrr.types import Query
+
+log = logging.getLogger("ray.serve")
+
+
+class StrategyServer:
+    def __init__(self, name: str, app_config: dict[str, Any]) -> None:
+        app = AppConfig.model_validate(app_config)
+        self.name = name
+        self.config = app.strategy_config(name)
+        self.strategy = make_strategy(name, self.config)
+        self.store = CatalogStore(app.catalog_path)
+        self.target = index_target(name, self.config)
+        self._stop = threading.Event()
+        interval = float(getattr(self.config, "refresh_interval_s", 0) or 0)
+        if interval > 0 and callable(getattr(self.strategy, "refresh", None)):
+            threading.Thread(target=self._refresh_loop, args=(interval,), daemon=True).start()
+
+    def _refresh_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.strategy.refresh()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - keep refreshing; a bad round is logged
+                log.exception("%s: refresh failed", self.name)
+
+    async def search(self, query: dict[str, Any], k: int) -> list[dict[str, Any]]:
+        cands = await asyncio.to_thread(self.strategy.search, Query.from_dict(query), k)
+        return [c.to_dict() for c in cands]
+
+    async def sync(self) -> int:
+        """Index catalog entities changed since this strategy's watermark."""
+        return await asyncio.to_thread(sync, self.strategy, self.store, self.target)
+
+    def __del__(self) -> None:
+        self._stop.set()
+        try:
+            self.strategy.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class VectorServer(StrategyServer):
+    """The vector strategy, batching concurrent queries into one embed and one search."""
+
+    async def search(self, query: dict[str, Any], k: int) -> list[dict[str, Any]]:
+        return await self._batched(query, k)  # type: ignore[misc,call-arg]
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)  # type: ignore[arg-type,misc]
+    async def _batched(  # type: ignore[misc]
+        self, queries: list[dict[str, Any]], ks: list[int]
+    ) -> list[list[dict[str, Any]]]:
+        qs = [Query.from_dict(q) for q in queries]
+        out = await asyncio.to_thread(self.strategy.search_many, qs, ks)  # type: ignore[attr-defined]
+        return [[c.to_dict() for c in cands] for cands in out]

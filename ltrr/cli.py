@@ -1,0 +1,139 @@
+"""``ltrr``: command-line entry point.
+
+    ltrr ingest   [--config F] [--max-artists N]   build the catalog and every index (incremental)
+    ltrr search   QUERY [-k N] [--type T] [--strategy S] [--explain] [--target H:P]
+    ltrr health   [--target H:P]
+    ltrr catalog  summary | synthetic --n N --out F
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_CONFIG = "deployments/serve_config.yaml"
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from ltrr.appconfig_io import load_app_config
+    from ltrr.catalog.build import build_catalog
+    from ltrr.catalog.store import CatalogStore
+    from ltrr.ingest import index_target, sync
+    from ltrr.strategies.registry import make_strategy
+
+    cfg = load_app_config(args.config)
+    store = CatalogStore(cfg.catalog_path)
+    t0 = time.perf_counter()
+    stats = build_catalog(store, args.data_dir, max_artists=args.max_artists, progress=True)
+    print(f"catalog: {json.dumps(_stats_dict(stats))}", file=sys.stderr)
+    for name in cfg.enabled():
+        scfg = cfg.strategy_config(name)
+        t1 = time.perf_counter()
+        strategy = make_strategy(name, scfg)
+        try:
+            n = sync(strategy, store, index_target(name, scfg), progress=True)
+        finally:
+            strategy.close()
+        print(f"index {name}: {n} entities sent in {time.perf_counter() - t1:.1f} s", file=sys.stderr)
+    print(f"ingest done in {time.perf_counter() - t0:.1f} s; catalog has {store.count()} entities", file=sys.stderr)
+    return 0
+
+
+def _stats_dict(stats: object) -> dict[str, object]:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(stats) if is_dataclass(stats) and not isinstance(stats, type) else {"stats": str(stats)}
+
+
+def _search(args: argparse.Namespace) -> int:
+    import grpc
+
+    from ltrr.client import LtrrClient, format_table
+
+    with LtrrClient(args.target, timeout=args.timeout) as c:
+        try:
+            resp = c.search(
+                args.query,
+                k=args.k,
+                user_id=args.user,
+                entity_types=args.type or (),
+                strategies=args.strategy or (),
+                explain=args.explain,
+            )
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+    print(format_table(resp))
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+
+    from ltrr.client import LtrrClient
+
+    with LtrrClient(args.target, timeout=args.timeout) as c:
+        try:
+            status = c.health()
+        except grpc.RpcError as exc:
+            print(f"{exc.code().name}: {exc.details()}")
+            return 1
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from ltrr.catalog.build import catalog_summary
+    from ltrr.catalog.store import CatalogStore
+
+    if args.action == "summary":
+        print(json.dumps(catalog_summary(CatalogStore(args.path)), indent=2))
+        return 0
+    from ltrr.catalog.synthetic import generate_synthetic
+
+    stats = generate_synthetic(CatalogStore(args.path), args.n, seed=args.seed, progress=True)
+    print(json.dumps(_stats_dict(stats)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="ltrr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    pi = sub.add_parser("ingest", help="build the catalog and bring every strategy's index up to date")
+    pi.add_argument("--config", default=DEFAULT_CONFIG)
+    pi.add_argument("--data-dir", default="data")
+    pi.add_argument("--max-artists", type=int, default=None, help="a smaller, consistent slice (tests)")
+    pi.set_defaults(fn=_ingest)
+
+    for name, fn in (("search", _search), ("health", _health)):
+        ps = sub.add_parser(name)
+        ps.add_argument("--target", default="127.0.0.1:9000")
+        ps.add_argument("--timeout", type=float, default=10.0)
+        ps.set_defaults(fn=fn)
+        if name == "search":
+            ps.add_argument("query")
+            ps.add_argument("-k", type=int, default=10)
+            ps.add_argument("--user", default="")
+            ps.add_argument("--type", action="append", help="entity type filter (repeatable)")
+            ps.add_argument("--strategy", action="append", help="force a strategy (repeatable)")
+            ps.add_argument("--explain", action="store_true")
+
+    pc = sub.add_parser("catalog")
+    pc.add_argument("action", choices=["summary", "synthetic"])
+    pc.add_argument("--path", default=str(Path("var") / "catalog.sqlite"))
+    pc.add_argument("--n", type=int, default=100_000)
+    pc.add_argument("--seed", type=int, default=0)
+    pc.set_defaults(fn=_catalog)
+
+    args = p.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""One strict config for the whole application.
+
+The same YAML drives ``serve run``, ``serve deploy``, the KubeRay RayService
+and the ``ltrr ingest`` job: :func:`deployments.app.build_app` turns the
+``args`` of a Serve config into the Serve application after validating them
+here. Unknown keys are errors (``extra="forbid"``), and each strategy's own
+``config`` block is validated by that strategy's strict config class, so a typo
+fails at start-up with the field named.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ltrr import constants as C
+from ltrr.strategies.registry import STRATEGY_NAMES, config_class, make_config
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeploymentOptions(_Strict):
+    """How Serve runs one deployment."""
+
+    num_replicas: int = Field(1, ge=1, le=64, description="Replicas of this deployment (scale from the dashboard too).")
+    num_cpus: float = Field(
+        0.1, ge=0.0, le=64.0, description="Logical CPUs reserved per replica; small so the app fits on 2 cores."
+    )
+    max_ongoing_requests: int = Field(64, ge=1, le=10_000, description="Concurrent requests per replica.")
+
+
+class StrategySpec(_Strict):
+    """One retrieval strategy: whether it runs, its budget and deadline, and its own config."""
+
+    enabled: bool = Field(True, description="Deploy and call this strategy.")
+    default_k: int = Field(50, ge=1, le=1000, description="Candidates requested per query until a policy decides.")
+    timeout_ms: int = Field(
+        500, ge=10, le=60_000, description="Per-call deadline; a late strategy is reported `timeout`."
+    )
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Serve options.")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="The strategy's own config, validated by its config class."
+    )
+
+
+class IngressOptions(_Strict):
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions, description="Serve options.")
+    rrf_c: float = Field(60.0, ge=0.0, description="Reciprocal-rank fusion constant c in 1/(c + rank).")
+
+
+class AppConfig(_Strict):
+    """The whole application."""
+
+    catalog_path: str = Field(C.CATALOG_PATH, description="SQLite catalog file: the input of every strategy.")
+    events_path: str = Field(C.FEEDBACK_PATH, description="SQLite event log (searches and feedback).")
+    feedback_window_s: float = Field(86400.0, gt=0, description="How long after a search its feedback is accepted.")
+    ingress: IngressOptions = Field(default_factory=IngressOptions, description="The gRPC ingress.")
+    strategies: dict[str, StrategySpec] = Field(
+        default_factory=lambda: {name: StrategySpec() for name in STRATEGY_NAMES},
+        description="Retrieval strategies by registry name.",
+    )
+
+    @model_validator(mode="after")
+    def _check_strategies(self) -> "AppConfig":
+        self.catalog_path = C.resolve_path(self.catalog_path)
+        self.events_path = C.resolve_path(self.events_path)
+        for name, spec in self.strategies.items():
+            if name not in STRATEGY_NAMES:
+                raise ValueError(f"strategies: unknown strategy {name!r}; valid: {', '.join(STRATEGY_NAMES)}")
+            try:
+                make_config(name, spec.config)
+            except Exception as exc:  # pydantic ValidationError or ConfigError: name the path
+                raise ValueError(f"strategies.{name}.config: {exc}") from exc
+        if not any(s.enabled for s in self.strategies.values()):
+            raise ValueError("strategies: at least one strategy must be enabled")
+        return self
+
+    def enabled(self) -> dict[str, StrategySpec]:
+        return {n: s for n, s in self.strategies.items() if s.enabled}
+
+    def strategy_config(self, name: str) -> BaseModel:
+        """The validated config of strategy ``name``; a strategy that reads the
+        catalog gets the app's ``catalog_path`` unless its config sets one."""
+        values = dict(self.strategies[name].config)
+        fields = config_class(name).model_fields
+        if "catalog_path" in fields:
+            values.setdefault("catalog_path", self.catalog_path)
+        cfg = make_config(name, values)
+        paths = {
+            f: C.resolve_path(getattr(cfg, f))
+            for f in fields
+            if f.endswith(("_path", "_dir")) and isinstance(getattr(cfg, f), str)
+        }
+        return cfg.model_copy(update=paths) if paths else cfg

@@ -1,0 +1,14 @@
+"""Shared pytest set-up. Backend fixtures live in tests/fixtures/ as plugins."""
+
+import os
+
+# Offline model loading and Ray settings must be in the environment before any
+# import of sentence-transformers or Ray, and before Ray starts workers.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "0")
+os.environ.setdefault("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP", "0")
+
+pytest_plugins = ["tests.fixtures.meili", "tests.fixtures.milvus", "tests.fixtures.app"]

@@ -1,0 +1,48 @@
+import pytest
+from pydantic import ValidationError
+
+from ltrr.appconfig_io import load_app_config
+from ltrr.config import AppConfig
+from ltrr.strategies.registry import STRATEGY_NAMES, config_class, make_config
+
+
+def test_default_config_has_every_strategy():
+    cfg = AppConfig()
+    assert list(cfg.enabled()) == list(STRATEGY_NAMES) == ["lexical", "vector", "graph", "memory"]
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_every_registered_config_is_strict(name):
+    cls = config_class(name)
+    make_config(name, {})  # all defaults are valid
+    with pytest.raises(ValidationError) as ei:
+        cls.model_validate({"no_such_field": 1})
+    assert "no_such_field" in str(ei.value)
+    for field, info in cls.model_fields.items():
+        assert info.description, f"{cls.__name__}.{field} has no description"
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        ({"nope": 1}, "nope"),
+        ({"strategies": {"bm25": {}}}, "strategies: unknown strategy 'bm25'; valid: lexical, vector, graph, memory"),
+        ({"strategies": {"lexical": {"timeout_ms": 1}}}, "timeout_ms"),
+        ({"strategies": {"lexical": {"config": {"urll": "x"}}}}, "strategies.lexical.config"),
+        ({"strategies": {"lexical": {"enabled": False}}}, "at least one strategy must be enabled"),
+        ({"ingress": {"deployment": {"num_replicas": 0}}}, "num_replicas"),
+    ],
+)
+def test_bad_config_names_the_field(args, fragment):
+    with pytest.raises(ValidationError) as ei:
+        AppConfig.model_validate(args)
+    assert fragment in str(ei.value)
+
+
+def test_repo_serve_config_validates(monkeypatch, tmp_path):
+    monkeypatch.setenv("LTRR_HOME", str(tmp_path))
+    cfg = load_app_config("deployments/serve_config.yaml")
+    assert cfg.catalog_path == str(tmp_path / "var" / "catalog.sqlite")
+    assert set(cfg.enabled()) == set(STRATEGY_NAMES)
+    graph = cfg.strategy_config("graph")
+    assert graph.catalog_path == cfg.catalog_path
