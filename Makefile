@@ -1,0 +1,65 @@
+# ltrr: the two commands that set up a fresh machine are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Set explicitly: Ray 2.60 turns token auth on once ~/.ray/auth_token exists.
+# Everything here listens on 127.0.0.1 only; use token mode on a shared network.
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED := 0
+# Measured on 2 cores: these cut Serve's per-hop overhead (see README, "Latency").
+export RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD ?= 0
+export RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP ?= 0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export LTRR_HOME := $(CURDIR)
+
+.PHONY: install meili run up down logs test unit integration lint bench clean
+
+install: $(STAMP)
+
+# torch first, pinned: a plain `torch` requirement would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+meili: install
+	$(PY) -m ltrr.backends.meili_server install
+
+up: install meili
+	scripts/up.sh
+
+run: up
+	@echo "ltrr is serving gRPC on 127.0.0.1:9000; following the logs (Ctrl-C stops following; 'make down' stops ltrr)"
+	scripts/logs.sh
+
+logs:
+	scripts/logs.sh
+
+down:
+	scripts/down.sh
+
+test: install meili
+	$(PY) -m ruff check ltrr deployments graph tests scripts
+	$(PY) -m pytest -q -ra
+
+unit: install
+	$(PY) -m pytest -q -m "not integration"
+
+integration: install meili
+	$(PY) -m pytest -q -m integration
+
+lint: install
+	$(PY) -m ruff check ltrr deployments graph tests scripts
+	$(PY) -m mypy ltrr graph deployments
+
+bench: install meili
+	$(PY) scripts/bench.py
+
+clean: down
+	rm -rf var

@@ -1,0 +1,277 @@
+#!/usr/bin/env python
+"""`make bench`: Search latency over gRPC through Ray Serve vs. the same
+request path in-process, so the ratio is the Serve overhead on this machine.
+
+It uses the running `make up` deployment (127.0.0.1:9000), starting it first
+if it is not serving. Figures go to stdout and bench-out/ (markdown table,
+JSON and a latency plot). The machine is shared and noisy: compare the ratios
+of one run, not absolute times across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LTRR_HOME", str(ROOT))
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1))))]
+
+
+def summary(name: str, lat_ms: list[float], wall_s: float) -> dict[str, Any]:
+    return {
+        "setup": name,
+        "n": len(lat_ms),
+        "p50_ms": round(pct(lat_ms, 50), 2),
+        "p99_ms": round(pct(lat_ms, 99), 2),
+        "mean_ms": round(statistics.fmean(lat_ms), 2),
+        "throughput_rps": round(len(lat_ms) / wall_s, 1),
+    }
+
+
+def queries(catalog_path: str, n: int, seed: int = 0) -> list[str]:
+    """A realistic mix: known-item titles (some with a typo), 'like X', semantic phrases."""
+    from ltrr.catalog.store import CatalogStore
+
+    rng = random.Random(seed)
+    store = CatalogStore(catalog_path)
+    ents = [e for _, batch in store.entities_since(0, batch_size=5000) for e in batch]
+    store.close()
+    popular = sorted(ents, key=lambda e: -e.popularity)[:2000]
+    artists = [e.title for e in popular if e.entity_type == "artist"][:300]
+    semantic = [
+        "sad songs for a rainy day", "upbeat workout edm", "podcast about true crime investigations",
+        "chill acoustic covers", "latin party hits", "history podcast about ancient rome",
+        "90s hip hop classics", "relaxing piano for studying",
+    ]
+    out = []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.4:
+            t = rng.choice(popular).title
+            if len(t) > 5 and rng.random() < 0.5:
+                i = rng.randrange(1, len(t) - 1)
+                t = t[:i] + t[i + 1] + t[i] + t[i + 2 :]
+            out.append(t[:200])
+        elif r < 0.7:
+            out.append(f"artists like {rng.choice(artists)}")
+        else:
+            out.append(rng.choice(semantic))
+    return out
+
+
+def grpc_sequential(target: str, qs: list[str]) -> tuple[list[float], float]:
+    from ltrr.client import LtrrClient
+
+    lat = []
+    with LtrrClient(target, timeout=30) as c:
+        c.search("warm up", k=10)
+        t0 = time.perf_counter()
+        for q in qs:
+            t = time.perf_counter()
+            c.search(q, k=10)
+            lat.append((time.perf_counter() - t) * 1000)
+        wall = time.perf_counter() - t0
+    return lat, wall
+
+
+def grpc_concurrent(target: str, qs: list[str], callers: int) -> tuple[list[float], float]:
+    from ltrr.client import LtrrClient
+
+    lat: list[float] = []
+    lock = threading.Lock()
+    clients = [LtrrClient(target, timeout=60) for _ in range(callers)]
+
+    def work(i: int) -> None:
+        c = clients[i % callers]
+        t = time.perf_counter()
+        c.search(qs[i], k=10)
+        with lock:
+            lat.append((time.perf_counter() - t) * 1000)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(callers) as ex:
+        list(ex.map(work, range(len(qs))))
+    wall = time.perf_counter() - t0
+    for c in clients:
+        c.close()
+    return lat, wall
+
+
+def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
+    """The same SearchService, with strategies called directly in threads (no Serve, no gRPC)."""
+    from ltrr.appconfig_io import load_app_config
+    from ltrr.catalog.store import CatalogStore
+    from ltrr.eventlog import SQLiteEventLog
+    from ltrr.fanout import Fanout
+    from ltrr.query_understanding import QueryUnderstanding
+    from ltrr.service import SearchService
+    from ltrr.strategies.registry import make_strategy
+    from ltrr.types import Query
+    from ltrr.validation import validate_search
+
+    cfg = load_app_config(config_path)
+    enabled = cfg.enabled()
+    strategies = {n: make_strategy(n, cfg.strategy_config(n)) for n in enabled}
+
+    def caller(name: str):
+        s = strategies[name]
+
+        async def call(qd: dict[str, Any], k: int) -> list[dict[str, Any]]:
+            cands = await asyncio.to_thread(s.search, Query.from_dict(qd), k)
+            return [c.to_dict() for c in cands]
+
+        return call
+
+    fan = Fanout({n: caller(n) for n in enabled}, {n: s.timeout_ms / 1000 for n, s in enabled.items()})
+    qu = QueryUnderstanding.from_store(CatalogStore(cfg.catalog_path))
+    events = SQLiteEventLog(ROOT / "var" / "bench-events.sqlite")
+    svc = SearchService(fan, qu.parse, events, {n: s.default_k for n, s in enabled.items()})
+    names = list(enabled)
+
+    async def one(q: str) -> float:
+        t = time.perf_counter()
+        await svc.search(validate_search(query=q, k=10, known_strategies=names))
+        return (time.perf_counter() - t) * 1000
+
+    async def seq() -> tuple[list[float], float]:
+        await one("warm up")
+        t0 = time.perf_counter()
+        lat = [await one(q) for q in qs]
+        return lat, time.perf_counter() - t0
+
+    async def conc() -> tuple[list[float], float]:
+        sem = asyncio.Semaphore(callers)
+
+        async def guarded(q: str) -> float:
+            async with sem:
+                return await one(q)
+
+        t0 = time.perf_counter()
+        lat = await asyncio.gather(*(guarded(q) for q in qs))
+        return list(lat), time.perf_counter() - t0
+
+    out: dict[str, Any] = {}
+    lat, wall = asyncio.run(seq())
+    out["seq"] = summary("in-process, sequential", lat, wall)
+    out["seq_lat"] = lat
+    lat, wall = asyncio.run(conc())
+    out["conc"] = summary(f"in-process, {callers} concurrent", lat, wall)
+    out["conc_lat"] = lat
+    # Per strategy, direct and sequential: where the time goes.
+    per = {}
+    for n, s in strategies.items():
+        ls = []
+        for q in qs[:100]:
+            query = Query(q, qu.parse(q))
+            t = time.perf_counter()
+            try:
+                s.search(query, enabled[n].default_k)
+            except Exception:  # noqa: BLE001 - a failing backend shows up as missing figures
+                continue
+            ls.append((time.perf_counter() - t) * 1000)
+        per[n] = summary(f"{n} direct", ls, sum(ls) / 1000) if ls else {"setup": f"{n} direct", "n": 0}
+    out["per_strategy"] = per
+    for s in strategies.values():
+        s.close()
+    return out
+
+
+def plot(path: Path, series: dict[str, list[float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, lat in series.items():
+        xs = sorted(lat)
+        ax.plot(xs, [i / len(xs) for i in range(1, len(xs) + 1)], label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("Search latency (ms, log scale)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title("ltrr Search latency: gRPC via Ray Serve vs in-process")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--target", default="127.0.0.1:9000")
+    ap.add_argument("--config", default="deployments/serve_config.yaml")
+    ap.add_argument("-n", type=int, default=300, help="sequential calls")
+    ap.add_argument("--callers", type=int, default=16)
+    ap.add_argument("--out", default="bench-out")
+    args = ap.parse_args()
+    os.chdir(ROOT)
+    from ltrr.appconfig_io import load_app_config
+    from ltrr.client import LtrrClient
+
+    try:
+        with LtrrClient(args.target, timeout=3) as c:
+            up = c.health() == "SERVING"
+    except Exception:  # noqa: BLE001
+        up = False
+    if not up:
+        print("ltrr is not serving; running scripts/up.sh first", file=sys.stderr)
+        subprocess.run([str(ROOT / "scripts" / "up.sh")], check=True)
+    cfg = load_app_config(args.config)
+    qs = queries(cfg.catalog_path, args.n)
+    cq = qs * 2
+    print(f"bench: {len(qs)} sequential + {len(cq)} with {args.callers} concurrent callers; cores={os.cpu_count()}",
+          file=sys.stderr)
+    rows = []
+    lat_seq, wall = grpc_sequential(args.target, qs)
+    rows.append(summary("gRPC via Serve, sequential", lat_seq, wall))
+    print(rows[-1], file=sys.stderr)
+    lat_conc, wall = grpc_concurrent(args.target, cq, args.callers)
+    rows.append(summary(f"gRPC via Serve, {args.callers} concurrent", lat_conc, wall))
+    print(rows[-1], file=sys.stderr)
+    ip = in_process(args.config, qs, args.callers)
+    rows += [ip["seq"], ip["conc"]]
+    ratio_seq = rows[0]["p50_ms"] / max(ip["seq"]["p50_ms"], 1e-9)
+    ratio_conc = rows[1]["p50_ms"] / max(ip["conc"]["p50_ms"], 1e-9)
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    table = ["| setup | n | p50 ms | p99 ms | mean ms | req/s |", "|---|---|---|---|---|---|"]
+    for r in rows + list(ip["per_strategy"].values()):
+        if r.get("n"):
+            table.append(f"| {r['setup']} | {r['n']} | {r['p50_ms']} | {r['p99_ms']} | {r['mean_ms']} | "
+                         f"{r['throughput_rps']} |")
+    table.append("")
+    table.append(f"Serve+gRPC overhead ratio (p50, same run): sequential {ratio_seq:.2f}x, "
+                 f"{args.callers} concurrent {ratio_conc:.2f}x")
+    text = "\n".join(table)
+    print(text)
+    (out / "latency.md").write_text(text + "\n")
+    (out / "latency.json").write_text(json.dumps({"rows": rows, "per_strategy": ip["per_strategy"],
+                                                  "ratio_seq_p50": ratio_seq, "ratio_conc_p50": ratio_conc}, indent=2))
+    plot(out / "latency.png", {
+        "gRPC/Serve sequential": lat_seq, f"gRPC/Serve {args.callers} concurrent": lat_conc,
+        "in-process sequential": ip["seq_lat"], f"in-process {args.callers} concurrent": ip["conc_lat"],
+    })
+    print(f"wrote {out}/latency.md, latency.json, latency.png", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

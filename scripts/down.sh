@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Stop everything scripts/up.sh started. Safe to run twice.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
+PY=.venv/bin/python
+[ -x .venv/bin/serve ] && .venv/bin/serve shutdown -y >/dev/null 2>&1
+[ -x .venv/bin/ray ] && .venv/bin/ray stop --force >/dev/null 2>&1
+[ -x $PY ] && $PY -m ltrr.backends.milvus_server stop
+[ -x $PY ] && $PY -m ltrr.backends.meili_server stop
+echo "ltrr stopped"

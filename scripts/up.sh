@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Start everything ltrr needs on this machine and return once gRPC answers:
+# Meilisearch and Milvus Lite (one local server each), the catalog and indexes
+# (incremental: a re-run only indexes what changed), a Ray head node and the
+# Serve application from deployments/serve_config.yaml.
+# Point it at external servers with LTRR_MEILI_URL / LTRR_MILVUS_URI (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LTRR_HOME=${LTRR_HOME:-$PWD}
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+PY=.venv/bin/python
+BIN=.venv/bin
+CONFIG=${LTRR_CONFIG:-deployments/serve_config.yaml}
+mkdir -p var/log
+
+t0=$(date +%s)
+echo "==> Meilisearch"
+$PY -m ltrr.backends.meili_server start
+echo "==> Milvus Lite"
+$PY -m ltrr.backends.milvus_server start
+echo "==> catalog and indexes"
+$BIN/ltrr ingest --config "$CONFIG" ${LTRR_MAX_ARTISTS:+--max-artists "$LTRR_MAX_ARTISTS"}
+
+echo "==> Ray head node"
+if ! $BIN/ray status >/dev/null 2>&1; then
+  $BIN/ray start --head --num-cpus=2 --dashboard-host=127.0.0.1 --disable-usage-stats >var/log/ray-start.log 2>&1 \
+    || { cat var/log/ray-start.log; exit 1; }
+fi
+echo "==> Serve application"
+$BIN/serve deploy "$CONFIG" >var/log/serve-deploy.log 2>&1 || { cat var/log/serve-deploy.log; exit 1; }
+
+echo -n "==> waiting for gRPC health on 127.0.0.1:9000 "
+for _ in $(seq 1 180); do
+  if $BIN/ltrr health --timeout 2 >/dev/null 2>&1; then
+    echo " SERVING after $(( $(date +%s) - t0 )) s"
+    echo "==> example: ltrr search 'artists like radiohead' -k 5"
+    $BIN/ltrr search "artists like radiohead" -k 5
+    echo "==> example: ltrr search 'radiohaed' (typo) -k 5"
+    $BIN/ltrr search "radiohaed" -k 5
+    exit 0
+  fi
+  echo -n "."
+  sleep 2
+done
+echo " timed out"; $BIN/serve status || true; exit 1
