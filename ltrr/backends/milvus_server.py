@@ -1,0 +1,338 @@
+"""Run the Milvus Lite server that the vector strategy talks to.
+
+Milvus Lite (the ``milvus-lite`` package) stores a database in a directory that
+only one process may open, so ltrr runs it as **one local gRPC server**::
+
+    python -m milvus_lite server --data-dir DIR --host 127.0.0.1 --port PORT
+
+and every client connects with ``MilvusClient(uri="http://127.0.0.1:PORT")``,
+exactly as to a standalone Milvus (so the same code serves a real Milvus in
+Kubernetes: only ``uri``/``token`` change).
+
+Server process settings (decided here):
+
+* ``OMP_NUM_THREADS=1`` (``omp_threads``): faiss builds and searches HNSW with
+  OpenMP; on the 2-core box a second thread did not speed up a 60k-vector HNSW
+  build and its spinning workers slow the embedder and Ray down.
+* stdout/stderr go to ``<data>/milvus-lite.log``.
+* :meth:`MilvusLiteServer.stop` sends SIGINT first: the server then stops gRPC
+  (5 s grace) and closes the database cleanly; SIGKILL after ``timeout_s``.
+  Data survive a kill too (Milvus Lite has a write-ahead log).
+* Ready means: the server logged "listening on" and the port accepts TCP
+  connections (Milvus Lite opens the database before it binds the port).
+  Starting on a port that already answers fails at once, so a stale server
+  is never mistaken for the new one.
+
+Command line (defaults from :mod:`ltrr.constants`: ``LTRR_VAR_DIR``, and
+host/port from ``LTRR_MILVUS_URI``)::
+
+    python -m ltrr.backends.milvus_server start [--data-dir var/milvus] [--port 19530]
+    python -m ltrr.backends.milvus_server status
+    python -m ltrr.backends.milvus_server stop
+
+``start`` runs the server in the background, writes ``<data>/milvus-lite.pid``
+and returns once the port accepts connections. Tests use
+:class:`MilvusLiteServer`: a server on a free port in a temp dir that can be
+stopped and started again on the same port and data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Sequence
+from urllib.parse import urlparse
+
+from ltrr import constants
+from ltrr.errors import BackendUnavailable
+
+LOG_NAME = "milvus-lite.log"
+PID_NAME = "milvus-lite.pid"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (bind to port 0 and release it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def accepts_connections(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """True if a TCP connection to ``host:port`` succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def server_command(data_dir: Path, host: str, port: int, max_workers: int = 10) -> list[str]:
+    """The argv that starts the Milvus Lite gRPC server with this interpreter."""
+    return [
+        sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir),
+        "--host", host, "--port", str(port), "--max-workers", str(max_workers),
+    ]  # fmt: skip
+
+
+def server_env(omp_threads: int = 1) -> dict[str, str]:
+    """The server's environment: ours plus the thread limits of the module docstring."""
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(omp_threads)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _log_tail(path: Path, n: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def _listening_since(log: Path, offset: int) -> bool:
+    """True once the server printed its "listening on" line after byte ``offset`` of its log."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(offset)
+            return b"listening on" in fh.read()
+    except OSError:
+        return False
+
+
+def _wait_ready(
+    host: str, port: int, proc: subprocess.Popen[bytes] | None, log: Path, timeout_s: float, log_offset: int | None,
+) -> None:  # fmt: skip
+    """Wait until the port accepts connections (and, for a process we started, it logged "listening on")."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BackendUnavailable(f"milvus-lite exited with code {proc.returncode}; log tail:\n{_log_tail(log)}")
+        if (log_offset is None or _listening_since(log, log_offset)) and accepts_connections(host, port, 0.5):
+            return
+        time.sleep(0.05)
+    raise BackendUnavailable(
+        f"milvus-lite on {host}:{port} not ready after {timeout_s:g} s; log tail:\n{_log_tail(log)}"
+    )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    if accepts_connections(host, port, 0.2):
+        raise BackendUnavailable(f"cannot start milvus-lite: {host}:{port} is already in use by another process")
+
+
+def _log_size(log: Path) -> int:
+    try:
+        return log.stat().st_size
+    except OSError:
+        return 0
+
+
+def _terminate(proc: subprocess.Popen[bytes], kill: bool, timeout_s: float) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGKILL if kill else signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class MilvusLiteServer:
+    """A Milvus Lite server process owned by the caller (tests, scripts, benchmarks).
+
+    ``data_dir=None`` makes a temp dir that :meth:`close` deletes. The port is
+    chosen once (a free port unless given), so :meth:`stop` then :meth:`start`
+    brings the same server back on the same URI and data. Use as a context
+    manager: ``with MilvusLiteServer() as srv: MilvusClient(uri=srv.uri)``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        omp_threads: int = 1,
+        max_workers: int = 10,
+        startup_timeout_s: float = 60.0,
+    ) -> None:
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError(f"`port` must be in [1, 65535], got {port}")
+        if omp_threads < 1:
+            raise ValueError(f"`omp_threads` must be >= 1, got {omp_threads}")
+        self._own_dir = data_dir is None
+        base = Path(tempfile.mkdtemp(prefix="ltrr-milvus-")) if data_dir is None else Path(data_dir)
+        self.data_dir = base.resolve()
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.omp_threads = omp_threads
+        self.max_workers = max_workers
+        self.startup_timeout_s = startup_timeout_s
+        self.log_path = self.data_dir / LOG_NAME
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> MilvusLiteServer:
+        """Start the process (no-op if running) and wait until the port accepts connections."""
+        if self.is_running():
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        _check_port_free(self.host, self.port)
+        cmd = server_command(self.data_dir, self.host, self.port, self.max_workers)
+        offset = _log_size(self.log_path)
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          env=server_env(self.omp_threads), start_new_session=True)  # fmt: skip
+        try:
+            _wait_ready(self.host, self.port, self._proc, self.log_path, self.startup_timeout_s, offset)
+        except BaseException:
+            self.stop(kill=True)
+            raise
+        return self
+
+    def stop(self, *, kill: bool = False, timeout_s: float = 20.0) -> None:
+        """Stop the process: SIGINT (clean shutdown), or SIGKILL with ``kill=True`` or after ``timeout_s``."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _terminate(proc, kill, timeout_s)
+
+    def close(self) -> None:
+        """Stop and, if the data dir was a temp dir, delete it."""
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> MilvusLiteServer:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+# -- daemon management (CLI) ----------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    """True if ``pid`` is a live (non-zombie) Milvus Lite server."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            return False
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"milvus_lite" in fh.read()
+    except (OSError, IndexError):
+        return False
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def daemon_start(data_dir: Path, host: str, port: int, *, omp_threads: int = 1, timeout_s: float = 60.0) -> int:
+    """Start a background server on ``data_dir`` (idempotent); return its pid."""
+    data = data_dir.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    pidfile, log_path = data / PID_NAME, data / LOG_NAME
+    pid = _read_pid(pidfile)
+    if pid is not None and _pid_alive(pid):
+        _wait_ready(host, port, None, log_path, timeout_s, None)
+        return pid
+    _check_port_free(host, port)
+    offset = _log_size(log_path)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            server_command(data, host, port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=server_env(omp_threads), start_new_session=True,
+        )  # fmt: skip
+    pidfile.write_text(f"{proc.pid}\n")
+    try:
+        _wait_ready(host, port, proc, log_path, timeout_s, offset)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        pidfile.unlink(missing_ok=True)
+        raise
+    proc.returncode = 0  # detached on purpose: silence Popen's "still running" ResourceWarning
+    return proc.pid
+
+
+def daemon_stop(data_dir: Path, timeout_s: float = 20.0) -> bool:
+    """Stop the server named by the pidfile (SIGINT, SIGKILL after ``timeout_s``); False if none was running."""
+    pidfile = data_dir / PID_NAME
+    pid = _read_pid(pidfile)
+    if pid is None or not _pid_alive(pid):
+        pidfile.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5.0
+        time.sleep(0.05)
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
+def daemon_status(data_dir: Path, host: str, port: int) -> dict[str, object]:
+    pid = _read_pid(data_dir / PID_NAME)
+    running = pid is not None and _pid_alive(pid)
+    return {
+        "running": running,
+        "pid": pid if running else None,
+        "uri": f"http://{host}:{port}",
+        "ready": accepts_connections(host, port),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parsed = urlparse(constants.MILVUS_URI)
+    ap = argparse.ArgumentParser(prog="python -m ltrr.backends.milvus_server", description=__doc__.split("\n")[0])
+    ap.add_argument("command", choices=["start", "stop", "status"])
+    ap.add_argument("--data-dir", default=f"{constants.VAR_DIR}/milvus", help="database dir (default: var/milvus)")
+    ap.add_argument("--host", default=parsed.hostname or "127.0.0.1", help="listen address (from LTRR_MILVUS_URI)")
+    ap.add_argument("--port", type=int, default=parsed.port or 19530, help="listen port (from LTRR_MILVUS_URI)")
+    ap.add_argument("--omp-threads", type=int, default=1, help="OMP_NUM_THREADS of the server (faiss)")
+    args = ap.parse_args(argv)
+    data = Path(args.data_dir)
+    try:
+        if args.command == "start":
+            pid = daemon_start(data, args.host, args.port, omp_threads=args.omp_threads)
+            print(json.dumps({"pid": pid, "uri": f"http://{args.host}:{args.port}"}))
+        elif args.command == "stop":
+            print("stopped" if daemon_stop(data) else "not running")
+        else:
+            status = daemon_status(data, args.host, args.port)
+            print(json.dumps(status))
+            return 0 if status["running"] and status["ready"] else 1
+    except BackendUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
