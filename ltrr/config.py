@@ -92,6 +92,6 @@ class AppConfig(_Strict):
         paths = {
             f: C.resolve_path(getattr(cfg, f))
             for f in fields
-            if f.endswith(("_path", "_dir")) and isinstance(getattr(cfg, f), str)
+            if f.endswith(("_path", "_dir", "_cache")) and isinstance(getattr(cfg, f), str)
         }
         return cfg.model_copy(update=paths) if paths else cfg

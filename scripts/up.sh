@@ -20,7 +20,8 @@ $PY -m ltrr.backends.meili_server start
 echo "==> Milvus Lite"
 $PY -m ltrr.backends.milvus_server start
 echo "==> catalog and indexes"
-$BIN/ltrr ingest --config "$CONFIG" ${LTRR_MAX_ARTISTS:+--max-artists "$LTRR_MAX_ARTISTS"}
+# The ingest runs before Ray starts, so the embedder may use both cores.
+LTRR_TORCH_THREADS=${LTRR_TORCH_THREADS:-2} $BIN/ltrr ingest --config "$CONFIG" ${LTRR_MAX_ARTISTS:+--max-artists "$LTRR_MAX_ARTISTS"}
 
 echo "==> Ray head node"
 if ! $BIN/ray status >/dev/null 2>&1; then

@@ -46,3 +46,6 @@ def test_repo_serve_config_validates(monkeypatch, tmp_path):
     assert set(cfg.enabled()) == set(STRATEGY_NAMES)
     graph = cfg.strategy_config("graph")
     assert graph.catalog_path == cfg.catalog_path
+    assert graph.cache_dir == str(tmp_path / "var" / "graph-cache")
+    # Relative files of a strategy resolve against LTRR_HOME too, so Ray workers find them.
+    assert cfg.strategy_config("vector").embedding_cache == str(tmp_path / "var" / "embeddings.sqlite")
