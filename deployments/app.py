@@ -34,7 +34,8 @@ def build_app(args: dict[str, Any]) -> Application:
     for name, spec in cfg.enabled().items():
         cls = SERVER_CLASSES.get(name, StrategyServer)
         dep = serve.deployment(cls).options(  # type: ignore[attr-defined]
-            name=f"{name}", **_options(spec.deployment))
+            name=f"{name}", **_options(spec.deployment)
+        )
         handles[name] = dep.bind(name, plain)
     ingress = serve.deployment(Ingress).options(  # type: ignore[attr-defined]
         name="ingress", **_options(cfg.ingress.deployment)

@@ -161,11 +161,13 @@ class Ingress:
         except Exception as exc:  # noqa: BLE001
             _fail(grpc_context, exc)
             return pb.UpsertSummary()
-        indexed = {n: int(r) for n, r in zip(names, results) if not isinstance(r, BaseException)}
-        failed = [n for n, r in zip(names, results) if isinstance(r, BaseException)]
-        for n, r in zip(names, results):
+        indexed, failed = {}, []
+        for n, r in zip(names, results, strict=True):
             if isinstance(r, BaseException):
+                failed.append(n)
                 log.warning("upsert: %s failed to sync: %s", n, r)
+            else:
+                indexed[n] = int(r)
         return pb.UpsertSummary(received=len(entities), changed=changed, indexed=indexed, failed=failed)
 
     # -- grpc.health.v1.Health ---------------------------------------------------
@@ -189,8 +191,10 @@ class Ingress:
         self, request: health_pb2.HealthCheckRequest, grpc_context: RayServegRPCContext
     ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
         resp = self._health(request.service)
-        yield resp if resp is not None else health_pb2.HealthCheckResponse(
-            status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        yield (
+            resp
+            if resp is not None
+            else health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
         )
 
     async def check_health(self) -> None:

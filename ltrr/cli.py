@@ -1,9 +1,9 @@
 """``ltrr``: command-line entry point.
 
-    ltrr ingest   [--config F] [--max-artists N]   build the catalog and every index (incremental)
-    ltrr search   QUERY [-k N] [--type T] [--strategy S] [--explain] [--target H:P]
-    ltrr health   [--target H:P]
-    ltrr catalog  summary | synthetic --n N --out F
+ltrr ingest   [--config F] [--max-artists N]   build the catalog and every index (incremental)
+ltrr search   QUERY [-k N] [--type T] [--strategy S] [--explain] [--target H:P]
+ltrr health   [--target H:P]
+ltrr catalog  summary | synthetic --n N --out F
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class LtrrClient:
         self.stub = pb_grpc.SearchServiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
-    def __enter__(self) -> "LtrrClient":
+    def __enter__(self) -> LtrrClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -84,8 +84,10 @@ class LtrrClient:
 
 def format_table(resp: pb.SearchResponse) -> str:
     """A plain-text table of results and strategy calls."""
-    lines = [f"request_id={resp.request_id} policy={resp.policy_version} ranker={resp.ranker_version}"
-             + ("  DEGRADED" if resp.degraded else "")]
+    lines = [
+        f"request_id={resp.request_id} policy={resp.policy_version} ranker={resp.ranker_version}"
+        + ("  DEGRADED" if resp.degraded else "")
+    ]
     lines.append(f"{'#':>2}  {'type':<8} {'title':<40} {'subtitle':<30} {'score':>7}  retrieved_by")
     for i, r in enumerate(resp.results, 1):
         lines.append(

@@ -64,7 +64,7 @@ class AppConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _check_strategies(self) -> "AppConfig":
+    def _check_strategies(self) -> AppConfig:
         self.catalog_path = C.resolve_path(self.catalog_path)
         self.events_path = C.resolve_path(self.events_path)
         for name, spec in self.strategies.items():

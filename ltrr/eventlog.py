@@ -68,7 +68,7 @@ class SearchEvent:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SearchEvent":
+    def from_dict(cls, d: dict[str, Any]) -> SearchEvent:
         return cls(**{**d, "shown": tuple(d["shown"]), "calls": tuple(d.get("calls", ()))})
 
 

@@ -54,7 +54,7 @@ class Fanout:
             raw = await asyncio.wait_for(self.callers[name](query, k), timeout=self.timeouts_s[name])
             cands = [Candidate.from_dict(c) for c in raw][:k]
             status, detail = OK, ""
-        except (asyncio.TimeoutError, BackendTimeout):
+        except (TimeoutError, BackendTimeout):
             cands, status = [], TIMEOUT
             detail = f"no answer within {self.timeouts_s[name] * 1000:.0f} ms"
         except Exception as exc:  # noqa: BLE001 - one failing strategy must not fail the search
@@ -72,7 +72,7 @@ class Fanout:
         results: dict[str, list[Candidate]] = {}
         reports: dict[str, CallReport] = {}
         props = propensities or {}
-        for s, (cands, rep) in zip(called, outcomes):
+        for s, (cands, rep) in zip(called, outcomes, strict=True):
             results[s] = cands
             reports[s] = CallReport(
                 rep.strategy, rep.requested, rep.returned, rep.latency_ms, rep.status, props.get(s, 1.0), rep.detail

@@ -87,9 +87,7 @@ class SearchService:
             ranker_version=RRF_RANKER_VERSION,
         )
         await asyncio.to_thread(self.events.record_search, event)
-        return SearchOutcome(
-            request_id, fused, calls, degraded, STATIC_POLICY_VERSION, RRF_RANKER_VERSION, features
-        )
+        return SearchOutcome(request_id, fused, calls, degraded, STATIC_POLICY_VERSION, RRF_RANKER_VERSION, features)
 
     async def feedback(self, p: FeedbackParams) -> bool:
         """Store feedback durably; return True when it was a duplicate ``event_id``."""

@@ -58,7 +58,7 @@ class Entity:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Entity":
+    def from_dict(cls, d: Mapping[str, Any]) -> Entity:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -100,7 +100,7 @@ class Relation:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Relation":
+    def from_dict(cls, d: Mapping[str, Any]) -> Relation:
         return cls(**d)
 
 
@@ -124,7 +124,7 @@ class UserProfile:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "UserProfile":
+    def from_dict(cls, d: Mapping[str, Any]) -> UserProfile:
         return cls(
             user_id=d["user_id"],
             top_artists=tuple(tuple(x) for x in d.get("top_artists", ())),  # type: ignore[misc]
@@ -161,7 +161,7 @@ class ParsedQuery:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ParsedQuery":
+    def from_dict(cls, d: Mapping[str, Any]) -> ParsedQuery:
         return cls(
             text=d["text"],
             residual=d["residual"],
@@ -198,7 +198,7 @@ class Query:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Query":
+    def from_dict(cls, d: Mapping[str, Any]) -> Query:
         return cls(
             text=d["text"],
             parsed=ParsedQuery.from_dict(d["parsed"]),
@@ -223,5 +223,5 @@ class Candidate:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Candidate":
+    def from_dict(cls, d: Mapping[str, Any]) -> Candidate:
         return cls(**d)

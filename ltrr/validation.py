@@ -118,9 +118,7 @@ def validate_feedback(
     return FeedbackParams(rid, eid, ent, act, position)
 
 
-def validate_entity(
-    *, entity_id: str, entity_type: str, title: str, popularity: float = 0.0, index: int = 0
-) -> None:
+def validate_entity(*, entity_id: str, entity_type: str, title: str, popularity: float = 0.0, index: int = 0) -> None:
     """Check one streamed entity of ``UpsertEntities`` (``index`` is its 0-based position)."""
     where = f"entities[{index}]"
     if not (entity_id or "").strip():

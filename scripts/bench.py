@@ -57,9 +57,14 @@ def queries(catalog_path: str, n: int, seed: int = 0) -> list[str]:
     popular = sorted(ents, key=lambda e: -e.popularity)[:2000]
     artists = [e.title for e in popular if e.entity_type == "artist"][:300]
     semantic = [
-        "sad songs for a rainy day", "upbeat workout edm", "podcast about true crime investigations",
-        "chill acoustic covers", "latin party hits", "history podcast about ancient rome",
-        "90s hip hop classics", "relaxing piano for studying",
+        "sad songs for a rainy day",
+        "upbeat workout edm",
+        "podcast about true crime investigations",
+        "chill acoustic covers",
+        "latin party hits",
+        "history podcast about ancient rome",
+        "90s hip hop classics",
+        "relaxing piano for studying",
     ]
     out = []
     for _ in range(n):
@@ -237,8 +242,10 @@ def main() -> int:
     cfg = load_app_config(args.config)
     qs = queries(cfg.catalog_path, args.n)
     cq = qs * 2
-    print(f"bench: {len(qs)} sequential + {len(cq)} with {args.callers} concurrent callers; cores={os.cpu_count()}",
-          file=sys.stderr)
+    print(
+        f"bench: {len(qs)} sequential + {len(cq)} with {args.callers} concurrent callers; cores={os.cpu_count()}",
+        file=sys.stderr,
+    )
     rows = []
     lat_seq, wall = grpc_sequential(args.target, qs)
     rows.append(summary("gRPC via Serve, sequential", lat_seq, wall))
@@ -255,20 +262,37 @@ def main() -> int:
     table = ["| setup | n | p50 ms | p99 ms | mean ms | req/s |", "|---|---|---|---|---|---|"]
     for r in rows + list(ip["per_strategy"].values()):
         if r.get("n"):
-            table.append(f"| {r['setup']} | {r['n']} | {r['p50_ms']} | {r['p99_ms']} | {r['mean_ms']} | "
-                         f"{r['throughput_rps']} |")
+            table.append(
+                f"| {r['setup']} | {r['n']} | {r['p50_ms']} | {r['p99_ms']} | {r['mean_ms']} | {r['throughput_rps']} |"
+            )
     table.append("")
-    table.append(f"Serve+gRPC overhead ratio (p50, same run): sequential {ratio_seq:.2f}x, "
-                 f"{args.callers} concurrent {ratio_conc:.2f}x")
+    table.append(
+        f"Serve+gRPC overhead ratio (p50, same run): sequential {ratio_seq:.2f}x, "
+        f"{args.callers} concurrent {ratio_conc:.2f}x"
+    )
     text = "\n".join(table)
     print(text)
     (out / "latency.md").write_text(text + "\n")
-    (out / "latency.json").write_text(json.dumps({"rows": rows, "per_strategy": ip["per_strategy"],
-                                                  "ratio_seq_p50": ratio_seq, "ratio_conc_p50": ratio_conc}, indent=2))
-    plot(out / "latency.png", {
-        "gRPC/Serve sequential": lat_seq, f"gRPC/Serve {args.callers} concurrent": lat_conc,
-        "in-process sequential": ip["seq_lat"], f"in-process {args.callers} concurrent": ip["conc_lat"],
-    })
+    (out / "latency.json").write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "per_strategy": ip["per_strategy"],
+                "ratio_seq_p50": ratio_seq,
+                "ratio_conc_p50": ratio_conc,
+            },
+            indent=2,
+        )
+    )
+    plot(
+        out / "latency.png",
+        {
+            "gRPC/Serve sequential": lat_seq,
+            f"gRPC/Serve {args.callers} concurrent": lat_conc,
+            "in-process sequential": ip["seq_lat"],
+            f"in-process {args.callers} concurrent": ip["conc_lat"],
+        },
+    )
     print(f"wrote {out}/latency.md, latency.json, latency.png", file=sys.stderr)
     return 0
 

@@ -70,8 +70,7 @@ class CatalogStore:
     def max_seq(self) -> int:
         with self._lock:
             row = self._db.execute(
-                "SELECT MAX(m) FROM (SELECT MAX(seq) AS m FROM entities "
-                "UNION ALL SELECT MAX(seq) FROM relations)"
+                "SELECT MAX(m) FROM (SELECT MAX(seq) AS m FROM entities UNION ALL SELECT MAX(seq) FROM relations)"
             ).fetchone()
         return int(row[0] or 0)
 
@@ -109,7 +108,7 @@ class CatalogStore:
         with self._lock:
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
-                q = "SELECT entity_id, doc FROM entities WHERE entity_id IN (%s)" % ",".join("?" * len(chunk))
+                q = f"SELECT entity_id, doc FROM entities WHERE entity_id IN ({','.join('?' * len(chunk))})"
                 for eid, doc in self._db.execute(q, chunk):
                     out[eid] = Entity.from_dict(json.loads(doc))
         return out

@@ -74,8 +74,11 @@ def test_known_item_with_typo_finds_the_artist(client):
 
 def test_artists_like_x_returns_graph_neighbours(client, ltrr_app):
     store = CatalogStore(ltrr_app.catalog_path)
-    (radiohead,) = [e for e in store.entities_since(0, batch_size=100000).__next__()[1]
-                    if e.title == "Radiohead" and e.entity_type == "artist"]
+    (radiohead,) = [
+        e
+        for e in store.entities_since(0, batch_size=100000).__next__()[1]
+        if e.title == "Radiohead" and e.entity_type == "artist"
+    ]
     neighbours = {r.dst for r in store.relations_since(0) if r.src == radiohead.entity_id and r.kind == "similar"}
     neighbours |= {r.src for r in store.relations_since(0) if r.dst == radiohead.entity_id and r.kind == "similar"}
     store.close()
@@ -108,18 +111,28 @@ INVALID = [
     (pb.SearchRequest(query="x" * 300), "query: must be at most 256 characters, got 300"),
     (pb.SearchRequest(query="ok", k=101), "k: must be in [1, 100] (0 means 10), got 101"),
     (pb.SearchRequest(query="ok", k=-3), "k: must be in [1, 100] (0 means 10), got -3"),
-    (pb.SearchRequest(query="ok", entity_types=["album"]),
-     "entity_types: unknown entity type 'album'; valid: artist, track, playlist, podcast"),
-    (pb.SearchRequest(query="ok", strategies=["bm25"]),
-     "strategies: unknown strategy 'bm25'; valid: lexical, vector, graph, memory"),
-    (pb.SearchRequest(query="ok", context={f"k{i}": "v" for i in range(40)}),
-     "context: must have at most 32 entries, got 40"),
-    (pb.SearchRequest(query="ok", context={"hour": "9" * 300}),
-     "context: value of 'hour' must be at most 256 characters, got 300"),
+    (
+        pb.SearchRequest(query="ok", entity_types=["album"]),
+        "entity_types: unknown entity type 'album'; valid: artist, track, playlist, podcast",
+    ),
+    (
+        pb.SearchRequest(query="ok", strategies=["bm25"]),
+        "strategies: unknown strategy 'bm25'; valid: lexical, vector, graph, memory",
+    ),
+    (
+        pb.SearchRequest(query="ok", context={f"k{i}": "v" for i in range(40)}),
+        "context: must have at most 32 entries, got 40",
+    ),
+    (
+        pb.SearchRequest(query="ok", context={"hour": "9" * 300}),
+        "context: value of 'hour' must be at most 256 characters, got 300",
+    ),
 ]
 
 
-@pytest.mark.parametrize("request_, message", INVALID, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(INVALID)])
+@pytest.mark.parametrize(
+    "request_, message", INVALID, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(INVALID)]
+)
 def test_invalid_search_gets_invalid_argument(client, request_, message):
     with pytest.raises(grpc.RpcError) as ei:
         client.stub.Search(request_, timeout=10)
@@ -134,12 +147,21 @@ def test_feedback_validation_idempotency_and_unknown_request(client):
     assert client.feedback(resp.request_id, target, "click", position=1, event_id=event).duplicate is False
     assert client.feedback(resp.request_id, target, "click", position=1, event_id=event).duplicate is True
     cases = [
-        (pb.FeedbackRequest(event_id="e", entity_id=target, action="click"), grpc.StatusCode.INVALID_ARGUMENT,
-         "request_id: is required"),
-        (pb.FeedbackRequest(request_id=resp.request_id, event_id="e2", entity_id=target, action="like"),
-         grpc.StatusCode.INVALID_ARGUMENT, "action: unknown action 'like'; valid: click, play, favorite, skip"),
-        (pb.FeedbackRequest(request_id="nope", event_id="e3", entity_id=target, action="click"),
-         grpc.StatusCode.NOT_FOUND, "request_id: unknown request 'nope'"),
+        (
+            pb.FeedbackRequest(event_id="e", entity_id=target, action="click"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "request_id: is required",
+        ),
+        (
+            pb.FeedbackRequest(request_id=resp.request_id, event_id="e2", entity_id=target, action="like"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "action: unknown action 'like'; valid: click, play, favorite, skip",
+        ),
+        (
+            pb.FeedbackRequest(request_id="nope", event_id="e3", entity_id=target, action="click"),
+            grpc.StatusCode.NOT_FOUND,
+            "request_id: unknown request 'nope'",
+        ),
     ]
     for req, code, message in cases:
         with pytest.raises(grpc.RpcError) as ei:
@@ -181,7 +203,11 @@ def test_cli_client_in_another_process(ltrr_app):
     env = dict(os.environ)
     out = subprocess.run(
         [sys.executable, "-m", "ltrr.cli", "search", "radiohaed", "-k", "3", "--target", ltrr_app.target],
-        capture_output=True, text=True, timeout=60, env=env, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=True,
     ).stdout
     assert "Radiohead" in out.splitlines()[2]
     assert "lexical" in out and "OK" in out

@@ -14,7 +14,9 @@ def log(tmp_path):
 
 
 def search(rid="r1", ts=1000.0):
-    return SearchEvent(rid, ts, "radiohead", "u1", ("artist:a", "track:b"), ({"strategy": "lexical"},), {"lexical": ["artist:a"]})
+    return SearchEvent(
+        rid, ts, "radiohead", "u1", ("artist:a", "track:b"), ({"strategy": "lexical"},), {"lexical": ["artist:a"]}
+    )
 
 
 def fb(eid="e1", rid="r1", ts=1010.0, entity="artist:a", action="click"):

@@ -51,7 +51,10 @@ def test_search_fuses_logs_and_degrades(service):
     assert [r.entity_id for r in out.results] == ["b", "a", "d"]
     assert out.degraded is True
     assert {c.strategy: c.status for c in out.calls} == {
-        "lexical": "ok", "vector": "ok", "graph": "ok", "memory": "error"
+        "lexical": "ok",
+        "vector": "ok",
+        "graph": "ok",
+        "memory": "error",
     }
     assert out.features["b"]["vector.rank"] == 1.0 and out.features["b"]["lexical.rank"] == 2.0
     logged = service.events.search(out.request_id)
@@ -62,7 +65,10 @@ def test_search_fuses_logs_and_degrades(service):
 def test_forced_strategy_skips_the_rest_and_is_not_degraded(service):
     out = asyncio.run(service.search(validate_search(query="q", strategies=["vector"], known_strategies=NAMES)))
     assert {c.strategy: c.status for c in out.calls} == {
-        "lexical": "skipped", "vector": "ok", "graph": "skipped", "memory": "skipped"
+        "lexical": "skipped",
+        "vector": "ok",
+        "graph": "skipped",
+        "memory": "skipped",
     }
     assert out.degraded is False
     assert [r.entity_id for r in out.results] == ["b", "d"]

@@ -20,8 +20,11 @@ def _search(**kw):
         ({"query": "x" * 257}, "query", "must be at most 256 characters, got 257"),
         ({"k": 101}, "k", "must be in [1, 100] (0 means 10), got 101"),
         ({"k": -1}, "k", "must be in [1, 100] (0 means 10), got -1"),
-        ({"entity_types": ["album"]}, "entity_types",
-         "unknown entity type 'album'; valid: artist, track, playlist, podcast"),
+        (
+            {"entity_types": ["album"]},
+            "entity_types",
+            "unknown entity type 'album'; valid: artist, track, playlist, podcast",
+        ),
         ({"strategies": ["bm25"]}, "strategies", "unknown strategy 'bm25'; valid: lexical, vector, graph, memory"),
         ({"context": {f"k{i}": "v" for i in range(33)}}, "context", "must have at most 32 entries, got 33"),
         ({"context": {"hour": "x" * 257}}, "context", "value of 'hour' must be at most 256 characters, got 257"),
@@ -74,8 +77,11 @@ def test_feedback_ok():
     "fields, field, message",
     [
         ({"entity_id": ""}, "entities[3].entity_id", "is required"),
-        ({"entity_type": "album"}, "entities[3].entity_type",
-         "unknown entity type 'album'; valid: artist, track, playlist, podcast"),
+        (
+            {"entity_type": "album"},
+            "entities[3].entity_type",
+            "unknown entity type 'album'; valid: artist, track, playlist, podcast",
+        ),
         ({"entity_id": "track:1"}, "entities[3].entity_id", "must start with 'artist:', got 'track:1'"),
         ({"title": ""}, "entities[3].title", "is required"),
         ({"popularity": 101.0}, "entities[3].popularity", "must be in [0, 100], got 101.0"),
