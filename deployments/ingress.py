@@ -68,7 +68,7 @@ class Ingress:
         self.service = SearchService(
             fanout, qu.parse, self.events, {n: s.default_k for n, s in enabled.items()}, rrf_c=app.ingress.rrf_c
         )
-        self.ready = True
+        self.ready = False
 
     # -- ltrr.v1.SearchService ------------------------------------------------
     async def Search(self, request: pb.SearchRequest, grpc_context: RayServegRPCContext) -> pb.SearchResponse:
@@ -171,16 +171,29 @@ class Ingress:
         return pb.UpsertSummary(received=len(entities), changed=changed, indexed=indexed, failed=failed)
 
     # -- grpc.health.v1.Health ---------------------------------------------------
-    def _health(self, service: str) -> health_pb2.HealthCheckResponse | None:
+    async def _strategies_ready(self) -> bool:
+        """SERVING only once every strategy replica has finished starting and warming up."""
+        if not self.ready:
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(*(h.ready.remote() for h in self.handles.values())), timeout=2.0
+                )
+                self.ready = True
+            except Exception:  # noqa: BLE001 - still starting: NOT_SERVING, ask again later
+                return False
+        return True
+
+    async def _health(self, service: str) -> health_pb2.HealthCheckResponse | None:
         if service not in ("", SERVICE_NAME):
             return None
-        status = health_pb2.HealthCheckResponse.SERVING if self.ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        serving = await self._strategies_ready()
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         return health_pb2.HealthCheckResponse(status=status)
 
     async def Check(
         self, request: health_pb2.HealthCheckRequest, grpc_context: RayServegRPCContext
     ) -> health_pb2.HealthCheckResponse:
-        resp = self._health(request.service)
+        resp = await self._health(request.service)
         if resp is None:
             grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
             grpc_context.set_details(f"service: unknown service {request.service!r}")
@@ -190,7 +203,7 @@ class Ingress:
     async def Watch(
         self, request: health_pb2.HealthCheckRequest, grpc_context: RayServegRPCContext
     ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
-        resp = self._health(request.service)
+        resp = await self._health(request.service)
         yield (
             resp
             if resp is not None
@@ -198,6 +211,4 @@ class Ingress:
         )
 
     async def check_health(self) -> None:
-        """Serve's replica health check: fail until initialised."""
-        if not self.ready:
-            raise RuntimeError("ingress not initialised")
+        """Serve's replica health check: the replica itself is healthy once constructed."""

@@ -20,7 +20,7 @@ from ltrr.catalog.store import CatalogStore
 from ltrr.config import AppConfig
 from ltrr.ingest import index_target, sync
 from ltrr.strategies.registry import make_strategy
-from ltrr.types import Query
+from ltrr.types import ParsedQuery, Query
 
 log = logging.getLogger("ray.serve")
 
@@ -37,6 +37,20 @@ class StrategyServer:
         interval = float(getattr(self.config, "refresh_interval_s", 0) or 0)
         if interval > 0 and callable(getattr(self.strategy, "refresh", None)):
             threading.Thread(target=self._refresh_loop, args=(interval,), daemon=True).start()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One search before taking traffic: loads models, collections and lazy indexes,
+        so the first user query does not pay for them and miss its deadline."""
+        query = Query("radiohead", ParsedQuery("radiohead", "radiohead", seed="radiohead"))
+        try:
+            self.strategy.search(query, 10)
+        except Exception as exc:  # noqa: BLE001 - a backend that is down now may come back later
+            log.warning("%s: warm-up search failed: %s", self.name, exc)
+
+    async def ready(self) -> bool:
+        """True once constructed (and warmed up); the ingress health check waits for this."""
+        return True
 
     def _refresh_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):

@@ -40,6 +40,8 @@ def test_standard_health_and_reflection(ltrr_app):
     with pytest.raises(grpc.RpcError) as ei:
         health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
     assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+    first = next(iter(health.Watch(health_pb2.HealthCheckRequest(), timeout=10)))
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
     refl = reflection_pb2_grpc.ServerReflectionStub(ch)
     (answer,) = list(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
     names = {s.name for s in answer.list_services_response.service}
