@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The strategies without the slow Milvus Lite scan: isolates Serve's own per-hop cost.
+FAST = ("lexical", "memory", "graph")
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LTRR_HOME", str(ROOT))
@@ -82,16 +84,16 @@ def queries(catalog_path: str, n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def grpc_sequential(target: str, qs: list[str]) -> tuple[list[float], float]:
+def grpc_sequential(target: str, qs: list[str], strategies: tuple[str, ...] = ()) -> tuple[list[float], float]:
     from ltrr.client import LtrrClient
 
     lat = []
     with LtrrClient(target, timeout=30) as c:
-        c.search("warm up", k=10)
+        c.search("warm up", k=10, strategies=strategies)
         t0 = time.perf_counter()
         for q in qs:
             t = time.perf_counter()
-            c.search(q, k=10)
+            c.search(q, k=10, strategies=strategies)
             lat.append((time.perf_counter() - t) * 1000)
         wall = time.perf_counter() - t0
     return lat, wall
@@ -151,9 +153,9 @@ def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
     svc = SearchService(fan, qu.parse, events, {n: s.default_k for n, s in enabled.items()})
     names = list(enabled)
 
-    async def one(q: str) -> float:
+    async def one(q: str, forced: tuple[str, ...] = ()) -> float:
         t = time.perf_counter()
-        await svc.search(validate_search(query=q, k=10, known_strategies=names))
+        await svc.search(validate_search(query=q, k=10, strategies=forced, known_strategies=names))
         return (time.perf_counter() - t) * 1000
 
     async def seq() -> tuple[list[float], float]:
@@ -173,7 +175,15 @@ def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
         lat = await asyncio.gather(*(guarded(q) for q in qs))
         return list(lat), time.perf_counter() - t0
 
+    async def seq_fast() -> tuple[list[float], float]:
+        await one("warm up", FAST)
+        t0 = time.perf_counter()
+        lat = [await one(q, FAST) for q in qs]
+        return lat, time.perf_counter() - t0
+
     out: dict[str, Any] = {}
+    lat, wall = asyncio.run(seq_fast())
+    out["fast"] = summary(f"in-process, sequential, {'+'.join(FAST)} only", lat, wall)
     lat, wall = asyncio.run(seq())
     out["seq"] = summary("in-process, sequential", lat, wall)
     out["seq_lat"] = lat
@@ -253,8 +263,11 @@ def main() -> int:
     lat_conc, wall = grpc_concurrent(args.target, cq, args.callers)
     rows.append(summary(f"gRPC via Serve, {args.callers} concurrent", lat_conc, wall))
     print(rows[-1], file=sys.stderr)
+    lat_fast, wall = grpc_sequential(args.target, qs, FAST)
+    rows.append(summary(f"gRPC via Serve, sequential, {'+'.join(FAST)} only", lat_fast, wall))
+    print(rows[-1], file=sys.stderr)
     ip = in_process(args.config, qs, args.callers)
-    rows += [ip["seq"], ip["conc"]]
+    rows += [ip["seq"], ip["conc"], ip["fast"]]
     ratio_seq = rows[0]["p50_ms"] / max(ip["seq"]["p50_ms"], 1e-9)
     ratio_conc = rows[1]["p50_ms"] / max(ip["conc"]["p50_ms"], 1e-9)
     out = Path(args.out)
