@@ -279,9 +279,11 @@ def main() -> int:
                 f"| {r['setup']} | {r['n']} | {r['p50_ms']} | {r['p99_ms']} | {r['mean_ms']} | {r['throughput_rps']} |"
             )
     table.append("")
+    ratio_fast = rows[2]["p50_ms"] / max(ip["fast"]["p50_ms"], 1e-9)
     table.append(
         f"Serve+gRPC overhead ratio (p50, same run): sequential {ratio_seq:.2f}x, "
-        f"{args.callers} concurrent {ratio_conc:.2f}x"
+        f"{args.callers} concurrent {ratio_conc:.2f}x, without vector {ratio_fast:.2f}x "
+        f"(+{rows[2]['p50_ms'] - ip['fast']['p50_ms']:.1f} ms)"
     )
     text = "\n".join(table)
     print(text)
@@ -292,6 +294,7 @@ def main() -> int:
                 "rows": rows,
                 "per_strategy": ip["per_strategy"],
                 "ratio_seq_p50": ratio_seq,
+                "ratio_fast_p50": ratio_fast,
                 "ratio_conc_p50": ratio_conc,
             },
             indent=2,
