@@ -22,31 +22,16 @@ def _ingest(args: argparse.Namespace) -> int:
     from ltrr.appconfig_io import load_app_config
     from ltrr.catalog.build import build_catalog
     from ltrr.catalog.store import CatalogStore
-    from ltrr.ingest import index_target, sync
-    from ltrr.strategies.registry import make_strategy
+    from ltrr.ingest import sync_all
 
     cfg = load_app_config(args.config)
     store = CatalogStore(cfg.catalog_path)
     t0 = time.perf_counter()
     stats = build_catalog(store, args.data_dir, max_artists=args.max_artists, progress=True)
-    print(f"catalog: {json.dumps(_stats_dict(stats))}", file=sys.stderr)
-    for name in cfg.enabled():
-        scfg = cfg.strategy_config(name)
-        t1 = time.perf_counter()
-        strategy = make_strategy(name, scfg)
-        try:
-            n = sync(strategy, store, index_target(name, scfg), progress=True)
-        finally:
-            strategy.close()
-        print(f"index {name}: {n} entities sent in {time.perf_counter() - t1:.1f} s", file=sys.stderr)
+    print(f"catalog: {json.dumps(stats.to_dict())}", file=sys.stderr)
+    sync_all(cfg, store, progress=True)
     print(f"ingest done in {time.perf_counter() - t0:.1f} s; catalog has {store.count()} entities", file=sys.stderr)
     return 0
-
-
-def _stats_dict(stats: object) -> dict[str, object]:
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(stats) if is_dataclass(stats) and not isinstance(stats, type) else {"stats": str(stats)}
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -96,7 +81,7 @@ def _catalog(args: argparse.Namespace) -> int:
     from ltrr.catalog.synthetic import generate_synthetic
 
     stats = generate_synthetic(CatalogStore(args.path), args.n, seed=args.seed, progress=True)
-    print(json.dumps(_stats_dict(stats)))
+    print(json.dumps(stats.to_dict()))
     return 0
 
 

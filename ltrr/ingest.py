@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 from tqdm import tqdm
 
 from ltrr.catalog.store import CatalogStore
+from ltrr.config import AppConfig
 from ltrr.strategies.base import Strategy
+from ltrr.strategies.registry import make_strategy
 
 log = logging.getLogger("ltrr.ingest")
 
@@ -56,4 +59,19 @@ def sync(
     refresh = getattr(strategy, "refresh", None)
     if callable(refresh):
         refresh()
+    return sent
+
+
+def sync_all(cfg: AppConfig, store: CatalogStore, *, progress: bool = False) -> dict[str, int]:
+    """Build every enabled strategy from ``cfg``, :func:`sync` it, close it; return entities sent per strategy."""
+    sent: dict[str, int] = {}
+    for name in cfg.enabled():
+        t0 = time.perf_counter()
+        scfg = cfg.strategy_config(name)
+        strategy = make_strategy(name, scfg)
+        try:
+            sent[name] = sync(strategy, store, index_target(name, scfg), progress=progress)
+        finally:
+            strategy.close()
+        log.info("index %s: %d entities sent in %.1f s", name, sent[name], time.perf_counter() - t0)
     return sent
