@@ -1,0 +1,203 @@
+"""The policy interface and the decision record.
+
+Every policy turns a context vector ``x (d,)`` into a *base* distribution over
+action ids (:class:`~ltrr.bandit.actions.ActionSpace`), then mixes in the uniform
+distribution over valid actions:
+
+.. math::
+
+    \\pi(a \\mid x) = (1 - \\varepsilon)\\, \\pi_\\text{base}(a \\mid x) + \\varepsilon / (L^S - 1).
+
+:math:`\\varepsilon` is the larger of the policy's own exploration rate and
+:math:`\\varepsilon_f = f / u_\\min`, where ``f`` is the configured propensity floor and
+:math:`u_\\min` the smallest per-strategy level probability under the uniform
+distribution. So every (strategy, budget) choice has probability at least ``f``
+and every action at least :math:`\\varepsilon / (L^S - 1)`: logs support
+off-policy evaluation.
+
+The decision logs its exact propensity :math:`\\pi(a \\mid x)`, and per strategy the
+inclusion probability :math:`P(k_s > 0)` and the probability of its chosen budget.
+For Thompson sampling :math:`\\pi_\\text{base}` is the empirical distribution of the
+greedy action over ``M`` posterior draws and the action is drawn from it, so the
+logged propensity is exact for the procedure that chose the action.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import numpy as np
+
+from ltrr.bandit.actions import ActionSpace
+from ltrr.bandit.config import PolicyConfig
+from ltrr.bandit.linear import LinearArms
+
+#: (strategy, budget k) -> reward in {0, 1}
+ArmRewards = Mapping[tuple[str, int], float]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision: the budgets chosen and how likely they were.
+
+    ``x`` (the context vector) is kept for :meth:`Policy.update` but not serialised:
+    the event log stores the named features instead.
+    """
+
+    budgets: dict[str, int]
+    action: int
+    propensity: float
+    inclusion: dict[str, float]
+    budget_prob: dict[str, float]
+    expected_recall: float
+    cost: float
+    algorithm: str
+    policy_version: str = ""
+    forced: bool = False
+    x: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "budgets": dict(self.budgets),
+            "action": self.action,
+            "propensity": self.propensity,
+            "inclusion": dict(self.inclusion),
+            "budget_prob": dict(self.budget_prob),
+            "expected_recall": self.expected_recall,
+            "cost": self.cost,
+            "algorithm": self.algorithm,
+            "policy_version": self.policy_version,
+            "forced": self.forced,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], x: np.ndarray | None = None) -> Decision:
+        return cls(
+            budgets={str(k): int(v) for k, v in d["budgets"].items()},
+            action=int(d["action"]),
+            propensity=float(d["propensity"]),
+            inclusion={str(k): float(v) for k, v in d["inclusion"].items()},
+            budget_prob={str(k): float(v) for k, v in d["budget_prob"].items()},
+            expected_recall=float(d["expected_recall"]),
+            cost=float(d["cost"]),
+            algorithm=str(d["algorithm"]),
+            policy_version=str(d.get("policy_version", "")),
+            forced=bool(d.get("forced", False)),
+            x=x,
+        )
+
+    def with_version(self, version: str) -> Decision:
+        return replace(self, policy_version=version)
+
+
+class Policy(ABC):
+    """A contextual bandit over budget ladders. Subclasses define :meth:`base_distribution`."""
+
+    name: str = ""
+    own_epsilon: float = 0.0
+
+    def __init__(self, space: ActionSpace, config: PolicyConfig, arms: LinearArms, rng: np.random.Generator) -> None:
+        if arms.b.shape[0] != space.n_arms:
+            raise ValueError(f"`arms` must hold {space.n_arms} arms for this action space, got {arms.b.shape[0]}")
+        self.space = space
+        self.config = config
+        self.arms = arms
+        self.rng = rng
+        floor = config.propensity_floor / space.uniform_level_floor()
+        if floor > 1.0:
+            raise ValueError(
+                f"`propensity_floor` must be at most {space.uniform_level_floor():.4f} for "
+                f"{space.n_strategies} strategies x {space.n_levels} budgets, got {config.propensity_floor}"
+            )
+        self.epsilon = max(floor, self.own_epsilon)
+        valid = np.ones(space.n_actions)
+        valid[0] = 0.0
+        self.uniform = valid / valid.sum()
+
+    # -- what subclasses define -------------------------------------------------
+    @abstractmethod
+    def base_distribution(self, x: np.ndarray) -> tuple[np.ndarray, int | None]:
+        """``(pi_base (n_actions,), drawn action or None)``. A policy that samples
+        (Thompson) returns the action it drew so that it matches ``pi_base``."""
+
+    # -- shared -------------------------------------------------------------------
+    def hit_table(self, x: np.ndarray) -> np.ndarray:
+        """Posterior-mean hit probabilities ``(S, L)``."""
+        return self.space.hit_table(self.arms.mean(x))
+
+    def greedy(self, table: np.ndarray) -> int:
+        """The action maximising :math:`u(a) - c(a)` for a hit table ``(S, L)``."""
+        return int(np.argmax(self.space.union_values(table) - self.space.costs))
+
+    def distribution(self, x: np.ndarray) -> np.ndarray:
+        """:math:`\\pi(\\cdot \\mid x)` over action ids (id 0 has probability 0)."""
+        base, _ = self.base_distribution(self._check(x))
+        return (1.0 - self.epsilon) * base + self.epsilon * self.uniform
+
+    def select(self, x: np.ndarray) -> Decision:
+        """Choose the budgets for context ``x (d,)``."""
+        x = self._check(x)
+        base, drawn = self.base_distribution(x)
+        dist = (1.0 - self.epsilon) * base + self.epsilon * self.uniform
+        if self.rng.random() < self.epsilon:
+            action = int(self.rng.integers(1, self.space.n_actions))  # uniform over valid ids
+        elif drawn is not None:
+            action = drawn
+        else:
+            action = min(int(np.searchsorted(np.cumsum(base), self.rng.random(), side="right")), len(base) - 1)
+        return self._decision(x, action, dist)
+
+    def select_action(self, x: np.ndarray) -> Decision:
+        """Alias of :meth:`select` (the name Open Bandit Pipeline uses)."""
+        return self.select(x)
+
+    def update(self, decision: Decision, rewards: ArmRewards) -> int:
+        """Apply semi-bandit rewards ``{(strategy, k): r}`` observed for ``decision``; returns arms updated."""
+        if decision.x is None:
+            raise ValueError("`decision.x` must hold the context vector to update from it")
+        x = self._check(decision.x)
+        for (strategy, k), r in rewards.items():  # validate all first: an invalid reward updates nothing
+            if strategy not in self.space.strategies:
+                raise ValueError(f"`rewards` names unknown strategy {strategy!r}; known: {list(self.space.strategies)}")
+            if k not in self.space.ladder or k == 0:
+                raise ValueError(f"`rewards` budget for {strategy!r} must be a positive ladder budget, got {k}")
+            if r not in (0, 1, 0.0, 1.0):
+                raise ValueError(f"`rewards` must be 0 or 1, got {r!r} for ({strategy!r}, {k})")
+        for (strategy, k), r in rewards.items():
+            self.arms.update(self.space.arm(self.space.strategies.index(strategy), self.space.ladder.index(k)), x, r)
+        return len(rewards)
+
+    def forced(self, x: np.ndarray, budgets: Mapping[str, int]) -> Decision:
+        """A decision the caller imposed (propensity 1): logged, learned from, not explored."""
+        x = self._check(x)
+        action = self.space.action_for_budgets(budgets)
+        dist = np.zeros(self.space.n_actions)
+        dist[action] = 1.0
+        return replace(self._decision(x, action, dist), forced=True)
+
+    def _decision(self, x: np.ndarray, action: int, dist: np.ndarray) -> Decision:
+        sp = self.space
+        marg = sp.marginals(dist)
+        levels = sp.levels(action)
+        table = self.hit_table(x)
+        return Decision(
+            budgets=sp.budgets(action),
+            action=action,
+            propensity=float(dist[action]),
+            inclusion={s: float(1.0 - marg[i, 0]) for i, s in enumerate(sp.strategies)},
+            budget_prob={s: float(marg[i, levels[i]]) for i, s in enumerate(sp.strategies)},
+            expected_recall=float(sp.union_values(table)[action]),
+            cost=float(sp.costs[action]),
+            algorithm=self.name,
+            x=x,
+        )
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        if x.shape != (self.arms.dim,):
+            raise ValueError(f"`x` must have shape ({self.arms.dim},), got {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("`x` must be finite")
+        return x

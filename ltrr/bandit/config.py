@@ -1,0 +1,91 @@
+"""The strict config of the retrieval policy (the ``policy`` block of the app config)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ALGORITHMS = ("linear_ts", "linucb", "epsilon_greedy", "uniform")
+
+
+class CostConfig(BaseModel):
+    """What a decision costs, in units of candidate recall (the reward is 0/1).
+
+    .. math::
+
+        c(a) = \\sum_{s: k_s > 0} \\bigl(c_\\text{call} + c_\\text{ms} \\, \\ell_s\\bigr) + c_\\text{cand} \\, k_s
+
+    with :math:`\\ell_s` the expected latency of strategy ``s`` in ms.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_call: float = Field(0.01, ge=0.0, le=1.0, description="Cost of calling one strategy.")
+    per_candidate: float = Field(0.0002, ge=0.0, le=0.1, description="Cost of each candidate requested.")
+    per_ms: float = Field(0.0, ge=0.0, le=0.1, description="Cost per expected millisecond of a strategy's latency.")
+    latency_ms: dict[str, float] = Field(
+        default_factory=dict, description="Expected latency per strategy in ms (used only when per_ms > 0)."
+    )
+
+
+class PolicyConfig(BaseModel):
+    """The contextual bandit that chooses each strategy's candidate budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    algorithm: Literal["linear_ts", "linucb", "epsilon_greedy", "uniform"] = Field(
+        "linear_ts", description=f"Policy algorithm, one of {', '.join(ALGORITHMS)}."
+    )
+    ladder: tuple[int, ...] = Field(
+        (0, 10, 25, 50, 100), description="Candidate budgets k a strategy may get; must start with 0 (not called)."
+    )
+    costs: CostConfig = Field(default_factory=CostConfig, description="Cost model of a decision.")
+    propensity_floor: float = Field(
+        0.01,
+        ge=0.0,
+        le=0.2,
+        description="Minimum probability of every (strategy, budget) choice, so logs support off-policy evaluation.",
+    )
+    ridge: float = Field(1.0, gt=0.0, le=1e6, description="Prior precision lambda of each arm's linear model.")
+    prior_hit_rate: float = Field(
+        0.3, ge=0.0, le=1.0, description="Prior mean hit probability of every arm (on the bias feature)."
+    )
+    ts_scale: float = Field(0.5, gt=0.0, le=10.0, description="Linear TS: posterior scale v (noise std of the reward).")
+    ts_resamples: int = Field(
+        64, ge=8, le=4096, description="Linear TS: posterior draws per decision to estimate its propensities."
+    )
+    ucb_alpha: float = Field(0.5, ge=0.0, le=10.0, description="LinUCB: width alpha of the confidence bonus.")
+    epsilon: float = Field(0.1, ge=0.0, le=1.0, description="Epsilon-greedy: probability of a uniform random action.")
+    reward_window_s: float = Field(
+        600.0, gt=0.0, le=7 * 86400.0, description="No positive action within this window is a 0 reward."
+    )
+    positive_actions: tuple[str, ...] = Field(
+        ("click", "play", "favorite"), description="Feedback actions that count as the user finding what they wanted."
+    )
+    learn_from_forced: bool = Field(
+        False,
+        description="Also learn from searches whose caller forced the strategies (their users may want other things).",
+    )
+    poll_interval_s: float = Field(0.5, gt=0.0, le=60.0, description="Learner: how often it joins new feedback.")
+    sync_interval_s: float = Field(1.0, gt=0.0, le=60.0, description="Deciders: how often they fetch new parameters.")
+    checkpoint_dir: str = Field("var/policy", description="Where the learner checkpoints the RLModule.")
+    checkpoint_interval_s: float = Field(
+        5.0, ge=0.0, le=3600.0, description="Learner: at most one checkpoint per this many seconds (0 = every update)."
+    )
+    seed: int | None = Field(None, description="Seed of the decision RNG (None: fresh entropy).")
+
+    @field_validator("ladder")
+    @classmethod
+    def _ladder(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(v) < 2 or v[0] != 0:
+            raise ValueError(f"must start with 0 and have at least one positive budget, got {list(v)}")
+        if any(b <= a for a, b in zip(v, v[1:], strict=False)) or v[-1] > 1000:
+            raise ValueError(f"must be strictly increasing and at most 1000, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _positive_actions(self) -> PolicyConfig:
+        if not self.positive_actions:
+            raise ValueError("positive_actions: must name at least one action")
+        return self
