@@ -1,55 +1,148 @@
-"""Durable log of searches and feedback (SQLite in WAL mode).
+"""Durable log of searches, feedback and their settlements (SQLite in WAL mode).
 
-Every ``Search`` writes one row (request id, query, shown list, per-strategy
-calls) before it answers; ``Feedback`` is joined to that row by request id and
-is acknowledged only after its own row is committed with
-``synchronous=FULL`` (fsync of the WAL on every commit), so an acknowledged
-event survives a crash of the replica or the machine.
+Every ``Search`` writes one row before it answers; ``Feedback`` is joined to
+that row by request id and is acknowledged only after its own row is committed
+with ``synchronous=FULL`` (fsync of the WAL on every commit), so an
+acknowledged event survives a crash of the replica or the machine.
 
-Idempotency: ``event_id`` is the primary key of the feedback table. Writing
-the same event twice stores it once and reports ``duplicate=True``.
+Tables (schema v2, ``PRAGMA user_version = 2``)::
 
-The :class:`EventLog` protocol is what the service uses; SQLite is the embedded
-default. A cluster with ingress replicas on several nodes needs a shared
-server database behind the same protocol (PostgreSQL is the recommended one,
-see README).
+    searches    request_id PK, ts, query, user_id, doc (SearchEvent as JSON)
+    feedback    seq PK AUTOINCREMENT, event_id UNIQUE, request_id, entity_id, action, position, ts
+    pending     request_id PK, ts          searches not yet settled (index on ts)
+    settlements seq PK AUTOINCREMENT, request_id UNIQUE, outcome, entity_id, action, ts
+    query_stats query PK (normalised), searches, positives, last_ts
+    cursors     name PK, seq
+
+A v1 file (``feedback.event_id`` as primary key, only ``searches`` and
+``feedback``) is migrated in place on open: feedback is copied in ``ts`` order
+(so it gets ``seq`` 1..n) and the old searches count as already settled.
+
+Idempotency: writing the same feedback ``event_id`` twice stores it once and
+reports ``duplicate=True``; reusing it for another event is rejected.
+
+Settlement rule. Search ``r`` (logged at ``t_r``) gets exactly one settlement:
+
+* ``positive`` if some feedback ``f`` on ``r`` has an action in
+  ``positive_actions`` and ``f.ts <= t_r + reward_window_s``; the one with the
+  lowest feedback ``seq`` gives ``entity_id`` and ``action``. Decided by the
+  feedback's own ``ts``, not by when :meth:`SQLiteEventLog.settle` runs, so a
+  late settle gives the same answer.
+* ``expired`` (``entity_id = action = ""``) otherwise, once
+  ``now > t_r + reward_window_s + expiry_grace_s``. The grace covers feedback
+  stamped inside the window whose commit is still waiting for the write lock.
+
+``settle`` runs in one ``BEGIN IMMEDIATE`` transaction: it reads the feedback
+committed since its stored scan position (cursor ``_settle``), settles the
+pending searches it finds a qualifying positive for, then expires the old ones,
+removes them from ``pending`` and counts them in ``query_stats``. Rows are
+never updated, so a settlement is immutable.
+
+Delivery guarantees. ``seq`` values come from AUTOINCREMENT inside write
+transactions, which SQLite serialises: they strictly increase in commit order
+and are never reused, so a reader that has seen every row up to ``s`` never
+sees a new row ``<= s``.
+
+* Bandit updates, exactly once: the learner reads ``settlements_since(c)``,
+  applies them, and stores the last ``seq`` in its own checkpoint together with
+  the model. A settlement exists once per request (UNIQUE), and the checkpointed
+  cursor makes the learner apply each one once, including after a restart.
+* Memory index, at least once: ``positives_since(cursor("memory"))`` then
+  ``set_cursor("memory", last_seq)`` after indexing. A crash between the two
+  replays the batch, so the consumer must be idempotent.
+
+Concurrency: several processes (ingress replicas, the learner) may open the same
+file. Every read-modify-write runs in ``BEGIN IMMEDIATE`` under the 30 s busy
+timeout; within a process one connection is shared by threads under a lock.
+
+The :class:`EventLog` protocol is what the service and the learner use; SQLite
+is the embedded default. A cluster with ingress replicas on several nodes needs
+a shared server database behind the same protocol (PostgreSQL is the
+recommended one, see README): same tables, ``BIGSERIAL`` seqs assigned under a
+table lock (or a single writer) to keep them in commit order.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Iterable, Iterator, Literal, Protocol
 
 from ltrr.errors import InvalidRequest, NotFound
+from ltrr.query_understanding import normalize_text
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS searches (
-    request_id TEXT PRIMARY KEY,
-    ts         REAL NOT NULL,
-    query      TEXT NOT NULL,
-    user_id    TEXT NOT NULL,
-    doc        TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    event_id   TEXT PRIMARY KEY,
-    request_id TEXT NOT NULL,
-    entity_id  TEXT NOT NULL,
-    action     TEXT NOT NULL,
-    position   INTEGER NOT NULL,
-    ts         REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_request ON feedback(request_id);
-"""
+SCHEMA_VERSION = 2
+POSITIVE: Final = "positive"
+EXPIRED: Final = "expired"
+DEFAULT_POSITIVE_ACTIONS = ("click", "play", "favorite")
+#: Cursor holding how far :meth:`SQLiteEventLog.settle` has scanned the feedback table.
+_SETTLE_CURSOR = "_settle"
+_MAX_LIMIT = 100_000
+
+_V2_TABLES = (
+    """CREATE TABLE IF NOT EXISTS searches (
+        request_id TEXT PRIMARY KEY,
+        ts         REAL NOT NULL,
+        query      TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        doc        TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS feedback (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id   TEXT UNIQUE NOT NULL,
+        request_id TEXT NOT NULL,
+        entity_id  TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        position   INTEGER NOT NULL,
+        ts         REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS feedback_request ON feedback(request_id)",
+    "CREATE TABLE IF NOT EXISTS pending (request_id TEXT PRIMARY KEY, ts REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS pending_ts ON pending(ts)",
+    """CREATE TABLE IF NOT EXISTS settlements (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT UNIQUE NOT NULL,
+        outcome    TEXT NOT NULL,
+        entity_id  TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        ts         REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS query_stats (
+        query     TEXT PRIMARY KEY,
+        searches  INTEGER NOT NULL,
+        positives INTEGER NOT NULL,
+        last_ts   REAL NOT NULL
+    )""",
+    "CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+)
+
+#: v1 -> v2: rebuild feedback with a seq (in ts order); the old index goes with the old table.
+_MIGRATE_V1 = (
+    "ALTER TABLE feedback RENAME TO feedback_v1",
+    _V2_TABLES[1],
+    "INSERT INTO feedback(event_id, request_id, entity_id, action, position, ts) "
+    "SELECT event_id, request_id, entity_id, action, position, ts FROM feedback_v1 ORDER BY ts, event_id",
+    "DROP TABLE feedback_v1",
+)
 
 
 @dataclass(frozen=True)
 class SearchEvent:
-    """What one search did: enough to join feedback and compute rewards later."""
+    """What one search did: enough to join feedback, compute rewards and evaluate policies later.
+
+    ``candidates[s]`` lists strategy ``s``'s candidate ids and ``scores[s]`` their
+    scores (same length and order). ``features`` are the context features the
+    policy saw, ``decision`` its decision as a plain dict (opaque to the log),
+    ``context`` the request context.
+    """
 
     request_id: str
     ts: float
@@ -60,16 +153,39 @@ class SearchEvent:
     candidates: dict[str, list[str]] | None = None
     policy_version: str = ""
     ranker_version: str = ""
+    features: dict[str, float] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None
+    scores: dict[str, list[float]] | None = None
+    context: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["shown"] = list(self.shown)
-        d["calls"] = list(self.calls)
-        return d
+        """A plain copy (containers copied; ``decision`` deep-copied). Hand-written: ``asdict`` takes ~1 ms here."""
+        return {
+            "request_id": self.request_id,
+            "ts": self.ts,
+            "query": self.query,
+            "user_id": self.user_id,
+            "shown": list(self.shown),
+            "calls": [dict(c) for c in self.calls],
+            "candidates": None if self.candidates is None else {s: list(v) for s, v in self.candidates.items()},
+            "policy_version": self.policy_version,
+            "ranker_version": self.ranker_version,
+            "features": dict(self.features),
+            "decision": copy.deepcopy(self.decision),
+            "scores": None if self.scores is None else {s: list(v) for s, v in self.scores.items()},
+            "context": dict(self.context),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SearchEvent:
-        return cls(**{**d, "shown": tuple(d["shown"]), "calls": tuple(d.get("calls", ()))})
+        """Load a doc of any version: missing fields take their defaults, unknown keys are ignored."""
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in d.items() if k in known}
+        kept["shown"] = tuple(d["shown"])
+        kept["calls"] = tuple(d.get("calls") or ())
+        kept["features"] = dict(d.get("features") or {})
+        kept["context"] = dict(d.get("context") or {})
+        return cls(**kept)
 
 
 @dataclass(frozen=True)
@@ -84,48 +200,184 @@ class FeedbackEvent:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeedbackEvent:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The one outcome of a search: its first positive feedback, or ``expired`` (``entity_id = action = ""``).
+
+    ``seq`` strictly increases in commit order and is never reused; ``ts`` is when it was settled.
+    """
+
+    seq: int
+    request_id: str
+    outcome: Literal["positive", "expired"]
+    entity_id: str
+    action: str
+    ts: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Settlement:
+        return cls(**d)
+
 
 class EventLog(Protocol):
+    """The durable log behind the service (searches, feedback) and the learner (settlements, cursors)."""
+
     def record_search(self, event: SearchEvent) -> None: ...
 
     def record_feedback(self, event: FeedbackEvent) -> bool: ...
 
     def search(self, request_id: str) -> SearchEvent | None: ...
 
+    def feedback_for(self, request_id: str) -> list[FeedbackEvent]: ...
+
+    def settle(self, now_ts: float | None = None, *, limit: int = 10_000) -> list[Settlement]: ...
+
+    def settlements_since(self, seq: int, limit: int = 1000) -> list[tuple[Settlement, SearchEvent]]: ...
+
+    def iter_settled(
+        self, since: int = 0, *, limit: int | None = None, batch_size: int = 1000
+    ) -> Iterator[tuple[Settlement, SearchEvent]]: ...
+
+    def positives_since(self, seq: int, limit: int = 1000) -> list[tuple[int, FeedbackEvent, str]]: ...
+
+    def cursor(self, name: str) -> int: ...
+
+    def set_cursor(self, name: str, seq: int) -> None: ...
+
+    def query_stats(self, query: str) -> tuple[int, int]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
     def close(self) -> None: ...
+
+
+def _check_float(name: str, value: float, *, lo: float, strict: bool) -> float:
+    """A finite real number ``> lo`` (``strict``) or ``>= lo``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= lo if strict else value < lo):
+        bound = "" if lo == -math.inf else f" {'>' if strict else '>='} {lo:g}"
+        raise ValueError(f"`{name}` must be a finite number{bound}, got {value!r}")
+    return float(value)
+
+
+def _check_int(name: str, value: int, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"`{name}` must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
 
 
 class SQLiteEventLog:
     """The embedded :class:`EventLog`: one SQLite file in WAL mode, fsync on commit.
 
-    ``feedback_window_s`` bounds how long after a search its feedback is accepted.
+    ``feedback_window_s`` bounds how long after a search its feedback is accepted;
+    ``reward_window_s`` how long after it a positive action still counts as its
+    reward; ``expiry_grace_s`` how much longer :meth:`settle` waits before
+    declaring it ``expired`` (see the module docstring).
     """
 
-    def __init__(self, path: str | Path, *, feedback_window_s: float = 86400.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        feedback_window_s: float = 86400.0,
+        reward_window_s: float = 600.0,
+        positive_actions: Iterable[str] = DEFAULT_POSITIVE_ACTIONS,
+        expiry_grace_s: float = 60.0,
+    ) -> None:
+        self.feedback_window_s = _check_float("feedback_window_s", feedback_window_s, lo=0, strict=True)
+        self.reward_window_s = _check_float("reward_window_s", reward_window_s, lo=0, strict=True)
+        self.expiry_grace_s = _check_float("expiry_grace_s", expiry_grace_s, lo=0, strict=False)
+        actions = (positive_actions,) if isinstance(positive_actions, str) else tuple(positive_actions)
+        if isinstance(positive_actions, str) or not actions or not all(isinstance(a, str) and a for a in actions):
+            raise ValueError(
+                f"`positive_actions` must be a non-empty collection of non-empty strings, got {positive_actions!r}"
+            )
+        self.positive_actions = tuple(sorted(set(actions)))
+        self._in_positive = f"({','.join('?' * len(self.positive_actions))})"
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.feedback_window_s = feedback_window_s
+        # Writes and reads use separate connections, so a read (query_stats on the search path) never waits
+        # behind a write that waits for SQLite's write lock; WAL readers see the last commit and block no one.
         self._lock = threading.Lock()
+        self._rlock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+            self._rdb = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30.0, isolation_level=None)
+            self._rdb.execute("PRAGMA query_only=ON")
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise ValueError(
+                    f"`path` {str(self.path)!r} has event-log schema v{version}; this code reads v{SCHEMA_VERSION}"
+                )
+            has_v1 = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='feedback'").fetchone()
+            if has_v1:
+                for stmt in _MIGRATE_V1:
+                    db.execute(stmt)
+            for stmt in _V2_TABLES:
+                db.execute(stmt)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: takes the write lock up front (waiting up to the busy timeout)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._rlock:
+            yield self._rdb
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._rlock:
             self._db.close()
+            self._rdb.close()
 
+    # -- ingress: searches and feedback ----------------------------------------------------------
     def record_search(self, event: SearchEvent) -> None:
-        doc = json.dumps(event.to_dict(), ensure_ascii=False)
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO searches(request_id, ts, query, user_id, doc) VALUES (?,?,?,?,?)",
-                (event.request_id, event.ts, event.query, event.user_id, doc),
-            )
+        """Store ``event`` (replacing an earlier doc with the same ``request_id``) and mark it pending.
+
+        Only the first write of a request id makes it pending, so a rewrite never settles it twice.
+        """
+        doc = json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        row = (event.ts, event.query, event.user_id, doc, event.request_id)
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM searches WHERE request_id=?", (event.request_id,)).fetchone():
+                db.execute("UPDATE searches SET ts=?, query=?, user_id=?, doc=? WHERE request_id=?", row)
+                db.execute("UPDATE pending SET ts=? WHERE request_id=?", (event.ts, event.request_id))
+            else:
+                db.execute("INSERT INTO searches(ts, query, user_id, doc, request_id) VALUES (?,?,?,?,?)", row)
+                db.execute("INSERT INTO pending(request_id, ts) VALUES (?,?)", (event.request_id, event.ts))
 
     def search(self, request_id: str) -> SearchEvent | None:
-        with self._lock:
-            row = self._db.execute("SELECT doc FROM searches WHERE request_id=?", (request_id,)).fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT doc FROM searches WHERE request_id=?", (request_id,)).fetchone()
         return SearchEvent.from_dict(json.loads(row[0])) if row else None
 
     def record_feedback(self, event: FeedbackEvent) -> bool:
@@ -134,15 +386,15 @@ class SQLiteEventLog:
         Raises :class:`NotFound` for an unknown or expired ``request_id`` and
         :class:`InvalidRequest` when an ``event_id`` is reused for a different event.
         """
-        with self._lock:
-            row = self._db.execute(
+        with self._tx() as db:
+            row = db.execute(
                 "SELECT request_id, entity_id, action FROM feedback WHERE event_id=?", (event.event_id,)
             ).fetchone()
             if row is not None:
                 if tuple(row) != (event.request_id, event.entity_id, event.action):
                     raise InvalidRequest("event_id", f"{event.event_id!r} was already used for a different event")
                 return True
-            srow = self._db.execute("SELECT ts FROM searches WHERE request_id=?", (event.request_id,)).fetchone()
+            srow = db.execute("SELECT ts FROM searches WHERE request_id=?", (event.request_id,)).fetchone()
             if srow is None:
                 raise NotFound(f"request_id: unknown request {event.request_id!r}")
             if event.ts - float(srow[0]) > self.feedback_window_s:
@@ -150,26 +402,186 @@ class SQLiteEventLog:
                     f"request_id: request {event.request_id!r} expired "
                     f"(feedback is accepted for {self.feedback_window_s:.0f} s)"
                 )
-            self._db.execute(
+            db.execute(
                 "INSERT INTO feedback(event_id, request_id, entity_id, action, position, ts) VALUES (?,?,?,?,?,?)",
                 (event.event_id, event.request_id, event.entity_id, event.action, event.position, event.ts),
             )
         return False
 
     def feedback_for(self, request_id: str) -> list[FeedbackEvent]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT event_id, request_id, entity_id, action, position, ts FROM feedback "
-                "WHERE request_id=? ORDER BY ts",
+                "WHERE request_id=? ORDER BY ts, seq",
                 (request_id,),
             ).fetchall()
         return [FeedbackEvent(*r) for r in rows]
 
+    # -- learner: settlements, positives, cursors ------------------------------------------------
+    def settle(self, now_ts: float | None = None, *, limit: int = 10_000) -> list[Settlement]:
+        """Settle up to ``limit`` pending searches as of ``now_ts`` (default: the clock); return the new settlements.
+
+        Idempotent: a settled search leaves ``pending`` in the same transaction, and
+        ``settlements.request_id`` is UNIQUE. SQLite's write lock is held for the whole call
+        (40-100 us per settlement on 2 cores, ``scripts/bench_eventlog.py``), and ingress writes
+        wait for it: next to live traffic, call it often with a ``limit`` of about 1000.
+        """
+        _check_int("limit", limit, 1, _MAX_LIMIT)
+        t = time.time() if now_ts is None else _check_float("now_ts", now_ts, lo=-math.inf, strict=False)
+        w = self.reward_window_s
+        acts = self.positive_actions
+        # (request_id, query, seq of the deciding positive feedback or None for expired)
+        chosen: list[tuple[str, str, int | None]] = []
+        with self._tx() as db:
+            # 1. Positives among the feedback committed since the last scan, lowest seq first.
+            scanned = self._cursor(db, _SETTLE_CURSOR)
+            top = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM feedback").fetchone()[0])
+            seen: set[str] = set()
+            rows = db.execute(
+                "SELECT f.seq, f.request_id, s.query FROM feedback f "
+                "JOIN pending p ON p.request_id = f.request_id JOIN searches s ON s.request_id = f.request_id "
+                f"WHERE f.seq > ? AND f.seq <= ? AND f.action IN {self._in_positive} AND f.ts <= p.ts + ? "
+                "ORDER BY f.seq",
+                (scanned, top, *acts, w),
+            )
+            for fseq, rid, query in rows:
+                if rid in seen:
+                    continue
+                if len(chosen) == limit:
+                    top = int(fseq) - 1  # resume here next time
+                    break
+                seen.add(rid)
+                chosen.append((rid, query, int(fseq)))
+            rows.close()
+            if top != scanned:
+                db.execute(
+                    "INSERT INTO cursors(name, seq) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET seq=excluded.seq",
+                    (_SETTLE_CURSOR, top),
+                )
+            db.executemany("DELETE FROM pending WHERE request_id=?", [(c[0],) for c in chosen])
+            # 2. Old pending searches: a qualifying positive (if the scan missed it) or expired.
+            if len(chosen) < limit:
+                old = db.execute(
+                    "SELECT p.request_id, s.query, (SELECT f.seq FROM feedback f WHERE f.request_id = p.request_id "
+                    f"AND f.action IN {self._in_positive} AND f.ts <= p.ts + ? ORDER BY f.seq LIMIT 1) "
+                    "FROM pending p JOIN searches s ON s.request_id = p.request_id "
+                    "WHERE p.ts < ? ORDER BY p.ts LIMIT ?",
+                    (*acts, w, t - w - self.expiry_grace_s, limit - len(chosen)),
+                ).fetchall()
+                db.executemany("DELETE FROM pending WHERE request_id=?", [(r[0],) for r in old])
+                chosen += [(rid, q, None if fseq is None else int(fseq)) for rid, q, fseq in old]
+            out = [self._insert_settlement(db, rid, fseq, t) for rid, _, fseq in chosen]
+            searches: Counter[str] = Counter()
+            positives: Counter[str] = Counter()
+            for _, query, fseq in chosen:
+                key = normalize_text(query)
+                searches[key] += 1
+                positives[key] += fseq is not None
+            db.executemany(
+                "INSERT INTO query_stats(query, searches, positives, last_ts) VALUES (?,?,?,?) "
+                "ON CONFLICT(query) DO UPDATE SET searches = searches + excluded.searches, "
+                "positives = positives + excluded.positives, last_ts = max(last_ts, excluded.last_ts)",
+                [(k, n, positives[k], t) for k, n in searches.items()],
+            )
+        return out
+
+    @staticmethod
+    def _insert_settlement(db: sqlite3.Connection, rid: str, fseq: int | None, t: float) -> Settlement:
+        outcome: Literal["positive", "expired"] = EXPIRED
+        entity_id = action = ""
+        if fseq is not None:
+            entity_id, action = db.execute("SELECT entity_id, action FROM feedback WHERE seq=?", (fseq,)).fetchone()
+            outcome = POSITIVE
+        cur = db.execute(
+            "INSERT INTO settlements(request_id, outcome, entity_id, action, ts) VALUES (?,?,?,?,?)",
+            (rid, outcome, entity_id, action, t),
+        )
+        assert cur.lastrowid is not None
+        return Settlement(int(cur.lastrowid), rid, outcome, entity_id, action, t)
+
+    def settlements_since(self, seq: int, limit: int = 1000) -> list[tuple[Settlement, SearchEvent]]:
+        """Settlements with ``seq`` above ``seq``, oldest first, each joined to its search."""
+        _check_int("seq", seq, 0, 2**63 - 1)
+        _check_int("limit", limit, 1, _MAX_LIMIT)
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT st.seq, st.request_id, st.outcome, st.entity_id, st.action, st.ts, s.doc "
+                "FROM settlements st JOIN searches s ON s.request_id = st.request_id "
+                "WHERE st.seq > ? ORDER BY st.seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [(Settlement(*r[:6]), SearchEvent.from_dict(json.loads(r[6]))) for r in rows]
+
+    def iter_settled(
+        self, since: int = 0, *, limit: int | None = None, batch_size: int = 1000
+    ) -> Iterator[tuple[Settlement, SearchEvent]]:
+        """Every settlement after ``since`` (at most ``limit``) with its search, in seq order, read in batches."""
+        _check_int("batch_size", batch_size, 1, _MAX_LIMIT)
+        if limit is not None:
+            _check_int("limit", limit, 1, 2**63 - 1)
+        left = limit
+        while left is None or left > 0:
+            batch = self.settlements_since(since, batch_size if left is None else min(batch_size, left))
+            if not batch:
+                return
+            yield from batch
+            since = batch[-1][0].seq
+            if left is not None:
+                left -= len(batch)
+
+    def positives_since(self, seq: int, limit: int = 1000) -> list[tuple[int, FeedbackEvent, str]]:
+        """Positive feedback with ``seq`` above ``seq``, oldest first: (feedback seq, event, the search's query)."""
+        _check_int("seq", seq, 0, 2**63 - 1)
+        _check_int("limit", limit, 1, _MAX_LIMIT)
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT f.seq, f.event_id, f.request_id, f.entity_id, f.action, f.position, f.ts, s.query "
+                "FROM feedback f JOIN searches s ON s.request_id = f.request_id "
+                f"WHERE f.seq > ? AND f.action IN {self._in_positive} ORDER BY f.seq LIMIT ?",
+                (seq, *self.positive_actions, limit),
+            ).fetchall()
+        return [(int(r[0]), FeedbackEvent(*r[1:7]), r[7]) for r in rows]
+
+    @staticmethod
+    def _cursor(db: sqlite3.Connection, name: str) -> int:
+        row = db.execute("SELECT seq FROM cursors WHERE name=?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _check_cursor_name(name: str) -> None:
+        if not isinstance(name, str) or not name or name.startswith("_"):
+            raise ValueError(f"`name` must be a non-empty string not starting with '_' (reserved), got {name!r}")
+
+    def cursor(self, name: str) -> int:
+        """The stored position of consumer ``name`` (0 when unset)."""
+        self._check_cursor_name(name)
+        with self._read() as db:
+            return self._cursor(db, name)
+
+    def set_cursor(self, name: str, seq: int) -> None:
+        """Store consumer ``name``'s position durably (it may move back, to replay)."""
+        self._check_cursor_name(name)
+        _check_int("seq", seq, 0, 2**63 - 1)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO cursors(name, seq) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET seq=excluded.seq",
+                (name, seq),
+            )
+
+    def query_stats(self, query: str) -> tuple[int, int]:
+        """(settled searches, positive ones) for ``normalize_text(query)``; (0, 0) when unseen. One key lookup."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT searches, positives FROM query_stats WHERE query=?", (normalize_text(query),)
+            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            s = self._db.execute("SELECT COUNT(*) FROM searches").fetchone()[0]
-            f = self._db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
-        return {"searches": int(s), "feedback": int(f)}
+        """Row counts of searches, feedback, pending and settlements (one snapshot)."""
+        names = ("searches", "feedback", "pending", "settlements")
+        with self._read() as db:
+            row = db.execute("SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {t})" for t in names)).fetchone()
+        return {t: int(n) for t, n in zip(names, row, strict=True)}
 
 
 def now() -> float:
