@@ -12,6 +12,7 @@ from ray import serve
 from ray.serve import Application
 
 from deployments.ingress import Ingress
+from deployments.learner import PolicyLearner
 from deployments.strategy import StrategyServer, VectorServer
 from ltrr.config import AppConfig, DeploymentOptions
 
@@ -37,7 +38,10 @@ def build_app(args: dict[str, Any]) -> Application:
             name=f"{name}", **_options(spec.deployment)
         )
         handles[name] = dep.bind(name, plain)
+    learner = serve.deployment(PolicyLearner).options(  # type: ignore[attr-defined]
+        name="learner", **_options(cfg.learner)
+    )
     ingress = serve.deployment(Ingress).options(  # type: ignore[attr-defined]
         name="ingress", **_options(cfg.ingress.deployment)
     )
-    return ingress.bind(handles, plain)
+    return ingress.bind(handles, learner.bind(plain), plain)

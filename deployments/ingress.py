@@ -2,8 +2,16 @@
 
 It maps protobuf messages to the pure :class:`ltrr.service.SearchService` and
 maps every error to a gRPC status through :func:`ltrr.grpc_status.status_for`,
-so no traceback ever reaches a client. It receives its strategy handles as
-arguments and looks nothing up globally.
+so no traceback ever reaches a client. It receives its strategy handles and the
+policy learner's handle as arguments and looks nothing up globally.
+
+**Deciding in the ingress.** Each ingress replica holds a copy of the policy's
+RLModule and decides with its ``forward_exploration`` in-process (a fraction of
+a millisecond) instead of a Serve hop to a policy deployment (several ms on two
+cores). A background task fetches the learner's parameters every
+``policy.sync_interval_s``; ``policy_version`` in each response names them.
+Health is SERVING only after the first fetch, so a restarted app decides with
+the restored parameters from its first request.
 """
 
 from __future__ import annotations
@@ -17,14 +25,16 @@ from grpc_health.v1 import health_pb2
 from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 
+from deployments.rlmodule import BanditRLModule, ModulePlanner
+from ltrr.bandit import ContextFeaturizer
 from ltrr.catalog.store import CatalogStore
 from ltrr.config import AppConfig
 from ltrr.eventlog import SQLiteEventLog
 from ltrr.fanout import Caller, Fanout
 from ltrr.grpc_status import status_for
-from ltrr.query_understanding import QueryUnderstanding
+from ltrr.query_understanding import QueryUnderstanding, Vocabulary
 from ltrr.service import SearchService
-from ltrr.types import Entity
+from ltrr.types import Entity, UserProfile
 from ltrr.v1 import search_pb2 as pb
 from ltrr.validation import entity_from_fields, validate_feedback, validate_search
 
@@ -54,24 +64,73 @@ def _fail(ctx: RayServegRPCContext, exc: BaseException) -> None:
 
 
 class Ingress:
-    def __init__(self, strategies: dict[str, DeploymentHandle], app_config: dict[str, Any]) -> None:
+    def __init__(
+        self, strategies: dict[str, DeploymentHandle], learner: DeploymentHandle, app_config: dict[str, Any]
+    ) -> None:
         app = AppConfig.model_validate(app_config)
         enabled = app.enabled()
         self.handles = strategies
+        self.learner = learner
+        self.sync_interval_s = app.policy.sync_interval_s
         self.store = CatalogStore(app.catalog_path)
-        qu = QueryUnderstanding.from_store(self.store)
+        vocab = Vocabulary.from_store(self.store)
+        qu = QueryUnderstanding(vocab)
+        featurizer = ContextFeaturizer(list(enabled), vocab.names)
+        self.planner = ModulePlanner(BanditRLModule.build(list(enabled), featurizer.dim, app.policy), featurizer)
         fanout = Fanout(
             {name: _caller(strategies[name]) for name in enabled},
             {name: spec.timeout_ms / 1000.0 for name, spec in enabled.items()},
         )
-        self.events = SQLiteEventLog(app.events_path, feedback_window_s=app.feedback_window_s)
+        self.events = SQLiteEventLog(
+            app.events_path,
+            feedback_window_s=app.feedback_window_s,
+            reward_window_s=app.policy.reward_window_s,
+            positive_actions=app.policy.positive_actions,
+        )
         self.service = SearchService(
-            fanout, qu.parse, self.events, {n: s.default_k for n, s in enabled.items()}, rrf_c=app.ingress.rrf_c
+            fanout,
+            qu.parse,
+            self.events,
+            {n: s.default_k for n, s in enabled.items()},
+            self.planner,
+            users=self._user,
+            rrf_c=app.ingress.rrf_c,
+            on_feedback=self._wake_learner,
         )
         self.ready = False
+        self.synced = False
+        self._sync_task: asyncio.Task[None] | None = None
+
+    # -- the policy ---------------------------------------------------------------------------------
+    def _user(self, user_id: str) -> UserProfile | None:
+        return self.store.user(user_id)
+
+    def _wake_learner(self) -> None:
+        self.learner.notify.remote()  # fire and forget; the learner also polls the durable log
+
+    async def _sync_once(self) -> bool:
+        """Fetch the learner's parameters if they changed; True once any were loaded."""
+        snap = await self.learner.snapshot.remote(self.planner.version if self.synced else -1)
+        if snap is not None:
+            self.planner.load(snap["state"])
+        self.synced = True
+        return True
+
+    async def _sync_loop(self) -> None:
+        while True:
+            try:
+                await self._sync_once()
+            except Exception as exc:  # noqa: BLE001 - keep deciding with the parameters we have
+                log.warning("ingress: policy sync failed (%s); keeping version %d", exc, self.planner.version)
+            await asyncio.sleep(self.sync_interval_s)
+
+    def _ensure_sync(self) -> None:
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop())
 
     # -- ltrr.v1.SearchService ------------------------------------------------
     async def Search(self, request: pb.SearchRequest, grpc_context: RayServegRPCContext) -> pb.SearchResponse:
+        self._ensure_sync()
         try:
             params = validate_search(
                 query=request.query,
@@ -116,6 +175,7 @@ class Ingress:
             policy_version=out.policy_version,
             ranker_version=out.ranker_version,
             degraded=out.degraded,
+            propensity=out.decision.propensity if out.decision is not None else 1.0,
         )
 
     async def Feedback(self, request: pb.FeedbackRequest, grpc_context: RayServegRPCContext) -> pb.FeedbackResponse:
@@ -172,12 +232,14 @@ class Ingress:
 
     # -- grpc.health.v1.Health ---------------------------------------------------
     async def _strategies_ready(self) -> bool:
-        """SERVING only once every strategy replica has finished starting and warming up."""
+        """SERVING only once every strategy replica has warmed up and the policy parameters are loaded."""
         if not self.ready:
             try:
                 await asyncio.wait_for(
-                    asyncio.gather(*(h.ready.remote() for h in self.handles.values())), timeout=2.0
+                    asyncio.gather(*(h.ready.remote() for h in self.handles.values()), self._sync_once()),
+                    timeout=2.0,
                 )
+                self._ensure_sync()
                 self.ready = True
             except Exception:  # noqa: BLE001 - still starting: NOT_SERVING, ask again later
                 return False

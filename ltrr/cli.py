@@ -4,6 +4,8 @@ ltrr ingest   [--config F] [--max-artists N]   build the catalog and every index
 ltrr search   QUERY [-k N] [--type T] [--strategy S] [--explain] [--target H:P]
 ltrr health   [--target H:P]
 ltrr catalog  summary | synthetic --n N --out F
+ltrr ope      [--config F] [--policy P ...] [--estimator E ...] [--out DIR]
+              off-policy estimates of candidate recall and cost from the event log
 """
 
 from __future__ import annotations
@@ -85,6 +87,52 @@ def _catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ope(args: argparse.Namespace) -> int:
+    from ltrr.appconfig_io import load_app_config
+    from ltrr.bandit import POLICIES, ActionSpace
+    from ltrr.eventlog import SQLiteEventLog
+    from ltrr.ope import ESTIMATORS
+    from ltrr.ope.logged import collect, evaluate, format_report
+
+    cfg = load_app_config(args.config)
+    policies = args.policy or list(POLICIES)
+    estimators = args.estimator or list(ESTIMATORS)
+    for name, known, what in ((policies, POLICIES, "--policy"), (estimators, ESTIMATORS, "--estimator")):
+        bad = [n for n in name if n not in known]
+        if bad:
+            print(f"error: {what}: unknown {bad[0]!r}; valid: {', '.join(known)}", file=sys.stderr)
+            return 2
+    events_path = args.events or cfg.events_path
+    if not Path(events_path).exists():
+        print(f"error: --events: no event log at {events_path}", file=sys.stderr)
+        return 2
+    strategies = list(cfg.enabled())
+    log = SQLiteEventLog(events_path)
+    try:
+        total = log.counts().get("settlements")
+        if args.limit:
+            total = min(total or args.limit, args.limit)
+        rounds = collect(
+            log.iter_settled(limit=args.limit), strategies, cfg.policy, policies, seed=args.seed, total=total
+        )
+    finally:
+        log.close()
+    if rounds.n == 0:
+        print("error: the log holds no settled, policy-decided searches yet", file=sys.stderr)
+        return 1
+    space = ActionSpace.build(strategies, cfg.policy.ladder, cfg.policy.costs)
+    print(f"ope: bootstrapping {len(policies)} policies x {len(estimators)} estimators ...", file=sys.stderr)
+    result = evaluate(rounds, space, estimators=estimators, n_bootstrap_samples=args.bootstrap, random_state=args.seed)
+    text = format_report(result, estimators)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "ope.md").write_text(text + "\n")
+        (out / "ope.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(prog="ltrr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,6 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--n", type=int, default=100_000)
     pc.add_argument("--seed", type=int, default=0)
     pc.set_defaults(fn=_catalog)
+
+    po = sub.add_parser("ope", help="off-policy evaluation of retrieval policies from the event log")
+    po.add_argument("--config", default=DEFAULT_CONFIG)
+    po.add_argument("--events", default=None, help="event log (default: the config's events_path)")
+    po.add_argument("--policy", action="append", help="target policy (repeatable; default: all)")
+    po.add_argument("--estimator", action="append", help="ipw, snipw, dr (repeatable; default: all)")
+    po.add_argument("--limit", type=int, default=None, help="evaluate at most this many settled searches")
+    po.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the CIs")
+    po.add_argument("--seed", type=int, default=0)
+    po.add_argument("--out", default=None, help="also write ope.md and ope.json here")
+    po.set_defaults(fn=_ope)
 
     args = p.parse_args(argv)
     return int(args.fn(args))

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ltrr import constants as C
+from ltrr.bandit.config import PolicyConfig
 from ltrr.strategies.registry import STRATEGY_NAMES, config_class, make_config
 
 
@@ -58,6 +59,11 @@ class AppConfig(_Strict):
     events_path: str = Field(C.FEEDBACK_PATH, description="SQLite event log (searches and feedback).")
     feedback_window_s: float = Field(86400.0, gt=0, description="How long after a search its feedback is accepted.")
     ingress: IngressOptions = Field(default_factory=IngressOptions, description="The gRPC ingress.")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="The learned retrieval policy.")
+    learner: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(num_replicas=1),
+        description="Serve options of the policy learner (always one replica: it owns the parameters).",
+    )
     strategies: dict[str, StrategySpec] = Field(
         default_factory=lambda: {name: StrategySpec() for name in STRATEGY_NAMES},
         description="Retrieval strategies by registry name.",
@@ -76,6 +82,17 @@ class AppConfig(_Strict):
                 raise ValueError(f"strategies.{name}.config: {exc}") from exc
         if not any(s.enabled for s in self.strategies.values()):
             raise ValueError("strategies: at least one strategy must be enabled")
+        for name, spec in self.enabled().items():
+            if spec.default_k not in self.policy.ladder:
+                raise ValueError(
+                    f"strategies.{name}.default_k: must be a budget on policy.ladder {list(self.policy.ladder)}, "
+                    f"got {spec.default_k}"
+                )
+        if self.learner.num_replicas != 1:
+            raise ValueError(
+                f"learner.num_replicas: must be 1 (one learner owns the parameters), got {self.learner.num_replicas}"
+            )
+        self.policy.checkpoint_dir = C.resolve_path(self.policy.checkpoint_dir)
         return self
 
     def enabled(self) -> dict[str, StrategySpec]:

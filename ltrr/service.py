@@ -1,4 +1,12 @@
-"""The search service: validate, understand, plan, fan out, fuse, log.
+"""The search service: validate, understand, decide, fan out, fuse, log.
+
+The decision (each strategy's candidate budget) comes from a
+:class:`~ltrr.bandit.planner.Planner` given the context features
+(:class:`~ltrr.bandit.features.ContextFeaturizer`); a request that forces
+strategies gets them at their configured ``default_k`` with propensity 1. The
+logged event carries the features, the decision with its propensities, every
+strategy's ranked candidates with scores, the shown list and the versions: all
+the learner and off-policy evaluation need, durably, before the answer leaves.
 
 This is the whole request path without Ray. The Serve ingress
 (``deployments/ingress.py``) is a thin shim over it, and the in-process
@@ -12,13 +20,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from ltrr.bandit.base import Decision
+from ltrr.bandit.planner import Planner
 from ltrr.eventlog import EventLog, FeedbackEvent, SearchEvent, now
 from ltrr.fanout import OK, SKIPPED, CallReport, Fanout
 from ltrr.fusion import FusedCandidate, rrf
-from ltrr.types import ParsedQuery, Query
+from ltrr.types import ParsedQuery, Query, UserProfile
 from ltrr.validation import FeedbackParams, SearchParams
 
-STATIC_POLICY_VERSION = "static-v1"
 RRF_RANKER_VERSION = "rrf-c60"
 
 
@@ -31,10 +40,11 @@ class SearchOutcome:
     policy_version: str
     ranker_version: str
     features: dict[str, dict[str, float]] = field(default_factory=dict)
+    decision: Decision | None = None
 
 
 def static_plan(known: list[str], forced: tuple[str, ...], default_k: Mapping[str, int]) -> dict[str, int]:
-    """The plan until a learned policy exists: every strategy (or the forced ones) with its default k."""
+    """The plan of a request that forces strategies: those (or all) at their default k."""
     chosen = forced or tuple(known)
     return {s: (default_k[s] if s in chosen else 0) for s in known}
 
@@ -42,7 +52,8 @@ def static_plan(known: list[str], forced: tuple[str, ...], default_k: Mapping[st
 class SearchService:
     """Orchestrates one search and records feedback.
 
-    ``parse`` is the query-understanding function; ``events`` the durable log.
+    ``parse`` is the query-understanding function; ``events`` the durable log;
+    ``planner`` decides the budgets; ``users`` looks up a listening profile.
     """
 
     def __init__(
@@ -51,15 +62,36 @@ class SearchService:
         parse: Callable[[str], ParsedQuery],
         events: EventLog,
         default_k: Mapping[str, int],
+        planner: Planner,
         *,
+        users: Callable[[str], UserProfile | None] | None = None,
         rrf_c: float = 60.0,
+        on_feedback: Callable[[], None] | None = None,
     ) -> None:
         self.fanout = fanout
         self.parse = parse
         self.events = events
         self.default_k = dict(default_k)
+        self.planner = planner
+        self.users = users or (lambda _uid: None)
         self.rrf_c = rrf_c
+        self.on_feedback = on_feedback
         self.strategies = list(fanout.callers)
+        if tuple(self.strategies) != planner.featurizer.strategies:
+            raise ValueError(
+                f"`planner` decides for {list(planner.featurizer.strategies)} but the fan-out calls {self.strategies}"
+            )
+
+    def decide(self, query: Query, forced: tuple[str, ...]) -> tuple[Decision, dict[str, float]]:
+        """The context features of ``query`` and the planner's decision (or the forced plan)."""
+        fz = self.planner.featurizer
+        user = self.users(query.user_id) if query.user_id else None
+        stats = self.events.query_stats(query.text)
+        features = fz.features(query, user=user, stats=stats, class_rates=self.planner.class_rates())
+        x = fz.vector(features)
+        if forced:
+            return self.planner.force(x, static_plan(self.strategies, forced, self.default_k)), features
+        return self.planner.decide(x), features
 
     async def search(self, p: SearchParams) -> SearchOutcome:
         query = Query(
@@ -69,8 +101,8 @@ class SearchService:
             entity_types=p.entity_types,
             context=p.context,
         )
-        plan = static_plan(self.strategies, p.strategies, self.default_k)
-        results, calls = await self.fanout.run(query, plan)
+        decision, context = self.decide(query, p.strategies)
+        results, calls = await self.fanout.run(query, decision.budgets, decision.inclusion)
         fused = rrf(results, k=p.k, c=self.rrf_c)
         degraded = any(c.status not in (OK, SKIPPED) for c in calls)
         request_id = uuid.uuid4().hex
@@ -83,16 +115,25 @@ class SearchService:
             shown=tuple(f.entity_id for f in fused),
             calls=tuple(_call_dict(c) for c in calls),
             candidates={s: [c.entity_id for c in cs] for s, cs in results.items()},
-            policy_version=STATIC_POLICY_VERSION,
+            scores={s: [round(float(c.score), 6) for c in cs] for s, cs in results.items()},
+            features=context,
+            decision=decision.to_dict(),
+            context=dict(p.context),
+            policy_version=decision.policy_version,
             ranker_version=RRF_RANKER_VERSION,
         )
         await asyncio.to_thread(self.events.record_search, event)
-        return SearchOutcome(request_id, fused, calls, degraded, STATIC_POLICY_VERSION, RRF_RANKER_VERSION, features)
+        return SearchOutcome(
+            request_id, fused, calls, degraded, decision.policy_version, RRF_RANKER_VERSION, features, decision
+        )
 
     async def feedback(self, p: FeedbackParams) -> bool:
         """Store feedback durably; return True when it was a duplicate ``event_id``."""
         ev = FeedbackEvent(p.event_id, p.request_id, p.entity_id, p.action, p.position, now())
-        return await asyncio.to_thread(self.events.record_feedback, ev)
+        duplicate = await asyncio.to_thread(self.events.record_feedback, ev)
+        if not duplicate and self.on_feedback is not None:
+            self.on_feedback()  # wake the learner; it reads the durable log, so a lost wake-up loses nothing
+        return duplicate
 
 
 def _features(f: FusedCandidate) -> dict[str, float]:

@@ -99,7 +99,9 @@ def grpc_sequential(target: str, qs: list[str], strategies: tuple[str, ...] = ()
     return lat, wall
 
 
-def grpc_concurrent(target: str, qs: list[str], callers: int) -> tuple[list[float], float]:
+def grpc_concurrent(
+    target: str, qs: list[str], callers: int, strategies: tuple[str, ...] = ()
+) -> tuple[list[float], float]:
     from ltrr.client import LtrrClient
 
     lat: list[float] = []
@@ -109,7 +111,7 @@ def grpc_concurrent(target: str, qs: list[str], callers: int) -> tuple[list[floa
     def work(i: int) -> None:
         c = clients[i % callers]
         t = time.perf_counter()
-        c.search(qs[i], k=10)
+        c.search(qs[i], k=10, strategies=strategies)
         with lock:
             lat.append((time.perf_counter() - t) * 1000)
 
@@ -125,10 +127,12 @@ def grpc_concurrent(target: str, qs: list[str], callers: int) -> tuple[list[floa
 def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
     """The same SearchService, with strategies called directly in threads (no Serve, no gRPC)."""
     from ltrr.appconfig_io import load_app_config
+    from ltrr.bandit import ActionSpace, ContextFeaturizer, LinearArms, make_policy
+    from ltrr.bandit.planner import PolicyPlanner
     from ltrr.catalog.store import CatalogStore
     from ltrr.eventlog import SQLiteEventLog
     from ltrr.fanout import Fanout
-    from ltrr.query_understanding import QueryUnderstanding
+    from ltrr.query_understanding import QueryUnderstanding, Vocabulary
     from ltrr.service import SearchService
     from ltrr.strategies.registry import make_strategy
     from ltrr.types import Query
@@ -148,12 +152,23 @@ def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
         return call
 
     fan = Fanout({n: caller(n) for n in enabled}, {n: s.timeout_ms / 1000 for n, s in enabled.items()})
-    qu = QueryUnderstanding.from_store(CatalogStore(cfg.catalog_path))
-    events = SQLiteEventLog(ROOT / "var" / "bench-events.sqlite")
-    svc = SearchService(fan, qu.parse, events, {n: s.default_k for n, s in enabled.items()})
+    store = CatalogStore(cfg.catalog_path)
+    vocab = Vocabulary.from_store(store)
     names = list(enabled)
+    featurizer = ContextFeaturizer(names, vocab.names)
+    space = ActionSpace.build(names, cfg.policy.ladder, cfg.policy.costs)
+    arms = LinearArms.zeros(space.n_arms, featurizer.dim)
+    arms.reset(cfg.policy.ridge, cfg.policy.prior_hit_rate)
+    planner = PolicyPlanner(make_policy(cfg.policy, space, arms), featurizer)
+    events = SQLiteEventLog(ROOT / "var" / "bench-events.sqlite")
+    qu = QueryUnderstanding(vocab)
+    svc = SearchService(
+        fan, qu.parse, events, {n: s.default_k for n, s in enabled.items()}, planner,
+        users=store.user,
+    )  # fmt: skip
+    every = tuple(names)
 
-    async def one(q: str, forced: tuple[str, ...] = ()) -> float:
+    async def one(q: str, forced: tuple[str, ...] = every) -> float:
         t = time.perf_counter()
         await svc.search(validate_search(query=q, k=10, strategies=forced, known_strategies=names))
         return (time.perf_counter() - t) * 1000
@@ -256,15 +271,20 @@ def main() -> int:
         f"bench: {len(qs)} sequential + {len(cq)} with {args.callers} concurrent callers; cores={os.cpu_count()}",
         file=sys.stderr,
     )
+    every = tuple(cfg.enabled())
     rows = []
-    lat_seq, wall = grpc_sequential(args.target, qs)
+    # Every strategy forced on both paths: the Serve-vs-in-process comparison does not depend on the policy.
+    lat_seq, wall = grpc_sequential(args.target, qs, every)
     rows.append(summary("gRPC via Serve, sequential", lat_seq, wall))
     print(rows[-1], file=sys.stderr)
-    lat_conc, wall = grpc_concurrent(args.target, cq, args.callers)
+    lat_conc, wall = grpc_concurrent(args.target, cq, args.callers, every)
     rows.append(summary(f"gRPC via Serve, {args.callers} concurrent", lat_conc, wall))
     print(rows[-1], file=sys.stderr)
     lat_fast, wall = grpc_sequential(args.target, qs, FAST)
     rows.append(summary(f"gRPC via Serve, sequential, {'+'.join(FAST)} only", lat_fast, wall))
+    print(rows[-1], file=sys.stderr)
+    lat_pol, wall = grpc_sequential(args.target, qs)
+    rows.append(summary("gRPC via Serve, sequential, the policy decides", lat_pol, wall))
     print(rows[-1], file=sys.stderr)
     ip = in_process(args.config, qs, args.callers)
     rows += [ip["seq"], ip["conc"], ip["fast"]]

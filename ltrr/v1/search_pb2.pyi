@@ -88,20 +88,22 @@ class StrategyCall(_message.Message):
     def __init__(self, strategy: _Optional[str] = ..., candidates_requested: _Optional[int] = ..., candidates_returned: _Optional[int] = ..., latency_ms: _Optional[float] = ..., status: _Optional[_Union[StrategyCall.Status, str]] = ..., propensity: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("request_id", "results", "strategies", "policy_version", "ranker_version", "degraded")
+    __slots__ = ("request_id", "results", "strategies", "policy_version", "ranker_version", "degraded", "propensity")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     STRATEGIES_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     RANKER_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     results: _containers.RepeatedCompositeFieldContainer[Result]
     strategies: _containers.RepeatedCompositeFieldContainer[StrategyCall]
     policy_version: str
     ranker_version: str
     degraded: bool
-    def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., strategies: _Optional[_Iterable[_Union[StrategyCall, _Mapping]]] = ..., policy_version: _Optional[str] = ..., ranker_version: _Optional[str] = ..., degraded: _Optional[bool] = ...) -> None: ...
+    propensity: float
+    def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., strategies: _Optional[_Iterable[_Union[StrategyCall, _Mapping]]] = ..., policy_version: _Optional[str] = ..., ranker_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., propensity: _Optional[float] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("request_id", "event_id", "entity_id", "action", "position")

@@ -19,6 +19,8 @@ from ltrr.v1 import search_pb2 as pb
 
 pytestmark = pytest.mark.integration
 OK = pb.StrategyCall.OK
+#: Forcing every strategy makes a test independent of what the learned policy would call.
+ALL = ["lexical", "vector", "graph", "memory"]
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +51,32 @@ def test_standard_health_and_reflection(ltrr_app):
     ch.close()
 
 
-def test_every_strategy_is_called_and_reported(client):
-    resp = client.search("radiohead", k=10)
+def test_forcing_every_strategy_calls_and_reports_each(client):
+    resp = client.search("radiohead", k=10, strategies=ALL)
     by = {s.strategy: s for s in resp.strategies}
     assert set(by) == {"lexical", "vector", "graph", "memory"}
     for name, call in by.items():
         assert call.status == OK, (name, call.detail)
         assert call.candidates_requested == 50
         assert call.propensity == 1.0
-    assert not resp.degraded
+    assert not resp.degraded and resp.propensity == 1.0
     assert resp.request_id and resp.policy_version and resp.ranker_version
     assert len(resp.results) == 10
+
+
+def test_the_policy_decides_budgets_and_reports_propensities(client):
+    ladder = {0, 10, 25, 50, 100}
+    for _ in range(5):
+        resp = client.search("radiohead", k=10)
+        by = {s.strategy: s for s in resp.strategies}
+        assert set(by) == set(ALL)
+        assert {c.candidates_requested for c in by.values()} <= ladder
+        called = [c for c in by.values() if c.candidates_requested > 0]
+        assert called, "at least one strategy is always called"
+        assert all(c.status != pb.StrategyCall.SKIPPED for c in called)
+        assert all(0.0 < c.propensity < 1.0 for c in by.values()), "every inclusion probability is explored"
+        assert 0.0 < resp.propensity <= 1.0
+        assert resp.policy_version.startswith("linear_ts-")
 
 
 def test_known_item_with_typo_finds_the_artist(client):
@@ -68,7 +85,7 @@ def test_known_item_with_typo_finds_the_artist(client):
     assert (top.title, top.entity_type) == ("Radiohead", "artist")
     # All strategies: RRF (the order until the ranker exists) keeps it in the answer,
     # ranked first by both strategies that know the name.
-    resp = client.search("radiohaed", k=10, explain=True)
+    resp = client.search("radiohaed", k=10, explain=True, strategies=ALL)
     (artist,) = [r for r in resp.results if (r.title, r.entity_type) == ("Radiohead", "artist")]
     assert {"lexical", "memory"} <= set(artist.retrieved_by)
     assert artist.features["lexical.rank"] == 1.0 and artist.features["memory.rank"] == 1.0
@@ -102,7 +119,7 @@ def test_semantic_query_is_found_by_the_vector_strategy(client):
 
 
 def test_explain_returns_features(client):
-    resp = client.search("radiohead", k=3, explain=True)
+    resp = client.search("radiohead", k=3, explain=True, strategies=ALL)
     f = resp.results[0].features
     assert f["rrf"] == pytest.approx(resp.results[0].score)
     assert f["lexical.rank"] == 1.0
@@ -204,7 +221,19 @@ def test_upsert_reaches_every_shared_index(client):
 def test_cli_client_in_another_process(ltrr_app):
     env = dict(os.environ)
     out = subprocess.run(
-        [sys.executable, "-m", "ltrr.cli", "search", "radiohaed", "-k", "3", "--target", ltrr_app.target],
+        [
+            sys.executable,
+            "-m",
+            "ltrr.cli",
+            "search",
+            "radiohaed",
+            "-k",
+            "3",
+            "--strategy",
+            "lexical",
+            "--target",
+            ltrr_app.target,
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=60,
@@ -220,7 +249,7 @@ def test_backend_outage_degrades_instead_of_failing(client, ltrr_app):
     ltrr_app.meili.stop()
     try:
         t0 = time.monotonic()
-        resp = client.search("radiohead", k=5)
+        resp = client.search("radiohead", k=5, strategies=ALL)
         elapsed = time.monotonic() - t0
         by = {s.strategy: s for s in resp.strategies}
         assert resp.degraded
@@ -233,11 +262,11 @@ def test_backend_outage_degrades_instead_of_failing(client, ltrr_app):
             assert "Traceback" not in s.detail and "pid=" not in s.detail
     finally:
         ltrr_app.meili.start()
-    resp = client.search("radiohead", k=5)
+    resp = client.search("radiohead", k=5, strategies=ALL)
     assert {s.strategy: s.status for s in resp.strategies}["lexical"] == OK
     ltrr_app.milvus.stop()
     try:
-        resp = client.search("radiohead", k=5)
+        resp = client.search("radiohead", k=5, strategies=ALL)
         by = {s.strategy: s for s in resp.strategies}
         assert resp.degraded and by["vector"].status in (pb.StrategyCall.ERROR, pb.StrategyCall.TIMEOUT)
         assert resp.results[0].title == "Radiohead"

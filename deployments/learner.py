@@ -1,0 +1,200 @@
+"""The policy learner: the one place parameters change (RLlib's Learner, to the deciders' EnvRunners).
+
+One replica. A background thread, woken by ``notify`` (each acknowledged
+feedback) or every ``policy.poll_interval_s``:
+
+1. **settles** searches in the durable event log (first positive action, or the
+   reward window passing: :meth:`ltrr.eventlog.SQLiteEventLog.settle`);
+2. **learns** from settlements after its cursor, in log order
+   (:func:`ltrr.bandit.rewards.observe` -> :meth:`BanditRLModule.learn`); searches whose
+   caller forced the strategies are skipped unless ``policy.learn_from_forced``;
+3. **teaches the query memory** the positive (query, entity) pairs after the
+   ``memory`` cursor kept in the log (at-least-once: a crash between recording
+   and moving the cursor records a click twice);
+4. **checkpoints** the RLModule with RLlib's ``save_to_path`` at most every
+   ``policy.checkpoint_interval_s``, and on shutdown.
+
+The settlement cursor is a buffer of the module, so it is saved with the
+parameters: after a crash the learner restores the last checkpoint and replays
+the settlements after it, and each settlement is learned from exactly once.
+
+Deciders (ingress replicas) call :meth:`snapshot` every ``policy.sync_interval_s``
+and load the state with ``set_state``; ``policy_version`` in every response says
+which parameters decided.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from ray.rllib.core.rl_module.rl_module import RLModule
+
+from deployments.rlmodule import BanditRLModule
+from ltrr.bandit import ContextFeaturizer
+from ltrr.bandit.rewards import observe
+from ltrr.catalog.store import CatalogStore
+from ltrr.checkpoints import CheckpointDir
+from ltrr.config import AppConfig
+from ltrr.eventlog import SQLiteEventLog
+from ltrr.strategies.registry import make_strategy
+
+log = logging.getLogger("ray.serve")
+MEMORY_CURSOR = "memory"
+BATCH = 500
+
+
+class PolicyLearner:
+    def __init__(self, app_config: dict[str, Any], *, start: bool = True) -> None:
+        app = AppConfig.model_validate(app_config)
+        self.cfg = app.policy
+        self.strategies = list(app.enabled())
+        self.featurizer = ContextFeaturizer(self.strategies)
+        self.events = SQLiteEventLog(
+            app.events_path,
+            feedback_window_s=app.feedback_window_s,
+            reward_window_s=self.cfg.reward_window_s,
+            positive_actions=self.cfg.positive_actions,
+        )
+        self.store = CatalogStore(app.catalog_path)
+        self.checkpoints = CheckpointDir(self.cfg.checkpoint_dir)
+        self.module = self._restore() or BanditRLModule.build(self.strategies, self.featurizer.dim, self.cfg)
+        self.memory = make_strategy("memory", app.strategy_config("memory")) if "memory" in self.strategies else None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._saved_version = self.module.version
+        self._last_save = time.monotonic()
+        self.totals = {"settled": 0, "learned": 0, "memory": 0, "checkpoints": 0, "errors": 0}
+        self._thread = threading.Thread(target=self._loop, name="policy-learner", daemon=True)
+        if start:
+            self._thread.start()
+
+    # -- state ------------------------------------------------------------------------------------
+    def _restore(self) -> BanditRLModule | None:
+        path = self.checkpoints.latest()
+        if path is None:
+            return None
+        module = RLModule.from_checkpoint(path)
+        fresh = BanditRLModule.build(self.strategies, self.featurizer.dim, self.cfg)
+        if not isinstance(module, BanditRLModule) or module.model_config != fresh.model_config:
+            log.warning("learner: checkpoint %s was made for another config; relearning from the event log", path)
+            return None
+        log.info("learner: restored %s (version %d, cursor %d)", path, module.version, int(module.cursor))
+        return module
+
+    def checkpoint(self) -> str | None:
+        """Save the module now (RLlib ``save_to_path``) if it changed since the last save."""
+        with self._lock:
+            if self.module.version == self._saved_version and self.checkpoints.latest() is not None:
+                return None
+            tmp = self.checkpoints.new()
+            self.module.save_to_path(tmp)
+            version = self.module.version
+        final = self.checkpoints.commit(tmp, version)
+        self._saved_version, self._last_save = version, time.monotonic()
+        self.totals["checkpoints"] += 1
+        return str(final)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.cfg.poll_interval_s)
+            self._wake.clear()
+            try:
+                self.step()
+            except Exception:  # noqa: BLE001 - keep learning; the log keeps what was not applied
+                self.totals["errors"] += 1
+                log.exception("learner: step failed; will retry")
+
+    def step(self) -> dict[str, int]:
+        """One round of settle, learn, teach memory, maybe checkpoint; returns what it did."""
+        settled = 0
+        while True:  # small batches: settle holds the log's write lock, and searches wait behind it
+            n = len(self.events.settle(limit=BATCH))
+            settled += n
+            if n < BATCH:
+                break
+        learned = 0
+        while True:
+            batch = self.events.settlements_since(int(self.module.cursor), BATCH)
+            if not batch:
+                break
+            with self._lock:
+                for st, event in batch:
+                    wanted = st.entity_id if st.outcome == "positive" else None
+                    obs = observe(event, wanted, self.featurizer, self.cfg.ladder)
+                    if obs is not None and (self.cfg.learn_from_forced or not obs.decision.forced):
+                        self.module.learn(obs.decision, obs.rewards, obs.query_class, obs.hits)
+                        learned += 1
+                    self.module.cursor.fill_(st.seq)
+        remembered = self._teach_memory()
+        due = time.monotonic() - self._last_save >= self.cfg.checkpoint_interval_s
+        if self.module.version != self._saved_version and due:
+            self.checkpoint()
+        for k, v in (("settled", settled), ("learned", learned), ("memory", remembered)):
+            self.totals[k] += v
+        return {"settled": settled, "learned": learned, "memory": remembered}
+
+    def _teach_memory(self) -> int:
+        if self.memory is None:
+            return 0
+        n = 0
+        while True:
+            rows = self.events.positives_since(self.events.cursor(MEMORY_CURSOR), BATCH)
+            if not rows:
+                return n
+            entities = self.store.get_many([fb.entity_id for _, fb, _ in rows])
+            known = [(q, fb.entity_id, 1.0) for _, fb, q in rows if fb.entity_id in entities and q.strip()]
+            if known:
+                self.memory.record_many(known, entities)  # type: ignore[attr-defined]
+            self.events.set_cursor(MEMORY_CURSOR, rows[-1][0])
+            n += len(known)
+
+    # -- what deciders and operators call ------------------------------------------------------------
+    def notify(self) -> None:
+        """New feedback was acknowledged: learn now rather than at the next poll."""
+        self._wake.set()
+
+    def snapshot(self, since_version: int = -1) -> dict[str, Any] | None:
+        """The module state if its version differs from ``since_version``, else None."""
+        with self._lock:
+            if self.module.version == since_version:
+                return None
+            return {"version": self.module.version, "state": self.module.state_copy()}
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "policy_version": self.module.policy_version,
+                "cursor": int(self.module.cursor),
+                "arm_counts": np.asarray(self.module.count.numpy()).tolist(),
+                "saved_version": self._saved_version,
+                **self.totals,
+                **{f"log_{k}": v for k, v in self.events.counts().items()},
+            }
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        try:
+            self.step()
+            self.checkpoint()
+        finally:
+            self.events.close()
+
+    def __del__(self) -> None:
+        if not self._stop.is_set():
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - best effort at shutdown; the log still holds everything
+                log.exception("learner: final checkpoint failed")
+
+    async def check_health(self) -> None:
+        if not self._thread.is_alive() and not self._stop.is_set():
+            raise RuntimeError("learner thread died")

@@ -1,0 +1,315 @@
+"""The RLlib adapter (deployments.rlmodule): spaces, forward passes, learning, state and checkpoints.
+
+The only unit test module that imports ray.rllib (slow to import): fixtures are module-scoped.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pydantic
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.rl_module import RLModule
+
+from deployments.rlmodule import DECISIONS, HIT_PROBS, BanditRLModule, ModulePlanner
+from ltrr.bandit import POLICIES, ContextFeaturizer, Decision, strategy_hits
+
+STRATEGIES = ("lexical", "vector", "graph")
+LADDER = (0, 10, 25)
+POLICY: dict[str, Any] = {"ladder": list(LADDER), "seed": 3}
+FZ = ContextFeaturizer(STRATEGIES)
+DIM = FZ.dim
+BUFFERS = ("a_inv", "b", "theta", "count", "class_hits", "class_trials")
+ARMS = ("a_inv", "b", "theta", "count")
+#: true hit probabilities (S, L) of the simulated searches the trained module learns from
+TRUE_HIT = np.array([[0.0, 0.2, 0.35], [0.0, 0.5, 0.6], [0.0, 0.1, 0.15]])
+
+
+def contexts(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    obs = rng.uniform(-1.0, 1.0, (n, DIM))
+    obs[:, 0] = 1.0
+    return obs
+
+
+def settle(module: BanditRLModule, rounds: int, seed: int = 0) -> None:
+    """``rounds`` simulated settled searches through ``module.learn``."""
+    rng = np.random.default_rng(seed)
+    for x in contexts(rounds, seed + 100):
+        decision = module.policy.select(x)
+        rewards: dict[tuple[str, int], float] = {}
+        for s, name in enumerate(STRATEGIES):
+            u = rng.random()
+            for lv in range(1, LADDER.index(decision.budgets[name]) + 1):
+                rewards[(name, LADDER[lv])] = float(u < TRUE_HIT[s, lv])
+        module.learn(decision, rewards, int(rng.integers(5)), strategy_hits(rewards))
+
+
+def fresh(**policy: Any) -> BanditRLModule:
+    return BanditRLModule.build(STRATEGIES, DIM, {**POLICY, **policy})
+
+
+@pytest.fixture(scope="module")
+def trained() -> BanditRLModule:
+    """A module after 40 settled searches (read-only: tests that mutate build their own)."""
+    module = fresh()
+    settle(module, 40)
+    module.cursor.fill_(42)
+    return module
+
+
+@pytest.fixture(scope="module")
+def obs() -> np.ndarray:
+    return contexts(8, seed=7)
+
+
+def assert_same_state(a: BanditRLModule, b: BanditRLModule) -> None:
+    for name in BUFFERS:
+        np.testing.assert_array_equal(getattr(a, name).numpy(), getattr(b, name).numpy(), err_msg=name)
+    assert (a.version, int(a.cursor)) == (b.version, int(b.cursor))
+
+
+def assert_views(module: BanditRLModule) -> None:
+    for name in ARMS:
+        buf = getattr(module, name)
+        assert buf.dtype == torch.float64
+        assert np.shares_memory(buf.numpy(), getattr(module.arms, name)), name
+    assert module.policy.arms is module.arms
+
+
+# --------------------------------------------------------------------------- build
+def test_build_spaces_and_initial_state() -> None:
+    module = fresh()
+    assert isinstance(module.observation_space, gym.spaces.Box)
+    assert module.observation_space.shape == (DIM,)
+    assert module.observation_space.dtype == np.float64
+    np.testing.assert_array_equal(module.observation_space.low, -1.0)
+    np.testing.assert_array_equal(module.observation_space.high, 1.0)
+    assert isinstance(module.action_space, gym.spaces.MultiDiscrete)
+    assert module.action_space.nvec.tolist() == [3, 3, 3]
+    assert isinstance(module.model_config, dict)
+    assert module.model_config["strategies"] == list(STRATEGIES)
+    assert module.model_config["dim"] == DIM
+    assert module.space.strategies == STRATEGIES and module.space.ladder == LADDER
+    assert (module.version, module.policy_version, int(module.cursor)) == (0, "linear_ts-0", 0)
+    assert module.a_inv.shape == (6, DIM, DIM)
+    # the prior: every arm predicts the prior hit rate on the bias
+    expected_theta = np.zeros((6, DIM))
+    expected_theta[:, 0] = 0.3
+    np.testing.assert_allclose(module.theta.numpy(), expected_theta, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(module.class_rates(), np.full((5, 3), 0.5))
+    assert_views(module)
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [({"algorithm": "nope"}, "algorithm"), ({"ladder": [10, 25]}, "ladder"), ({"extra": 1}, "extra")],
+)
+def test_build_rejects_bad_policy(policy: dict[str, Any], field: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=field):
+        BanditRLModule.build(STRATEGIES, DIM, policy)
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_every_algorithm(name: str, obs: np.ndarray) -> None:
+    module = fresh(algorithm=name)
+    assert module.policy.name == name
+    out = module.forward_exploration({Columns.OBS: torch.from_numpy(obs)})
+    assert [d.policy_version for d in out[DECISIONS]] == [f"{name}-0"] * len(obs)
+
+
+# --------------------------------------------------------------------------- forward passes
+def test_forward_exploration(trained: BanditRLModule, obs: np.ndarray) -> None:
+    out = trained.forward_exploration({Columns.OBS: torch.from_numpy(obs)})
+    actions, logp, decisions = out[Columns.ACTIONS], out[Columns.ACTION_LOGP], out[DECISIONS]
+    assert actions.shape == (8, 3) and actions.dtype == torch.int64
+    assert logp.shape == (8,) and logp.dtype == torch.float64
+    assert len(decisions) == 8
+    for i, d in enumerate(decisions):
+        assert isinstance(d, Decision)
+        assert tuple(actions[i].tolist()) == trained.space.levels(d.action)
+        assert logp[i].item() == pytest.approx(np.log(d.propensity), abs=1e-12)
+        assert d.policy_version == "linear_ts-40" and d.algorithm == "linear_ts"
+        assert d.x is not None
+        np.testing.assert_array_equal(d.x, obs[i])
+        assert set(d.budgets.values()) <= set(LADDER) and any(d.budgets.values())
+
+
+def test_forward_exploration_accepts_numpy_and_one_row(trained: BanditRLModule, obs: np.ndarray) -> None:
+    out = trained.forward_exploration({Columns.OBS: obs[0].astype(np.float32)})
+    assert out[Columns.ACTIONS].shape == (1, 3)
+    assert len(out[DECISIONS]) == 1
+
+
+def test_forward_exploration_first_decisions_version_0(obs: np.ndarray) -> None:
+    out = fresh().forward_exploration({Columns.OBS: torch.from_numpy(obs[:2])})
+    assert [d.policy_version for d in out[DECISIONS]] == ["linear_ts-0", "linear_ts-0"]
+
+
+def test_forward_inference_is_greedy(trained: BanditRLModule, obs: np.ndarray) -> None:
+    out = trained.forward_inference({Columns.OBS: torch.from_numpy(obs)})
+    np.testing.assert_array_equal(out[Columns.ACTION_LOGP].numpy(), np.zeros(8))
+    for i, d in enumerate(out[DECISIONS]):
+        greedy = trained.policy.greedy(trained.policy.hit_table(obs[i]))
+        assert d.action == greedy
+        assert tuple(out[Columns.ACTIONS][i].tolist()) == trained.space.levels(greedy)
+        assert d.propensity == 1.0 and d.forced is False
+        assert d.policy_version == "linear_ts-40"
+    again = trained.forward_inference({Columns.OBS: torch.from_numpy(obs)})
+    assert torch.equal(again[Columns.ACTIONS], out[Columns.ACTIONS])
+
+
+def test_forward_train_hit_probs(trained: BanditRLModule, obs: np.ndarray) -> None:
+    out = trained.forward_train({Columns.OBS: torch.from_numpy(obs)})
+    probs = out[HIT_PROBS]
+    assert probs.shape == (8, 6) and probs.dtype == torch.float64
+    np.testing.assert_allclose(probs.numpy(), np.clip(obs @ trained.theta.numpy().T, 0.0, 1.0), rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- learning
+def test_learn_by_hand() -> None:
+    module = fresh()
+    x = contexts(1, seed=1)[0]
+    decision = module.policy.forced(x, {"lexical": 25, "vector": 10})
+    rewards = {
+        ("lexical", 10): 0.0,
+        ("lexical", 25): 1.0,
+        ("vector", 10): 1.0,
+        ("unknown", 10): 1.0,  # ignored: not a strategy of this module
+        ("vector", 30): 1.0,  # ignored: not on the ladder
+    }
+    hits = {"lexical": True, "vector": True, "unknown": True}
+    assert module.learn(decision, rewards, 2, hits) == 3
+    # arms: lexical@10 = 0, lexical@25 = 1, vector@10 = 2
+    assert module.count.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    a = np.eye(DIM) + np.outer(x, x)  # ridge 1
+    for arm in (0, 1, 2):
+        np.testing.assert_allclose(module.a_inv[arm].numpy(), np.linalg.inv(a), rtol=1e-9, atol=1e-12)
+    b_lex25 = np.zeros(DIM)
+    b_lex25[0] = 0.3
+    np.testing.assert_allclose(module.b[1].numpy(), b_lex25 + x, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(module.b[0].numpy(), b_lex25, rtol=0, atol=1e-15)
+    assert module.class_trials[2].tolist() == [1.0, 1.0, 0.0]
+    assert module.class_hits[2].tolist() == [1.0, 1.0, 0.0]
+    assert (module.version, module.policy_version) == (1, "linear_ts-1")
+    rates = np.full((5, 3), 0.5)
+    rates[2, :2] = 2 / 3  # (1 + 1) / (1 + 2)
+    np.testing.assert_allclose(module.class_rates(), rates, rtol=0, atol=1e-15)
+
+    # a miss in another class; no arm rewards still moves the version
+    assert module.learn(decision, {}, 4, {"graph": False}) == 0
+    assert module.class_rates()[4].tolist() == pytest.approx([0.5, 0.5, 1 / 3])
+    assert module.version == 2
+    assert module.forward_exploration({Columns.OBS: x[None]})[DECISIONS][0].policy_version == "linear_ts-2"
+    assert_views(module)
+
+
+def test_learn_rejects_bad_reward_without_side_effects() -> None:
+    module = fresh()
+    decision = module.policy.forced(contexts(1, seed=2)[0], {"lexical": 10})
+    with pytest.raises(ValueError, match=re.escape("`rewards` must be 0 or 1, got 3.0 for ('lexical', 10)")):
+        module.learn(decision, {("lexical", 10): 3.0}, 0, {"lexical": True})
+    assert module.count.tolist() == [0.0] * 6
+    assert module.version == 0
+
+
+# --------------------------------------------------------------------------- state
+def test_get_state_is_float64(trained: BanditRLModule) -> None:
+    state = trained.get_state()
+    assert set(state) == {*BUFFERS, "updates", "cursor"}
+    for name in BUFFERS:
+        assert state[name].dtype == np.float64
+        np.testing.assert_array_equal(state[name], getattr(trained, name).numpy())
+    assert (state["updates"], state["cursor"]) == (40, 42)
+
+
+def test_set_state_keeps_views_and_values(trained: BanditRLModule, obs: np.ndarray) -> None:
+    module = fresh()
+    module.set_state(trained.state_copy())
+    assert_same_state(module, trained)
+    assert_views(module)
+    assert module.policy_version == "linear_ts-40"
+    # the math sees the new parameters at once
+    mine = module.forward_inference({Columns.OBS: torch.from_numpy(obs)})[Columns.ACTIONS]
+    theirs = trained.forward_inference({Columns.OBS: torch.from_numpy(obs)})[Columns.ACTIONS]
+    assert torch.equal(mine, theirs)
+
+
+def test_set_state_partial_and_unknown_keys() -> None:
+    module = fresh()
+    module.set_state({"cursor": 9, "not_a_buffer": np.zeros(3)})
+    assert int(module.cursor) == 9
+    assert module.version == 0
+
+
+def test_set_state_rejects_wrong_shape() -> None:
+    module = fresh()
+    with pytest.raises(ValueError, match=re.escape(f"`state['b']` must have shape (6, {DIM}), got (2, 2)")):
+        module.set_state({"b": np.zeros((2, 2))})
+
+
+def test_state_copy_is_deep() -> None:
+    module = fresh()
+    settle(module, 5)
+    copy = module.state_copy()
+    snapshot = {k: np.array(v, copy=True) for k, v in copy.items()}
+    for name in BUFFERS:
+        assert not np.shares_memory(copy[name], getattr(module, name).numpy())
+    settle(module, 5, seed=1)
+    module.cursor.fill_(7)
+    assert module.version == 10
+    for k, v in snapshot.items():
+        np.testing.assert_array_equal(copy[k], v, err_msg=k)
+    assert int(copy["updates"]) == 5 and int(copy["cursor"]) == 0
+
+
+# --------------------------------------------------------------------------- RLlib checkpoints
+def test_checkpoint_round_trip(trained: BanditRLModule, obs: np.ndarray, tmp_path: Path) -> None:
+    trained.save_to_path(tmp_path)
+    restored = RLModule.from_checkpoint(tmp_path)
+    assert isinstance(restored, BanditRLModule)
+    assert_same_state(restored, trained)
+    assert (restored.version, int(restored.cursor), restored.policy_version) == (40, 42, "linear_ts-40")
+    assert restored.policy_config == trained.policy_config
+    assert_views(restored)
+    batch = {Columns.OBS: torch.from_numpy(obs)}
+    assert torch.equal(
+        restored.forward_inference(batch)[Columns.ACTIONS], trained.forward_inference(batch)[Columns.ACTIONS]
+    )
+    assert torch.equal(restored.forward_train(batch)[HIT_PROBS], trained.forward_train(batch)[HIT_PROBS])
+
+
+# --------------------------------------------------------------------------- ModulePlanner
+def test_module_planner(trained: BanditRLModule, obs: np.ndarray) -> None:
+    planner = ModulePlanner(fresh(), FZ)
+    assert planner.featurizer is FZ
+    assert planner.version == 0
+    np.testing.assert_array_equal(planner.class_rates(), np.full((5, 3), 0.5))
+
+    planner.load(trained.state_copy())
+    assert planner.version == 40
+    np.testing.assert_array_equal(planner.class_rates(), trained.class_rates())
+    assert_same_state(planner.module, trained)
+    assert_views(planner.module)
+
+    d = planner.decide(obs[0])
+    assert isinstance(d, Decision)
+    assert d.policy_version == "linear_ts-40" and d.forced is False
+    assert 0.0 < d.propensity <= 1.0
+    assert d.action == planner.module.space.action_for_budgets(d.budgets)
+
+    f = planner.force(obs[0], {"graph": 25})
+    assert f.budgets == {"lexical": 0, "vector": 0, "graph": 25}
+    assert (f.propensity, f.forced, f.policy_version) == (1.0, True, "linear_ts-40")
+
+    # class rates are a snapshot taken at load time
+    decision = planner.module.policy.forced(obs[1], {"lexical": 10})
+    planner.module.learn(decision, {("lexical", 10): 1.0}, 0, {"lexical": True})
+    np.testing.assert_array_equal(planner.class_rates(), trained.class_rates())
+    assert planner.version == 41
