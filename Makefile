@@ -59,6 +59,8 @@ lint: install
 	$(PY) -m mypy ltrr graph deployments
 
 bench: install meili
+	$(PY) scripts/bench_policy.py
+	$(PY) scripts/bench_eventlog.py
 	$(PY) scripts/bench.py
 
 clean: down

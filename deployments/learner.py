@@ -166,6 +166,10 @@ class PolicyLearner:
                 return None
             return {"version": self.module.version, "state": self.module.state_copy()}
 
+    def version(self) -> int:
+        """The parameters' version (cheap: what `make bench` uses to time one Serve hop)."""
+        return self.module.version
+
     def status(self) -> dict[str, Any]:
         with self._lock:
             return {

@@ -120,11 +120,14 @@ class BanditRLModule(TorchRLModule):
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         obs = self._obs(batch)
-        return {HIT_PROBS: torch.from_numpy(np.clip(obs @ self.arms.theta.T, 0.0, 1.0))}
+        table = self.space.hit_table(obs @ self.arms.theta.T)  # clipped, monotone in the budget
+        return {HIT_PROBS: torch.from_numpy(np.ascontiguousarray(table[..., 1:].reshape(len(obs), -1)))}
 
     # -- learning (called by the learner only) --------------------------------------------------------
     def learn(self, decision: Decision, rewards: ArmRewards, query_class: int, hits: Mapping[str, bool]) -> int:
         """Apply one settled search: arm rewards, per-class hit counts, version + 1."""
+        if not 0 <= query_class < len(QUERY_CLASSES):
+            raise ValueError(f"`query_class` must be in [0, {len(QUERY_CLASSES)}), got {query_class}")
         known = {(s, k): r for (s, k), r in rewards.items() if s in self.space.strategies and k in self.space.ladder}
         n = self.policy.update(decision, known) if known else 0
         for s, hit in hits.items():

@@ -39,6 +39,7 @@ class CheckpointDir:
         with open(pointer, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(pointer, self.root / LATEST)
+        _fsync_dir(self.root)  # make the rename and the new pointer durable
         self._prune(final)
         return final
 
@@ -57,3 +58,13 @@ class CheckpointDir:
                 shutil.rmtree(old, ignore_errors=True)
         for tmp in self.root.glob(".tmp-*"):
             shutil.rmtree(tmp, ignore_errors=True)
+        for stale in self.root.glob(f".{LATEST}.*"):  # a pointer left by a crash before os.replace
+            stale.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -124,6 +124,30 @@ def grpc_concurrent(
     return lat, wall
 
 
+def serve_hop(n: int) -> dict[str, Any]:
+    """One DeploymentHandle round trip to the learner's trivial ``version()``: what a separate
+    policy deployment would add to every search, next to deciding in the ingress (µs)."""
+    import ray
+    from ray import serve
+
+    ray.init(address="auto", namespace="serve", log_to_driver=False)
+
+    async def run() -> list[float]:
+        h = serve.get_deployment_handle("learner", app_name="ltrr")
+        for _ in range(20):
+            await h.version.remote()
+        lat = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await h.version.remote()
+            lat.append((time.perf_counter() - t) * 1000)
+        return lat
+
+    lat = asyncio.run(run())
+    ray.shutdown()
+    return summary("one Serve hop (driver -> learner.version)", lat, sum(lat) / 1000)
+
+
 def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
     """The same SearchService, with strategies called directly in threads (no Serve, no gRPC)."""
     from ltrr.appconfig_io import load_app_config
@@ -285,6 +309,8 @@ def main() -> int:
     print(rows[-1], file=sys.stderr)
     lat_pol, wall = grpc_sequential(args.target, qs)
     rows.append(summary("gRPC via Serve, sequential, the policy decides", lat_pol, wall))
+    print(rows[-1], file=sys.stderr)
+    rows.append(serve_hop(args.n))
     print(rows[-1], file=sys.stderr)
     ip = in_process(args.config, qs, args.callers)
     rows += [ip["seq"], ip["conc"], ip["fast"]]

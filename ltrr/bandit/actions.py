@@ -104,6 +104,9 @@ class ActionSpace:
 
     def action_for_budgets(self, budgets: Mapping[str, int]) -> int:
         """The action id of a plan ``{strategy: k}``; every k must be on the ladder."""
+        unknown = sorted(set(budgets) - set(self.strategies))
+        if unknown:
+            raise ValueError(f"`budgets` names unknown strategy {unknown[0]!r}; known: {list(self.strategies)}")
         lv = []
         for s in self.strategies:
             k = int(budgets.get(s, 0))

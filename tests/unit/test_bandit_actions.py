@@ -100,6 +100,7 @@ def test_id_zero_is_invalid(space: ActionSpace) -> None:
         ({"lexical": 30}, "`budgets['lexical']` must be on the ladder [0, 10, 25], got 30"),
         ({"lexical": 10, "graph": -10}, "`budgets['graph']` must be on the ladder [0, 10, 25], got -10"),
         ({"vector": 100}, "`budgets['vector']` must be on the ladder [0, 10, 25], got 100"),
+        ({"lexcal": 10}, "`budgets` names unknown strategy 'lexcal'; known: ['lexical', 'vector', 'graph']"),
     ],
 )
 def test_action_for_budgets_rejects_off_ladder(space: ActionSpace, budgets: dict[str, int], message: str) -> None:

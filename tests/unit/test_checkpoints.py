@@ -108,8 +108,10 @@ def test_crash_before_pointer_swap_keeps_previous(tmp_path: Path, monkeypatch: p
     monkeypatch.undo()
     assert (tmp_path / LATEST).read_text() == "ckpt-0000000001\n"
     assert ckpts.latest() == first
-    # the next good commit moves on
+    # the next good commit moves on, and removes the pointer file the crash left behind
+    assert list(tmp_path.glob(f".{LATEST}.*"))
     assert save(ckpts, 3) == ckpts.latest() == tmp_path / "ckpt-0000000003"
+    assert not list(tmp_path.glob(f".{LATEST}.*"))
 
 
 @pytest.mark.parametrize("content", ["", "\n", "ckpt-0000000009\n"])

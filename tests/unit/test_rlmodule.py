@@ -169,7 +169,10 @@ def test_forward_train_hit_probs(trained: BanditRLModule, obs: np.ndarray) -> No
     out = trained.forward_train({Columns.OBS: torch.from_numpy(obs)})
     probs = out[HIT_PROBS]
     assert probs.shape == (8, 6) and probs.dtype == torch.float64
-    np.testing.assert_allclose(probs.numpy(), np.clip(obs @ trained.theta.numpy().T, 0.0, 1.0), rtol=0, atol=1e-12)
+    raw = np.clip(obs @ trained.theta.numpy().T, 0.0, 1.0).reshape(8, trained.space.n_strategies, -1)
+    expected = np.maximum.accumulate(raw, axis=-1).reshape(8, -1)  # a bigger budget never hits less often
+    np.testing.assert_allclose(probs.numpy(), expected, rtol=0, atol=1e-12)
+    assert np.all(np.diff(probs.numpy().reshape(8, trained.space.n_strategies, -1), axis=-1) >= 0)
 
 
 # --------------------------------------------------------------------------- learning
@@ -208,6 +211,15 @@ def test_learn_by_hand() -> None:
     assert module.version == 2
     assert module.forward_exploration({Columns.OBS: x[None]})[DECISIONS][0].policy_version == "linear_ts-2"
     assert_views(module)
+
+
+@pytest.mark.parametrize("query_class", [-1, 5])
+def test_learn_rejects_an_unknown_query_class(query_class: int) -> None:
+    module = fresh()
+    decision = module.policy.forced(contexts(1, seed=1)[0], {"lexical": 10})
+    with pytest.raises(ValueError, match=re.escape(f"`query_class` must be in [0, 5), got {query_class}")):
+        module.learn(decision, {("lexical", 10): 1.0}, query_class, {"lexical": True})
+    assert module.version == 0
 
 
 def test_learn_rejects_bad_reward_without_side_effects() -> None:
