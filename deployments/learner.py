@@ -193,7 +193,8 @@ class PolicyLearner:
             self.events.close()
 
     def __del__(self) -> None:
-        if not self._stop.is_set():
+        stop = getattr(self, "_stop", None)  # absent when __init__ failed
+        if stop is not None and not stop.is_set():
             try:
                 self.close()
             except Exception:  # noqa: BLE001 - best effort at shutdown; the log still holds everything

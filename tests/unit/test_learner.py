@@ -1,0 +1,131 @@
+"""The policy learner without Serve: settle, learn exactly once, checkpoint, crash, restore, replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from deployments.learner import PolicyLearner
+from ltrr.bandit import ActionSpace, ContextFeaturizer, LinearArms, PolicyConfig, make_policy
+from ltrr.eventlog import FeedbackEvent, SearchEvent, SQLiteEventLog, now
+
+NAMES = ["lexical", "graph"]
+
+
+def app_args(tmp_path, **policy: Any) -> dict[str, Any]:
+    return {
+        "catalog_path": str(tmp_path / "catalog.sqlite"),
+        "events_path": str(tmp_path / "events.sqlite"),
+        "strategies": {
+            "lexical": {"default_k": 50},
+            "graph": {"default_k": 50, "config": {"cache_dir": str(tmp_path / "graph-cache")}},
+            "vector": {"enabled": False},
+            "memory": {"enabled": False},
+        },
+        "policy": {"checkpoint_dir": str(tmp_path / "policy"), "checkpoint_interval_s": 3600.0, **policy},
+    }
+
+
+def log_searches(tmp_path, n: int, start: int = 0) -> list[str]:
+    """``n`` policy-decided searches, each clicked on an item only graph returned."""
+    cfg = PolicyConfig(seed=start)
+    space = ActionSpace.build(NAMES, cfg.ladder, cfg.costs)
+    fz = ContextFeaturizer(NAMES)
+    arms = LinearArms.zeros(space.n_arms, fz.dim)
+    arms.reset(cfg.ridge, cfg.prior_hit_rate)
+    policy = make_policy(cfg, space, arms)
+    log = SQLiteEventLog(tmp_path / "events.sqlite")
+    ids = []
+    for i in range(start, start + n):
+        features = {"bias": 1.0, "class.seed": 1.0}
+        d = policy.forced(fz.vector(features), {"lexical": 10, "graph": 25})
+        d = type(d)(**{**d.__dict__, "forced": False})  # as if the policy had chosen it
+        rid = f"r{i}"
+        calls = ({"strategy": "lexical", "status": "ok"}, {"strategy": "graph", "status": "ok"})
+        cands = {"lexical": [f"l{j}" for j in range(10)], "graph": [f"g{j}" for j in range(25)]}
+        log.record_search(SearchEvent(rid, now(), "q", "", (), calls, cands, "", "", features, d.to_dict()))
+        log.record_feedback(FeedbackEvent(f"e{i}", rid, "g3", "click", 1, now()))
+        ids.append(rid)
+    log.close()
+    return ids
+
+
+def test_learns_each_settlement_once_and_replays_after_a_crash(tmp_path):
+    args = app_args(tmp_path)
+    log_searches(tmp_path, 3)
+    first = PolicyLearner(args, start=False)
+    assert first.step() == {"settled": 3, "learned": 3, "memory": 0}
+    assert first.module.version == 3 and int(first.module.cursor) == 3
+    assert first.step() == {"settled": 0, "learned": 0, "memory": 0}, "nothing is learned twice"
+    arms = first.module.arms
+    graph10, lex10 = first.module.space.arm(1, 1), first.module.space.arm(0, 1)
+    assert arms.count[graph10] == 3 and arms.count[lex10] == 3
+    x = ContextFeaturizer(NAMES).vector({"bias": 1.0, "class.seed": 1.0})
+    assert arms.mean(x)[graph10] > 0.7 > 0.1 > arms.mean(x)[lex10]  # graph held the click at rank 4
+    assert first.checkpoint() is not None
+
+    log_searches(tmp_path, 2, start=3)
+    assert first.step()["learned"] == 2 and first.module.version == 5  # not checkpointed: interval 3600 s
+    first._stop.set()  # crash: no final checkpoint
+    second = PolicyLearner(args, start=False)
+    assert second.module.version == 3 and int(second.module.cursor) == 3, "restored from the checkpoint"
+    assert second.step()["learned"] == 2, "replays exactly what the checkpoint had not learned"
+    np.testing.assert_allclose(second.module.arms.theta, first.module.arms.theta, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(second.module.arms.a_inv, first.module.arms.a_inv, rtol=0, atol=1e-12)
+    second.close()  # a clean shutdown checkpoints
+    third = PolicyLearner(args, start=False)
+    assert third.module.version == 5 and third.step()["learned"] == 0
+    third.close()
+
+
+def test_snapshot_only_when_the_version_moved(tmp_path):
+    args = app_args(tmp_path)
+    log_searches(tmp_path, 1)
+    learner = PolicyLearner(args, start=False)
+    assert learner.snapshot(-1)["version"] == 0
+    assert learner.snapshot(0) is None
+    learner.step()
+    snap = learner.snapshot(0)
+    assert snap["version"] == 1 and snap["state"]["updates"] == 1
+    learner.close()
+
+
+def test_a_config_change_relearns_from_the_log(tmp_path):
+    log_searches(tmp_path, 4)
+    first = PolicyLearner(app_args(tmp_path), start=False)
+    first.step()
+    first.close()
+    other = PolicyLearner(app_args(tmp_path, ladder=[0, 10, 50, 100]), start=False)
+    assert other.module.version == 0, "a checkpoint made for another ladder is not loaded"
+    assert other.step()["learned"] == 4
+    other.close()
+
+
+def test_forced_searches_are_not_learned_from_unless_configured(tmp_path):
+    log = SQLiteEventLog(tmp_path / "events.sqlite")
+    fz = ContextFeaturizer(NAMES)
+    cfg = PolicyConfig()
+    space = ActionSpace.build(NAMES, cfg.ladder, cfg.costs)
+    arms = LinearArms.zeros(space.n_arms, fz.dim)
+    arms.reset(cfg.ridge, cfg.prior_hit_rate)
+    d = make_policy(cfg, space, arms).forced(fz.vector({"bias": 1.0}), {"lexical": 10, "graph": 0})
+    calls = ({"strategy": "lexical", "status": "ok"},)
+    log.record_search(SearchEvent("f1", now(), "q", "", (), calls, {"lexical": ["a"]}, "", "", {}, d.to_dict()))
+    log.record_feedback(FeedbackEvent("e1", "f1", "a", "click", 1, now()))
+    log.close()
+    skip = PolicyLearner(app_args(tmp_path), start=False)
+    assert skip.step() == {"settled": 1, "learned": 0, "memory": 0} and int(skip.module.cursor) == 1
+    skip._stop.set()
+    learn = PolicyLearner(app_args(tmp_path, learn_from_forced=True), start=False)
+    assert learn.step() == {"settled": 0, "learned": 1, "memory": 0}
+    learn.close()
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_one_learner_only(tmp_path, replicas):
+    from ltrr.config import AppConfig
+
+    with pytest.raises(ValueError, match="learner.num_replicas: must be 1"):
+        AppConfig.model_validate({**app_args(tmp_path), "learner": {"num_replicas": replicas}})
