@@ -47,7 +47,14 @@ class PolicyConfig(BaseModel):
         le=0.2,
         description="Minimum probability of every (strategy, budget) choice, so logs support off-policy evaluation.",
     )
-    ridge: float = Field(1.0, gt=0.0, le=1e6, description="Prior precision lambda of each arm's linear model.")
+    ridge: float = Field(
+        25.0,
+        gt=0.0,
+        le=1e6,
+        description="Prior precision lambda of each arm's linear model. With about six active unit features "
+        "(||x||^2 ~ 6) the default is ~4 pseudo-observations: a prior hit rate of 0.3 +- 0.25, so a new "
+        "deployment still calls most strategies until it has learned.",
+    )
     prior_hit_rate: float = Field(
         0.3, ge=0.0, le=1.0, description="Prior mean hit probability of every arm (on the bias feature)."
     )

@@ -24,7 +24,7 @@ def app_args(tmp_path, **policy: Any) -> dict[str, Any]:
             "vector": {"enabled": False},
             "memory": {"enabled": False},
         },
-        "policy": {"checkpoint_dir": str(tmp_path / "policy"), "checkpoint_interval_s": 3600.0, **policy},
+        "policy": {"checkpoint_dir": str(tmp_path / "policy"), "checkpoint_interval_s": 3600.0, "ridge": 1.0, **policy},
     }
 
 

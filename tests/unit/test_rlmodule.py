@@ -22,7 +22,7 @@ from ltrr.bandit import POLICIES, ContextFeaturizer, Decision, strategy_hits
 
 STRATEGIES = ("lexical", "vector", "graph")
 LADDER = (0, 10, 25)
-POLICY: dict[str, Any] = {"ladder": list(LADDER), "seed": 3}
+POLICY: dict[str, Any] = {"ladder": list(LADDER), "seed": 3, "ridge": 1.0}
 FZ = ContextFeaturizer(STRATEGIES)
 DIM = FZ.dim
 BUFFERS = ("a_inv", "b", "theta", "count", "class_hits", "class_trials")
