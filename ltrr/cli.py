@@ -112,13 +112,24 @@ def _ope(args: argparse.Namespace) -> int:
         total = log.counts().get("settlements")
         if args.limit:
             total = min(total or args.limit, args.limit)
+        until = log.oldest_pending_ts()
         rounds = collect(
-            log.iter_settled(limit=args.limit), strategies, cfg.policy, policies, seed=args.seed, total=total
+            log.iter_settled(limit=args.limit),
+            strategies,
+            cfg.policy,
+            policies,
+            seed=args.seed,
+            total=total,
+            until_ts=until,
         )
     finally:
         log.close()
     if rounds.n == 0:
-        print("error: the log holds no settled, policy-decided searches yet", file=sys.stderr)
+        print(
+            f"error: no settled, policy-decided searches before the oldest unsettled one "
+            f"({rounds.unsettled} settled ones after it wait for it)",
+            file=sys.stderr,
+        )
         return 1
     space = ActionSpace.build(strategies, cfg.policy.ladder, cfg.policy.costs)
     print(f"ope: bootstrapping {len(policies)} policies x {len(estimators)} estimators ...", file=sys.stderr)

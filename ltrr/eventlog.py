@@ -459,6 +459,15 @@ class SQLiteEventLog:
             ).fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
+    def oldest_pending_ts(self) -> float | None:
+        """The ts of the oldest search not settled yet (None when all are settled).
+
+        Searches at or after it are not all settled, and the ones that are settled early
+        are the positive ones, so an evaluation must stop there to avoid a biased sample."""
+        with self._read() as db:
+            row = db.execute("SELECT MIN(ts) FROM pending").fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     def counts(self) -> dict[str, int]:
         """Row counts of searches, feedback, pending and settlements (one snapshot)."""
         names = ("searches", "feedback", "pending", "settlements")

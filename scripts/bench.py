@@ -141,10 +141,10 @@ def serve_hop(n: int) -> dict[str, Any]:
             t = time.perf_counter()
             await h.version.remote()
             lat.append((time.perf_counter() - t) * 1000)
+        ray.shutdown()  # inside the loop: Ray's late callbacks must not find it closed
         return lat
 
     lat = asyncio.run(run())
-    ray.shutdown()
     return summary("one Serve hop (driver -> learner.version)", lat, sum(lat) / 1000)
 
 

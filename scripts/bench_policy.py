@@ -109,15 +109,17 @@ def learning_curves(rounds: int) -> dict[str, Any]:
     hit[:, :, 0] = 0.0
     right = {0: "lexical", 1: "graph", 2: "memory"}
     curves: dict[str, Any] = {}
-    for algo in ("linear_ts", "linucb", "epsilon_greedy", "uniform"):
-        cfg = PolicyConfig(algorithm=algo, seed=1)
+    runs = [(a, a, {}) for a in ("linear_ts", "linucb", "epsilon_greedy", "uniform")]
+    runs.insert(1, ("linear_ts, ridge 1", "linear_ts", {"ridge": 1.0}))  # the prior's weight, for comparison
+    for name, algo, extra in runs:
+        cfg = PolicyConfig(algorithm=algo, seed=1, **extra)
         space = ActionSpace.build(STRATEGIES, cfg.ladder, cfg.costs)
         sim = Simulator(space, hit, seed=2)
         arms = LinearArms.zeros(space.n_arms, sim.dim)
         arms.reset(cfg.ridge, cfg.prior_hit_rate)
         pol = make_policy(cfg, space, arms)
         regret, correct, recall = [], [], []
-        for _ in tqdm(range(rounds), desc=f"simulate {algo}", unit="round", leave=False):
+        for _ in tqdm(range(rounds), desc=f"simulate {name}", unit="round", leave=False):
             c, x = sim.context()
             d = pol.select(x)
             r = sim.rewards(c, d.action)
@@ -125,7 +127,7 @@ def learning_curves(rounds: int) -> dict[str, Any]:
             regret.append(sim.regret(c, d.action))
             correct.append(d.budgets[right[c]] > 0)
             recall.append(float(space.union_values(hit[c])[d.action]))
-        curves[algo] = {
+        curves[name] = {
             "cumulative_regret": np.cumsum(regret).tolist(),
             "right_strategy_rate_last_500": float(np.mean(correct[-500:])),
             "expected_recall_last_500": float(np.mean(recall[-500:])),

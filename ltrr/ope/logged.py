@@ -45,6 +45,7 @@ class LoggedRounds:
     qhat: dict[str, list[np.ndarray]] = field(default_factory=dict)
     forced: int = 0
     skipped: int = 0
+    unsettled: int = 0
 
     @property
     def n(self) -> int:
@@ -61,8 +62,12 @@ def collect(
     seed: int = 0,
     progress: bool = True,
     total: int | None = None,
+    until_ts: float | None = None,
 ) -> LoggedRounds:
-    """Walk settled searches in order; record each round and every target's distribution."""
+    """Walk settled searches in order; record each round and every target's distribution.
+
+    Searches with ``ts >= until_ts`` (the oldest unsettled search) are left out: among
+    them only the positive outcomes are settled yet, which would bias every estimate up."""
     featurizer = ContextFeaturizer(strategies)
     space = ActionSpace.build(strategies, config.ladder, config.costs)
     cfg = config.model_copy(update={"ts_resamples": ts_resamples})
@@ -73,6 +78,9 @@ def collect(
         targets[algo] = make_policy(cfg, space, arms, np.random.default_rng(seed + i), algorithm=algo)
     out = LoggedRounds(dists={a: [] for a in algorithms}, qhat={a: [] for a in algorithms})
     for st, event in tqdm(rows, total=total, desc="ope: replaying the log", unit="round", disable=not progress):
+        if until_ts is not None and event.ts >= until_ts:
+            out.unsettled += 1
+            continue
         wanted = st.entity_id if st.outcome == "positive" else None
         obs = observe(event, wanted, featurizer, config.ladder)
         if obs is None or set(obs.decision.budgets) != set(strategies):
@@ -120,6 +128,7 @@ def evaluate(
         "rounds": rounds.n,
         "forced_rounds": rounds.forced,
         "skipped_rounds": rounds.skipped,
+        "unsettled_rounds": rounds.unsettled,
         "logged": {"recall": float(reward.mean()), "cost": float(np.mean(rounds.logged_cost))},
         "targets": {},
     }
@@ -165,6 +174,7 @@ def format_report(result: dict[str, Any], estimators: Sequence[str]) -> str:
     lines.append("")
     lines.append(
         f"{result['rounds']} rounds ({result['forced_rounds']} forced searches learned from but not evaluated, "
-        f"{result['skipped_rounds']} without a usable decision)."
+        f"{result['skipped_rounds']} without a usable decision). {result['unsettled_rounds']} settled searches "
+        "left out because an older search is not settled yet (their sample would favour positive outcomes)."
     )
     return "\n".join(lines)

@@ -108,3 +108,36 @@ def test_cli_reports_every_policy_and_estimator(tmp_path, capsys):
     assert main(["ope", "--events", str(tmp_path / "ev.sqlite"), "--policy", "greedy"]) == 2
     assert "unknown 'greedy'; valid: linear_ts" in capsys.readouterr().err
     assert main(["ope", "--events", str(tmp_path / "missing.sqlite")]) == 2
+
+
+def test_searches_after_the_oldest_unsettled_one_are_left_out(tmp_path, capsys):
+    """Clicked searches settle at once, unclicked ones only when their window passes: evaluating
+    before then would see only the positives."""
+    cfg = PolicyConfig(seed=0)
+    space = ActionSpace.build(STRATEGIES, cfg.ladder, cfg.costs)
+    fz = ContextFeaturizer(STRATEGIES)
+    arms = LinearArms.zeros(space.n_arms, fz.dim)
+    arms.reset(cfg.ridge, cfg.prior_hit_rate)
+    policy = make_policy(cfg, space, arms)
+    path = tmp_path / "ev.sqlite"
+    log = SQLiteEventLog(path, reward_window_s=10.0, expiry_grace_s=0.0)
+    for i, clicked in enumerate([False, True, True]):
+        d = policy.select(fz.vector({"bias": 1.0}))
+        called = [s for s in STRATEGIES if d.budgets[s] > 0]
+        cands = {s: ["a"] for s in called}
+        calls = tuple({"strategy": s, "status": "ok"} for s in called)
+        log.record_search(
+            SearchEvent(f"r{i}", 100.0 + i, "q", "", (), calls, cands, "", "", {"bias": 1.0}, d.to_dict())
+        )
+        if clicked:
+            log.record_feedback(FeedbackEvent(f"e{i}", f"r{i}", "a", "click", 1, 100.5 + i))
+    assert len(log.settle(now_ts=103.0)) == 2  # the two clicks; r0 waits for its window
+    assert log.oldest_pending_ts() == 100.0
+    log.close()
+    assert main(["ope", "--events", str(path), "--bootstrap", "50"]) == 1
+    assert "2 settled ones after it wait for it" in capsys.readouterr().err
+    log = SQLiteEventLog(path, reward_window_s=10.0, expiry_grace_s=0.0)
+    assert len(log.settle(now_ts=1e9)) == 1 and log.oldest_pending_ts() is None
+    rounds = collect(log.iter_settled(), STRATEGIES, cfg, ["uniform"], progress=False, until_ts=None)
+    log.close()
+    assert rounds.n == 3 and rounds.reward == [1.0, 1.0, 0.0]  # in settlement order
