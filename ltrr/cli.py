@@ -4,7 +4,7 @@ ltrr ingest   [--config F] [--max-artists N]   build the catalog and every index
 ltrr search   QUERY [-k N] [--type T] [--strategy S] [--explain] [--target H:P]
 ltrr health   [--target H:P]
 ltrr catalog  summary | synthetic --n N --out F
-ltrr ope      [--config F] [--policy P ...] [--estimator E ...] [--out DIR]
+ltrr ope      [--config F] [--policy P ...] [--estimator E ...] [--since T] [--out DIR]
               off-policy estimates of candidate recall and cost from the event log
 """
 
@@ -121,6 +121,7 @@ def _ope(args: argparse.Namespace) -> int:
             seed=args.seed,
             total=total,
             until_ts=until,
+            since_ts=args.since,
         )
     finally:
         log.close()
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     po.add_argument("--policy", action="append", help="target policy (repeatable; default: all)")
     po.add_argument("--estimator", action="append", help="ipw, snipw, dr (repeatable; default: all)")
     po.add_argument("--limit", type=int, default=None, help="evaluate at most this many settled searches")
+    po.add_argument("--since", type=float, default=None, help="only searches at or after this unix time")
     po.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the CIs")
     po.add_argument("--seed", type=int, default=0)
     po.add_argument("--out", default=None, help="also write ope.md and ope.json here")

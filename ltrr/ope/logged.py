@@ -63,11 +63,13 @@ def collect(
     progress: bool = True,
     total: int | None = None,
     until_ts: float | None = None,
+    since_ts: float | None = None,
 ) -> LoggedRounds:
     """Walk settled searches in order; record each round and every target's distribution.
 
     Searches with ``ts >= until_ts`` (the oldest unsettled search) are left out: among
-    them only the positive outcomes are settled yet, which would bias every estimate up."""
+    them only the positive outcomes are settled yet, which would bias every estimate up.
+    Searches before ``since_ts`` are skipped (counted in ``skipped``); targets do not learn from them."""
     featurizer = ContextFeaturizer(strategies)
     space = ActionSpace.build(strategies, config.ladder, config.costs)
     cfg = config.model_copy(update={"ts_resamples": ts_resamples})
@@ -78,6 +80,9 @@ def collect(
         targets[algo] = make_policy(cfg, space, arms, np.random.default_rng(seed + i), algorithm=algo)
     out = LoggedRounds(dists={a: [] for a in algorithms}, qhat={a: [] for a in algorithms})
     for st, event in tqdm(rows, total=total, desc="ope: replaying the log", unit="round", disable=not progress):
+        if since_ts is not None and event.ts < since_ts:
+            out.skipped += 1
+            continue
         if until_ts is not None and event.ts >= until_ts:
             out.unsettled += 1
             continue

@@ -141,3 +141,7 @@ def test_searches_after_the_oldest_unsettled_one_are_left_out(tmp_path, capsys):
     rounds = collect(log.iter_settled(), STRATEGIES, cfg, ["uniform"], progress=False, until_ts=None)
     log.close()
     assert rounds.n == 3 and rounds.reward == [1.0, 1.0, 0.0]  # in settlement order
+    log = SQLiteEventLog(path)
+    later = collect(log.iter_settled(), STRATEGIES, cfg, ["uniform"], progress=False, since_ts=101.0)
+    log.close()
+    assert (later.n, later.skipped, later.reward) == (2, 1, [1.0, 1.0])
