@@ -11,7 +11,8 @@ window passed with no positive action).
 fresh policy of the configured algorithm walks the log in settlement order; at
 round ``i`` its action distribution :math:`\\pi_e(\\cdot \\mid x_i)` is computed from
 rounds ``< i`` only, then it learns from round ``i``'s semi-bandit rewards, exactly
-as the learner would. Forced searches are learned from but not evaluated. The
+as the learner would. Forced searches are not evaluated, and learned from only when
+``policy.learn_from_forced`` is set (as in the learner). The
 doubly-robust reward model :math:`\\hat q(x_i, a)` is the target's own
 posterior-mean union value at that point, so no round's reward is used to predict it.
 
@@ -108,8 +109,9 @@ def collect(
                 out.qhat[algo].append(space.union_values(pol.hit_table(d.x)))
         else:
             out.forced += 1
-        for pol in targets.values():
-            pol.update(d, obs.rewards)
+        if not d.forced or config.learn_from_forced:  # as the learner does
+            for pol in targets.values():
+                pol.update(d, obs.rewards)
     return out
 
 
@@ -178,8 +180,9 @@ def format_report(result: dict[str, Any], estimators: Sequence[str]) -> str:
         lines.append(f"| {algo} | " + " | ".join(cells) + f" | {row['cost']:.4f} | {ess:.0f} |")
     lines.append("")
     lines.append(
-        f"{result['rounds']} rounds ({result['forced_rounds']} forced searches learned from but not evaluated, "
-        f"{result['skipped_rounds']} without a usable decision). {result['unsettled_rounds']} settled searches "
-        "left out because an older search is not settled yet (their sample would favour positive outcomes)."
+        f"{result['rounds']} rounds ({result['forced_rounds']} forced searches not evaluated, "
+        f"{result['skipped_rounds']} skipped: before --since or without a usable decision). "
+        f"{result['unsettled_rounds']} settled searches left out because an older search is not settled yet "
+        "(their sample would favour positive outcomes)."
     )
     return "\n".join(lines)
