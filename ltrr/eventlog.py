@@ -74,7 +74,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Literal
 
-from ltrr.errors import InvalidRequest, NotFound
+from ltrr.errors import BackendUnavailable, InvalidRequest, NotFound
 from ltrr.events import EXPIRED, POSITIVE, EventLog, FeedbackEvent, SearchEvent, Settlement
 
 __all__ = [
@@ -221,8 +221,12 @@ class SQLiteEventLog:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: takes the write lock up front (waiting up to the busy timeout)."""
-        with self._lock:
+        """One ``BEGIN IMMEDIATE`` transaction: takes the write lock up front (waiting up to the busy timeout).
+
+        A SQLite failure (the lock still held after the timeout, a full disk) is raised as
+        :class:`~ltrr.errors.BackendUnavailable` (gRPC ``UNAVAILABLE``): nothing was committed,
+        so nothing was acknowledged, and the caller may retry."""
+        with self._lock, _translated("write"):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -234,7 +238,7 @@ class SQLiteEventLog:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._rlock:
+        with self._rlock, _translated("read"):
             yield self._rdb
 
     def close(self) -> None:
@@ -474,6 +478,14 @@ class SQLiteEventLog:
         with self._read() as db:
             row = db.execute("SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {t})" for t in names)).fetchone()
         return {t: int(n) for t, n in zip(names, row, strict=True)}
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise BackendUnavailable(f"event log {what} failed: {exc}") from exc
 
 
 def now() -> float:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ltrr.errors import InvalidRequest, NotFound
+from ltrr.errors import BackendUnavailable, InvalidRequest, NotFound
 from ltrr.eventlog import FeedbackEvent, SearchEvent, Settlement, SQLiteEventLog
 
 
@@ -459,3 +459,13 @@ def test_concurrent_writers_and_settler_settle_each_search_once(tmp_path):
     assert sum(lg.query_stats(f"q{j}")[0] for j in range(4)) == len(expected)
     assert sum(lg.query_stats(f"q{j}")[1] for j in range(4)) == 2 * 8
     lg.close()
+
+
+def test_sqlite_failures_are_backend_unavailable_and_nothing_is_acknowledged(tmp_path):
+    broken = SQLiteEventLog(tmp_path / "broken.sqlite")
+    broken._db.close()  # stands for any SQLite failure: a lock past the busy timeout, a full disk
+    broken._rdb.close()
+    with pytest.raises(BackendUnavailable, match="^event log write failed: "):
+        broken.record_feedback(FeedbackEvent("e1", "r1", "a", "click", 1, 0.0))
+    with pytest.raises(BackendUnavailable, match="^event log read failed: "):
+        broken.query_stats("radiohead")
