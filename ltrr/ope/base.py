@@ -73,6 +73,11 @@ def _check_same_rounds(array: np.ndarray, name: str, reward: np.ndarray) -> None
         )
 
 
+def as_position(position: np.ndarray | None, n_rounds: int) -> np.ndarray:
+    """``position``, or all zeros (``len_list == 1``) when it is ``None``."""
+    return np.zeros(n_rounds, dtype=np.int64) if position is None else position
+
+
 def check_ope_inputs(
     reward: np.ndarray,
     action: np.ndarray,
@@ -119,7 +124,7 @@ def check_ope_inputs(
     if position is None:
         if len_list > 1:
             raise ValueError(f"`position` must be given when `action_dist.shape[2]` > 1, got {len_list}")
-        position = np.zeros(n_rounds, dtype=np.int64)
+        position = as_position(None, n_rounds)
     else:
         check_array(position, "position", 1)
         _check_same_rounds(position, "position", reward)

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ltrr.ope.base import BaseOffPolicyEstimator, check_lambda, importance_weights
+from ltrr.ope.base import BaseOffPolicyEstimator, as_position, check_lambda, importance_weights
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,7 @@ class DoublyRobust(BaseOffPolicyEstimator):
         if estimated_rewards_by_reg_model is None:
             raise ValueError(f"`estimated_rewards_by_reg_model` must be given for estimator {self.estimator_name!r}")
         n = action.shape[0]
-        if position is None:
-            position = np.zeros(n, dtype=np.int64)
+        position = as_position(position, n)
         rows = np.arange(n)
         w = np.minimum(importance_weights(action, pscore, action_dist, position), self.lambda_)
         q_hat = estimated_rewards_by_reg_model[rows, :, position]  # (n_rounds, n_actions)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ltrr.ope.base import BaseOffPolicyEstimator, check_lambda, importance_weights
+from ltrr.ope.base import BaseOffPolicyEstimator, as_position, check_lambda, importance_weights
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,7 @@ class InverseProbabilityWeighting(BaseOffPolicyEstimator):
         estimated_rewards_by_reg_model: np.ndarray | None = None,
     ) -> np.ndarray:
         """:math:`\\hat{r}_i = \\min\\{\\lambda, w_i\\}\\, r_i`, shape ``(n_rounds,)``."""
-        if position is None:
-            position = np.zeros(action.shape[0], dtype=np.int64)
+        position = as_position(position, action.shape[0])
         w = np.minimum(importance_weights(action, pscore, action_dist, position), self.lambda_)
         rounds: np.ndarray = reward * w
         return rounds

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ltrr.ope.base import BaseOffPolicyEstimator, importance_weights
+from ltrr.ope.base import BaseOffPolicyEstimator, as_position, importance_weights
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,7 @@ class SelfNormalizedInverseProbabilityWeighting(BaseOffPolicyEstimator):
         estimated_rewards_by_reg_model: np.ndarray | None = None,
     ) -> np.ndarray:
         """:math:`\\hat{r}_i = w_i r_i / \\bar{w}`, shape ``(n_rounds,)``."""
-        if position is None:
-            position = np.zeros(action.shape[0], dtype=np.int64)
+        position = as_position(position, action.shape[0])
         w = importance_weights(action, pscore, action_dist, position)
         rounds: np.ndarray = reward * w / w.mean()
         return rounds
