@@ -76,6 +76,7 @@ from typing import Iterable, Iterator, Literal
 
 from ltrr.errors import BackendUnavailable, InvalidRequest, NotFound
 from ltrr.events import EXPIRED, POSITIVE, EventLog, FeedbackEvent, SearchEvent, Settlement
+from ltrr.validation import POSITIVE_ACTIONS
 
 __all__ = [
     "EXPIRED",
@@ -90,7 +91,6 @@ __all__ = [
 from ltrr.query_understanding import normalize_text
 
 SCHEMA_VERSION = 2
-DEFAULT_POSITIVE_ACTIONS = ("click", "play", "favorite")
 #: Cursor holding how far :meth:`SQLiteEventLog.settle` has scanned the feedback table.
 _SETTLE_CURSOR = "_settle"
 _MAX_LIMIT = 100_000
@@ -172,7 +172,7 @@ class SQLiteEventLog:
         *,
         feedback_window_s: float = 86400.0,
         reward_window_s: float = 600.0,
-        positive_actions: Iterable[str] = DEFAULT_POSITIVE_ACTIONS,
+        positive_actions: Iterable[str] = POSITIVE_ACTIONS,
         expiry_grace_s: float = 60.0,
     ) -> None:
         self.feedback_window_s = _check_float("feedback_window_s", feedback_window_s, lo=0, strict=True)

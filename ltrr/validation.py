@@ -14,7 +14,8 @@ from ltrr.errors import InvalidRequest
 from ltrr.types import ENTITY_TYPES, Entity
 
 FEEDBACK_ACTIONS: tuple[str, ...] = ("click", "play", "favorite", "skip")
-POSITIVE_ACTIONS: frozenset[str] = frozenset({"click", "play", "favorite"})
+#: The actions that say the user found what they wanted (the default of the event log and the policy).
+POSITIVE_ACTIONS: tuple[str, ...] = ("click", "play", "favorite")
 MAX_ID_CHARS = 128
 
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ltrr.validation import POSITIVE_ACTIONS
+
 ALGORITHMS = ("linear_ts", "linucb", "epsilon_greedy", "uniform")
 
 
@@ -68,7 +70,7 @@ class PolicyConfig(BaseModel):
         600.0, gt=0.0, le=7 * 86400.0, description="No positive action within this window is a 0 reward."
     )
     positive_actions: tuple[str, ...] = Field(
-        ("click", "play", "favorite"), description="Feedback actions that count as the user finding what they wanted."
+        POSITIVE_ACTIONS, description="Feedback actions that count as the user finding what they wanted."
     )
     learn_from_forced: bool = Field(
         False,
