@@ -151,7 +151,7 @@ def serve_hop(n: int) -> dict[str, Any]:
 def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
     """The same SearchService, with strategies called directly in threads (no Serve, no gRPC)."""
     from ltrr.appconfig_io import load_app_config
-    from ltrr.bandit import ActionSpace, ContextFeaturizer, LinearArms, make_policy
+    from ltrr.bandit import ContextFeaturizer, new_policy
     from ltrr.bandit.planner import PolicyPlanner
     from ltrr.catalog.store import CatalogStore
     from ltrr.eventlog import SQLiteEventLog
@@ -180,10 +180,7 @@ def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
     vocab = Vocabulary.from_store(store)
     names = list(enabled)
     featurizer = ContextFeaturizer(names, vocab.names)
-    space = ActionSpace.build(names, cfg.policy.ladder, cfg.policy.costs)
-    arms = LinearArms.zeros(space.n_arms, featurizer.dim)
-    arms.reset(cfg.policy.ridge, cfg.policy.prior_hit_rate)
-    planner = PolicyPlanner(make_policy(cfg.policy, space, arms), featurizer)
+    planner = PolicyPlanner(new_policy(cfg.policy, names, featurizer.dim), featurizer)
     events = SQLiteEventLog(ROOT / "var" / "bench-events.sqlite")
     qu = QueryUnderstanding(vocab)
     svc = SearchService(

@@ -51,7 +51,7 @@ def latency(n: int) -> dict[str, dict[str, float]]:
     import torch
 
     from deployments.rlmodule import BanditRLModule, ModulePlanner
-    from ltrr.bandit import ActionSpace, ContextFeaturizer, LinearArms, PolicyConfig, make_policy
+    from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
     from ltrr.bandit.simulate import Simulator, one_right_strategy
     from ltrr.types import UserProfile
 
@@ -66,11 +66,8 @@ def latency(n: int) -> dict[str, dict[str, float]]:
     rewards = {("graph", 10): 1.0, ("graph", 25): 1.0, ("lexical", 10): 0.0, ("memory", 10): 0.0}
     for algo in ("linear_ts", "linucb", "epsilon_greedy", "uniform"):
         cfg = PolicyConfig(algorithm=algo, seed=0)
-        space = ActionSpace.build(STRATEGIES, cfg.ladder, cfg.costs)
-        arms = LinearArms.zeros(space.n_arms, fz.dim)
-        arms.reset(cfg.ridge, cfg.prior_hit_rate)
-        pol = make_policy(cfg, space, arms)
-        sim = Simulator(space, one_right_strategy(space, 2), n_noise=fz.dim - 2)
+        pol = new_policy(cfg, STRATEGIES, fz.dim)
+        sim = Simulator(pol.space, one_right_strategy(pol.space, 2), n_noise=fz.dim - 2)
         for _ in range(300):  # a trained state, not the prior
             c, xs = sim.context()
             d = pol.select(xs)
@@ -101,7 +98,7 @@ def latency(n: int) -> dict[str, dict[str, float]]:
 
 
 def learning_curves(rounds: int) -> dict[str, Any]:
-    from ltrr.bandit import ActionSpace, LinearArms, PolicyConfig, make_policy
+    from ltrr.bandit import ActionSpace, PolicyConfig, new_policy
     from ltrr.bandit.simulate import Simulator
 
     hit = np.full((3, 4, 5), 0.03)
@@ -115,9 +112,7 @@ def learning_curves(rounds: int) -> dict[str, Any]:
         cfg = PolicyConfig(algorithm=algo, seed=1, **extra)
         space = ActionSpace.build(STRATEGIES, cfg.ladder, cfg.costs)
         sim = Simulator(space, hit, seed=2)
-        arms = LinearArms.zeros(space.n_arms, sim.dim)
-        arms.reset(cfg.ridge, cfg.prior_hit_rate)
-        pol = make_policy(cfg, space, arms)
+        pol = new_policy(cfg, STRATEGIES, sim.dim)
         regret, correct, recall = [], [], []
         for _ in tqdm(range(rounds), desc=f"simulate {name}", unit="round", leave=False):
             c, x = sim.context()

@@ -15,7 +15,7 @@ from ltrr.bandit.base import ArmRewards, Decision, Policy
 from ltrr.bandit.config import CostConfig, PolicyConfig
 from ltrr.bandit.features import QUERY_CLASSES, ContextFeaturizer
 from ltrr.bandit.linear import LinearArms
-from ltrr.bandit.registry import POLICIES, make_policy
+from ltrr.bandit.registry import POLICIES, make_policy, new_policy
 from ltrr.bandit.rewards import semi_bandit_rewards, strategy_hits
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "Policy",
     "PolicyConfig",
     "make_policy",
+    "new_policy",
     "semi_bandit_rewards",
     "strategy_hits",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from ltrr.bandit.actions import ActionSpace
@@ -36,3 +38,18 @@ def make_policy(
     except KeyError:
         raise ConfigError(f"unknown policy {name!r}; valid: {', '.join(POLICIES)}") from None
     return cls(space, config, arms, rng if rng is not None else np.random.default_rng(config.seed))
+
+
+def new_policy(
+    config: PolicyConfig,
+    strategies: Sequence[str],
+    dim: int,
+    rng: np.random.Generator | None = None,
+    algorithm: str | None = None,
+) -> Policy:
+    """A policy over ``strategies`` with ``dim`` context features, its arms at the prior
+    (``config.ridge``, ``config.prior_hit_rate``); its action space is ``policy.space``."""
+    space = ActionSpace.build(strategies, config.ladder, config.costs)
+    arms = LinearArms.zeros(space.n_arms, dim)
+    arms.reset(config.ridge, config.prior_hit_rate)
+    return make_policy(config, space, arms, rng, algorithm)

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ltrr.bandit import ActionSpace, ContextFeaturizer, LinearArms, PolicyConfig, make_policy
+from ltrr.bandit import ActionSpace, ContextFeaturizer, PolicyConfig, new_policy
 from ltrr.bandit.rewards import observe
 from ltrr.eventlog import SearchEvent, Settlement
 from ltrr.ope.registry import ESTIMATORS, make_estimator
@@ -74,11 +74,10 @@ def collect(
     featurizer = ContextFeaturizer(strategies)
     space = ActionSpace.build(strategies, config.ladder, config.costs)
     cfg = config.model_copy(update={"ts_resamples": ts_resamples})
-    targets = {}
-    for i, algo in enumerate(algorithms):
-        arms = LinearArms.zeros(space.n_arms, featurizer.dim)
-        arms.reset(cfg.ridge, cfg.prior_hit_rate)
-        targets[algo] = make_policy(cfg, space, arms, np.random.default_rng(seed + i), algorithm=algo)
+    targets = {
+        algo: new_policy(cfg, strategies, featurizer.dim, np.random.default_rng(seed + i), algo)
+        for i, algo in enumerate(algorithms)
+    }
     out = LoggedRounds(dists={a: [] for a in algorithms}, qhat={a: [] for a in algorithms})
     for st, event in tqdm(rows, total=total, desc="ope: replaying the log", unit="round", disable=not progress):
         if since_ts is not None and event.ts < since_ts:

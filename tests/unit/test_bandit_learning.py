@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltrr.bandit import ActionSpace, LinearArms, PolicyConfig, make_policy
+from ltrr.bandit import ActionSpace, PolicyConfig, new_policy
 from ltrr.bandit.simulate import Simulator, one_right_strategy
 
 STRATEGIES = ("lexical", "vector", "graph", "memory")
@@ -16,9 +16,7 @@ def run(algorithm: str, hit: np.ndarray, rounds: int, *, floor: float = 0.01, se
     cfg = PolicyConfig(algorithm=algorithm, propensity_floor=floor, seed=seed)
     space = ActionSpace.build(STRATEGIES, cfg.ladder, cfg.costs)
     sim = Simulator(space, hit, seed=seed)
-    arms = LinearArms.zeros(space.n_arms, sim.dim)
-    arms.reset(cfg.ridge, cfg.prior_hit_rate)
-    policy = make_policy(cfg, space, arms)
+    policy = new_policy(cfg, STRATEGIES, sim.dim)
     log = []
     for _ in range(rounds):
         c, x = sim.context()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pytest
 
 from deployments.learner import PolicyLearner
-from ltrr.bandit import ActionSpace, ContextFeaturizer, LinearArms, PolicyConfig, make_policy
+from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
 from ltrr.eventlog import FeedbackEvent, SearchEvent, SQLiteEventLog, now
 
 NAMES = ["lexical", "graph"]
@@ -30,18 +31,14 @@ def app_args(tmp_path, **policy: Any) -> dict[str, Any]:
 
 def log_searches(tmp_path, n: int, start: int = 0) -> list[str]:
     """``n`` policy-decided searches, each clicked on an item only graph returned."""
-    cfg = PolicyConfig(seed=start)
-    space = ActionSpace.build(NAMES, cfg.ladder, cfg.costs)
     fz = ContextFeaturizer(NAMES)
-    arms = LinearArms.zeros(space.n_arms, fz.dim)
-    arms.reset(cfg.ridge, cfg.prior_hit_rate)
-    policy = make_policy(cfg, space, arms)
+    policy = new_policy(PolicyConfig(seed=start), NAMES, fz.dim)
     log = SQLiteEventLog(tmp_path / "events.sqlite")
     ids = []
     for i in range(start, start + n):
         features = {"bias": 1.0, "class.seed": 1.0}
         d = policy.forced(fz.vector(features), {"lexical": 10, "graph": 25})
-        d = type(d)(**{**d.__dict__, "forced": False})  # as if the policy had chosen it
+        d = dataclasses.replace(d, forced=False)  # as if the policy had chosen it
         rid = f"r{i}"
         calls = ({"strategy": "lexical", "status": "ok"}, {"strategy": "graph", "status": "ok"})
         cands = {"lexical": [f"l{j}" for j in range(10)], "graph": [f"g{j}" for j in range(25)]}
@@ -106,11 +103,7 @@ def test_a_config_change_relearns_from_the_log(tmp_path):
 def test_forced_searches_are_not_learned_from_unless_configured(tmp_path):
     log = SQLiteEventLog(tmp_path / "events.sqlite")
     fz = ContextFeaturizer(NAMES)
-    cfg = PolicyConfig()
-    space = ActionSpace.build(NAMES, cfg.ladder, cfg.costs)
-    arms = LinearArms.zeros(space.n_arms, fz.dim)
-    arms.reset(cfg.ridge, cfg.prior_hit_rate)
-    d = make_policy(cfg, space, arms).forced(fz.vector({"bias": 1.0}), {"lexical": 10, "graph": 0})
+    d = new_policy(PolicyConfig(), NAMES, fz.dim).forced(fz.vector({"bias": 1.0}), {"lexical": 10, "graph": 0})
     calls = ({"strategy": "lexical", "status": "ok"},)
     log.record_search(SearchEvent("f1", now(), "q", "", (), calls, {"lexical": ["a"]}, "", "", {}, d.to_dict()))
     log.record_feedback(FeedbackEvent("e1", "f1", "a", "click", 1, now()))

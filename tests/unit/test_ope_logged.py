@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltrr.bandit import ActionSpace, ContextFeaturizer, LinearArms, PolicyConfig, make_policy
+from ltrr.bandit import ActionSpace, ContextFeaturizer, PolicyConfig, new_policy
 from ltrr.bandit.features import QUERY_CLASSES
 from ltrr.cli import main
 from ltrr.eventlog import FeedbackEvent, SearchEvent, SQLiteEventLog
@@ -24,12 +24,9 @@ RANK_AT_LEVEL = {1: 5, 2: 20, 3: 40, 4: 80}
 
 def write_log(path, n: int, algorithm: str, seed: int = 0, epsilon: float = 0.1) -> None:
     """``n`` searches decided by ``algorithm`` (not learning: its prior), clicked when the simulator says so."""
-    cfg = PolicyConfig(algorithm=algorithm, seed=seed, epsilon=epsilon)
-    space = ActionSpace.build(STRATEGIES, cfg.ladder, cfg.costs)
     fz = ContextFeaturizer(STRATEGIES)
-    arms = LinearArms.zeros(space.n_arms, fz.dim)
-    arms.reset(cfg.ridge, cfg.prior_hit_rate)
-    policy = make_policy(cfg, space, arms)
+    policy = new_policy(PolicyConfig(algorithm=algorithm, seed=seed, epsilon=epsilon), STRATEGIES, fz.dim)
+    space = policy.space
     rng = np.random.default_rng(seed + 100)
     log = SQLiteEventLog(path, reward_window_s=1.0, expiry_grace_s=0.0)
     for i in range(n):
@@ -114,11 +111,8 @@ def test_searches_after_the_oldest_unsettled_one_are_left_out(tmp_path, capsys):
     """Clicked searches settle at once, unclicked ones only when their window passes: evaluating
     before then would see only the positives."""
     cfg = PolicyConfig(seed=0)
-    space = ActionSpace.build(STRATEGIES, cfg.ladder, cfg.costs)
     fz = ContextFeaturizer(STRATEGIES)
-    arms = LinearArms.zeros(space.n_arms, fz.dim)
-    arms.reset(cfg.ridge, cfg.prior_hit_rate)
-    policy = make_policy(cfg, space, arms)
+    policy = new_policy(cfg, STRATEGIES, fz.dim)
     path = tmp_path / "ev.sqlite"
     log = SQLiteEventLog(path, reward_window_s=10.0, expiry_grace_s=0.0)
     for i, clicked in enumerate([False, True, True]):

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from ltrr.bandit import ActionSpace, ContextFeaturizer, LinearArms, PolicyConfig, make_policy
+from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
 from ltrr.bandit.planner import PolicyPlanner
 from ltrr.errors import BackendUnavailable, InvalidRequest, NotFound
 from ltrr.eventlog import SQLiteEventLog
@@ -45,12 +45,9 @@ def service(tmp_path):
 
 
 def planner(seed=0):
-    cfg = PolicyConfig(ladder=(0, 2, 5), seed=seed)
-    space = ActionSpace.build(NAMES, cfg.ladder, cfg.costs)
     fz = ContextFeaturizer(NAMES)
-    arms = LinearArms.zeros(space.n_arms, fz.dim)
-    arms.reset(cfg.ridge, cfg.prior_hit_rate)
-    return PolicyPlanner(make_policy(cfg, space, arms), fz, version="test-3")
+    policy = new_policy(PolicyConfig(ladder=(0, 2, 5), seed=seed), NAMES, fz.dim)
+    return PolicyPlanner(policy, fz, version="test-3")
 
 
 def test_static_plan():
