@@ -108,13 +108,12 @@ class Ingress:
     def _wake_learner(self) -> None:
         self.learner.notify.remote()  # fire and forget; the learner also polls the durable log
 
-    async def _sync_once(self) -> bool:
-        """Fetch the learner's parameters if they changed; True once any were loaded."""
+    async def _sync_once(self) -> None:
+        """Fetch the learner's parameters if they changed."""
         snap = await self.learner.snapshot.remote(self.planner.version if self.synced else -1)
         if snap is not None:
             self.planner.load(snap["state"])
         self.synced = True
-        return True
 
     async def _sync_loop(self) -> None:
         while True:

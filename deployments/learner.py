@@ -127,7 +127,7 @@ class PolicyLearner:
                 for st, event in batch:
                     wanted = st.entity_id if st.outcome == "positive" else None
                     obs = observe(event, wanted, self.featurizer, self.cfg.ladder)
-                    if obs is not None and (self.cfg.learn_from_forced or not obs.decision.forced):
+                    if obs is not None and self.cfg.learns(obs.decision.forced):
                         self.module.learn(obs.decision, obs.rewards, obs.query_class, obs.hits)
                         learned += 1
                     self.module.cursor.fill_(st.seq)

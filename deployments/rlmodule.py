@@ -110,13 +110,8 @@ class BanditRLModule(TorchRLModule):
         return self._pack([self.policy.select(x).with_version(version) for x in self._obs(batch)])
 
     def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        out = []
-        for x in self._obs(batch):
-            action = self.policy.greedy(self.policy.hit_table(x))
-            dist = np.zeros(self.space.n_actions)
-            dist[action] = 1.0
-            out.append(self.policy._decision(x, action, dist).with_version(self.policy_version))
-        return self._pack(out)
+        version = self.policy_version
+        return self._pack([self.policy.greedy_decision(x).with_version(version) for x in self._obs(batch)])
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         obs = self._obs(batch)

@@ -170,12 +170,23 @@ class Policy(ABC):
         return len(rewards)
 
     def forced(self, x: np.ndarray, budgets: Mapping[str, int]) -> Decision:
-        """A decision the caller imposed (propensity 1): logged, learned from, not explored."""
+        """A decision the caller imposed (propensity 1): logged, not explored, learned from only
+        when ``learn_from_forced`` is set."""
         x = self._check(x)
         action = self.space.action_for_budgets(budgets)
+        return replace(self._decision(x, action, self.one_hot(action)), forced=True)
+
+    def greedy_decision(self, x: np.ndarray) -> Decision:
+        """The best action on posterior-mean hit probabilities, without exploration (propensity 1)."""
+        x = self._check(x)
+        action = self.greedy(self.hit_table(x))
+        return self._decision(x, action, self.one_hot(action))
+
+    def one_hot(self, action: int) -> np.ndarray:
+        """The distribution that plays ``action`` for sure, over action ids."""
         dist = np.zeros(self.space.n_actions)
         dist[action] = 1.0
-        return replace(self._decision(x, action, dist), forced=True)
+        return dist
 
     def _decision(self, x: np.ndarray, action: int, dist: np.ndarray) -> Decision:
         sp = self.space

@@ -84,6 +84,11 @@ class PolicyConfig(BaseModel):
     )
     seed: int | None = Field(None, description="Seed of the decision RNG (None: fresh entropy).")
 
+    def learns(self, forced: bool) -> bool:
+        """Whether a settled search is learned from: always, unless its caller forced the
+        strategies and ``learn_from_forced`` is off (the learner and OPE replays ask this)."""
+        return self.learn_from_forced or not forced
+
     @field_validator("ladder")
     @classmethod
     def _ladder(cls, v: tuple[int, ...]) -> tuple[int, ...]:

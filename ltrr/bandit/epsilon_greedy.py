@@ -24,6 +24,4 @@ class EpsilonGreedy(Policy):
 
     def base_distribution(self, x: np.ndarray) -> tuple[np.ndarray, int | None]:
         action = self.greedy(self.hit_table(x))
-        dist = np.zeros(self.space.n_actions)
-        dist[action] = 1.0
-        return dist, action
+        return self.one_hot(action), action

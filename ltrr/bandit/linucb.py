@@ -19,6 +19,4 @@ class LinUCB(Policy):
     def base_distribution(self, x: np.ndarray) -> tuple[np.ndarray, int | None]:
         ucb = self.arms.mean(x) + self.config.ucb_alpha * self.arms.width(x)
         action = self.greedy(self.space.hit_table(ucb))
-        dist = np.zeros(self.space.n_actions)
-        dist[action] = 1.0
-        return dist, action
+        return self.one_hot(action), action

@@ -108,7 +108,7 @@ def collect(
                 out.qhat[algo].append(space.union_values(pol.hit_table(d.x)))
         else:
             out.forced += 1
-        if not d.forced or config.learn_from_forced:  # as the learner does
+        if config.learns(d.forced):  # as the learner does
             for pol in targets.values():
                 pol.update(d, obs.rewards)
     return out
