@@ -31,6 +31,7 @@ from tqdm import tqdm
 from ltrr.bandit import ActionSpace, ContextFeaturizer, PolicyConfig, new_policy
 from ltrr.bandit.rewards import observe
 from ltrr.eventlog import SearchEvent, Settlement
+from ltrr.ope.base import as_position, importance_weights
 from ltrr.ope.registry import ESTIMATORS, make_estimator
 
 
@@ -142,7 +143,7 @@ def evaluate(
     for algo, dists in rounds.dists.items():
         dist = np.stack(dists)[:, :, None]
         qhat = np.stack(rounds.qhat[algo])[:, :, None]
-        w = dist[np.arange(rounds.n), action, 0] / pscore
+        w = importance_weights(action, pscore, dist, as_position(None, rounds.n))
         row: dict[str, Any] = {
             "cost": float((dist[:, :, 0] @ costs).mean()),
             "effective_sample_size": float(w.sum() ** 2 / max((w**2).sum(), 1e-300)),
