@@ -48,8 +48,9 @@ from graph.build import (
 from graph.ppr import CsrSnapshot, build_snapshot, ppr_power, ppr_push, restart_vector, top_k
 from graph.seeds import SeedIndex, SeedResult, find_seeds
 from ltrr.catalog.store import CatalogStore
-from ltrr.constants import CATALOG_PATH, MAX_K, VAR_DIR
+from ltrr.constants import CATALOG_PATH, VAR_DIR
 from ltrr.errors import BackendUnavailable, ConfigError, InvalidRequest
+from ltrr.strategies.base import check_k
 from ltrr.types import ENTITY_TYPES, Candidate, Entity, Query, UserProfile
 
 log = logging.getLogger(__name__)
@@ -206,8 +207,7 @@ class GraphStrategy:
         """Top-``k`` entities by PPR mass from the query's seeds; ``[]`` when there is no seed."""
         if not isinstance(query, Query):
             raise InvalidRequest("query", f"must be a Query, got {type(query).__name__}")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise InvalidRequest("k", f"must be an int in [1, {MAX_K}], got {k!r}")
+        check_k(k)
         bad = [t for t in query.entity_types if t not in _TYPE_CODE]
         if bad:
             raise InvalidRequest("entity_types", f"must be among {list(ENTITY_TYPES)}, got {bad}")

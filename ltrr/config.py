@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ltrr import constants as C
 from ltrr.bandit.config import PolicyConfig
@@ -37,7 +37,11 @@ class StrategySpec(_Strict):
     """One retrieval strategy: whether it runs, its budget and deadline, and its own config."""
 
     enabled: bool = Field(True, description="Deploy and call this strategy.")
-    default_k: int = Field(50, ge=1, le=1000, description="Candidates requested per query until a policy decides.")
+    default_k: int = Field(
+        50,
+        description=f"Candidates requested per query until a policy decides; in [1, {C.MAX_STRATEGY_K}] "
+        "(MAX_STRATEGY_K) and on `policy.ladder`.",
+    )
     timeout_ms: int = Field(
         500, ge=10, le=60_000, description="Per-call deadline; a late strategy is reported `timeout`."
     )
@@ -45,6 +49,13 @@ class StrategySpec(_Strict):
     config: dict[str, Any] = Field(
         default_factory=dict, description="The strategy's own config, validated by its config class."
     )
+
+    @field_validator("default_k")
+    @classmethod
+    def _default_k(cls, v: int) -> int:
+        if not 1 <= v <= C.MAX_STRATEGY_K:
+            raise ValueError(f"`default_k` must be in [1, {C.MAX_STRATEGY_K}] (MAX_STRATEGY_K), got {v}")
+        return v
 
 
 class IngressOptions(_Strict):

@@ -20,7 +20,13 @@ MILVUS_TOKEN = _env("MILVUS_TOKEN", "")
 GRPC_PORT = int(_env("GRPC_PORT", "9000"))
 
 MAX_QUERY_CHARS = 256
+#: Largest ``k`` of one *response* (``SearchRequest.k``; also the largest feedback ``position``).
 MAX_K = 100
+#: Largest ``k`` of one *strategy call*: the most candidates one strategy may be asked for
+#: (every policy ladder budget and every ``default_k``). Checked once, in
+#: :func:`ltrr.strategies.base.check_k`. 1000 is Meilisearch's default ``maxTotalHits`` (lexical,
+#: memory); Milvus allows 16384 and the graph's top-k has no limit.
+MAX_STRATEGY_K = 1000
 DEFAULT_K = 10
 MAX_CONTEXT_ENTRIES = 32
 MAX_CONTEXT_KEY_CHARS = 64

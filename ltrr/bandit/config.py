@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ltrr.constants import MAX_STRATEGY_K
 from ltrr.validation import POSITIVE_ACTIONS
 
 ALGORITHMS = ("linear_ts", "linucb", "epsilon_greedy", "uniform")
@@ -40,7 +41,9 @@ class PolicyConfig(BaseModel):
         "linear_ts", description=f"Policy algorithm, one of {', '.join(ALGORITHMS)}."
     )
     ladder: tuple[int, ...] = Field(
-        (0, 10, 25, 50, 100), description="Candidate budgets k a strategy may get; must start with 0 (not called)."
+        (0, 10, 25, 50, 100),
+        description="Candidate budgets k a strategy may get: strictly increasing, starting with 0 (not called), "
+        f"each at most {MAX_STRATEGY_K} (MAX_STRATEGY_K, the most candidates one strategy call may return).",
     )
     costs: CostConfig = Field(default_factory=CostConfig, description="Cost model of a decision.")
     propensity_floor: float = Field(
@@ -93,9 +96,11 @@ class PolicyConfig(BaseModel):
     @classmethod
     def _ladder(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if len(v) < 2 or v[0] != 0:
-            raise ValueError(f"must start with 0 and have at least one positive budget, got {list(v)}")
-        if any(b <= a for a, b in zip(v, v[1:], strict=False)) or v[-1] > 1000:
-            raise ValueError(f"must be strictly increasing and at most 1000, got {list(v)}")
+            raise ValueError(f"`ladder` must start with 0 and have at least one positive budget, got {list(v)}")
+        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError(f"`ladder` must be strictly increasing, got {list(v)}")
+        if v[-1] > MAX_STRATEGY_K:
+            raise ValueError(f"`ladder` budgets must be at most {MAX_STRATEGY_K} (MAX_STRATEGY_K), got {v[-1]}")
         return v
 
     @model_validator(mode="after")

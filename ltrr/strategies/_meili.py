@@ -66,6 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ltrr import constants
 from ltrr.errors import BackendTimeout, BackendUnavailable, InvalidRequest
+from ltrr.strategies.base import check_k
 from ltrr.types import ENTITY_TYPES, Query
 
 #: Task states after which a task will not change any more.
@@ -134,14 +135,13 @@ def or_filters(*clauses: str) -> str:
     return " OR ".join(f"({c})" for c in parts)
 
 
-#: Largest ``k`` a Meilisearch strategy serves (Meilisearch's default ``maxTotalHits``).
-MAX_K = 1000
+#: Meilisearch's default ``maxTotalHits``: no search returns more hits (``MAX_STRATEGY_K`` must not exceed it).
+MAX_TOTAL_HITS = 1000
 
 
 def validate_search(query: Query, k: int) -> None:
-    """Public-entry checks shared by the Meilisearch strategies."""
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-        raise InvalidRequest("k", f"must be an integer in [1, {MAX_K}], got {k!r}")
+    """Public-entry checks shared by the Meilisearch strategies (``k``: :func:`~ltrr.strategies.base.check_k`)."""
+    check_k(k)
     bad = [t for t in query.entity_types if t not in ENTITY_TYPES]
     if bad:
         raise InvalidRequest("entity_types", f"unknown entity type {bad[0]!r}; valid: {', '.join(ENTITY_TYPES)}")

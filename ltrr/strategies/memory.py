@@ -49,6 +49,7 @@ from tqdm import tqdm
 from ltrr.errors import InvalidRequest, NotFound
 from ltrr.query_understanding import normalize_text
 from ltrr.strategies._meili import (
+    MAX_TOTAL_HITS,
     MeiliConfig,
     MeiliIndexStrategy,
     and_filters,
@@ -178,7 +179,7 @@ def search_params(query: Query, k: int, cfg: MemoryConfig) -> dict[str, Any]:
     """The Meilisearch search body of one memory search."""
     params: dict[str, Any] = {
         "q": normalize_text(query.text)[:MAX_QUERY_CHARS],
-        "limit": min(1000, max(cfg.min_hits, cfg.hits_per_k * k)),
+        "limit": min(MAX_TOTAL_HITS, max(cfg.min_hits, cfg.hits_per_k * k)),
         "showRankingScore": True,
         "attributesToRetrieve": _RETRIEVED,
         "matchingStrategy": cfg.matching_strategy,

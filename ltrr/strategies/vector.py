@@ -87,12 +87,11 @@ from tqdm import tqdm
 from ltrr import constants
 from ltrr.embedder import CachedEmbedder, Embedder, EmbeddingCache, make_embedder
 from ltrr.errors import BackendTimeout, BackendUnavailable, ConfigError, InvalidRequest
+from ltrr.strategies.base import check_k
 from ltrr.types import ENTITY_TYPES, Candidate, Entity, Query
 
 T = TypeVar("T")
 
-#: Largest ``k`` served (Milvus allows 16384; the other strategies stop at 1000).
-MAX_K = 1000
 ID_MAX_BYTES = 512
 TEXT_MAX_BYTES = 1024
 TYPE_MAX_BYTES = 32
@@ -203,11 +202,6 @@ def hits_to_candidates(hits: Sequence[Any], k: int) -> list[Candidate]:
             )
         )
     return out
-
-
-def _check_k(k: Any, name: str = "k") -> None:
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-        raise InvalidRequest(name, f"must be an integer in [1, {MAX_K}], got {k!r}")
 
 
 def _check_types(types: Sequence[str], name: str = "entity_types") -> None:
@@ -444,7 +438,7 @@ class VectorStrategy:
     # -- reads ---------------------------------------------------------------------
     def search(self, query: Query, k: int) -> list[Candidate]:
         """The ``k`` entities nearest to ``embed(query.text)``, restricted to ``query.entity_types`` if set."""
-        _check_k(k)
+        check_k(k)
         return self.search_many([query], [k])[0]
 
     def search_many(self, queries: Sequence[Query], ks: Sequence[int]) -> list[list[Candidate]]:
@@ -454,7 +448,7 @@ class VectorStrategy:
         for i, (q, k) in enumerate(zip(queries, ks, strict=True)):
             if not isinstance(q, Query):
                 raise InvalidRequest(f"queries[{i}]", f"must be a Query, got {type(q).__name__}")
-            _check_k(k, f"ks[{i}]")
+            check_k(k, f"ks[{i}]")
             _check_types(q.entity_types, f"queries[{i}].entity_types")
         if not queries:
             return []

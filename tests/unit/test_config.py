@@ -1,6 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
+from ltrr import constants as C
 from ltrr.appconfig_io import load_app_config
 from ltrr.config import AppConfig
 from ltrr.strategies.registry import STRATEGY_NAMES, config_class, make_config
@@ -49,3 +50,44 @@ def test_repo_serve_config_validates(monkeypatch, tmp_path):
     assert graph.cache_dir == str(tmp_path / "var" / "graph-cache")
     # Relative files of a strategy resolve against LTRR_HOME too, so Ray workers find them.
     assert cfg.strategy_config("vector").embedding_cache == str(tmp_path / "var" / "embeddings.sqlite")
+
+
+@pytest.mark.parametrize(
+    "args, loc, message",
+    [
+        (
+            {"policy": {"ladder": [0, 10, 1001]}},
+            ("policy", "ladder"),
+            "Value error, `ladder` budgets must be at most 1000 (MAX_STRATEGY_K), got 1001",
+        ),
+        (
+            {"policy": {"ladder": [0, 25, 10]}},
+            ("policy", "ladder"),
+            "Value error, `ladder` must be strictly increasing, got [0, 25, 10]",
+        ),
+        (
+            {"strategies": {"graph": {"default_k": 1001}}},
+            ("strategies", "graph", "default_k"),
+            "Value error, `default_k` must be in [1, 1000] (MAX_STRATEGY_K), got 1001",
+        ),
+        (
+            {"strategies": {"graph": {"default_k": 0}}},
+            ("strategies", "graph", "default_k"),
+            "Value error, `default_k` must be in [1, 1000] (MAX_STRATEGY_K), got 0",
+        ),
+    ],
+)
+def test_strategy_k_limit_in_config(args, loc, message):
+    with pytest.raises(ValidationError) as ei:
+        AppConfig.model_validate(args)
+    (err,) = ei.value.errors()
+    assert err["loc"] == loc
+    assert err["msg"] == message
+
+
+def test_ladder_may_reach_max_strategy_k():
+    ladder = (0, 10, 200, C.MAX_STRATEGY_K)
+    cfg = AppConfig.model_validate(
+        {"policy": {"ladder": ladder}, "strategies": {n: {"default_k": 200} for n in STRATEGY_NAMES}}
+    )
+    assert cfg.policy.ladder == ladder

@@ -222,9 +222,9 @@ def test_no_seed_returns_nothing(strategy: GraphStrategy) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"k": 0}, "k: must be an int in [1, 100], got 0"),
-        ({"k": 101}, "k: must be an int in [1, 100], got 101"),
-        ({"k": True}, "k: must be an int in [1, 100], got True"),
+        ({"k": 0}, "k: must be an integer in [1, 1000], got 0"),
+        ({"k": 1001}, "k: must be an integer in [1, 1000], got 1001"),
+        ({"k": True}, "k: must be an integer in [1, 1000], got True"),
         ({"query": "radiohead"}, "query: must be a Query, got str"),
         (
             {"query": _q("x", entity_types=("album",))},
