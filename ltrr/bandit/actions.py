@@ -16,7 +16,9 @@ chance the wanted item is in the union of the candidate sets is
 
     u(a \\mid x) = 1 - \\prod_s \\bigl(1 - p_{s, a_s}(x)\\bigr), \\qquad p_{s,0} = 0,
 
-and the policy maximises :math:`u(a \\mid x) - c(a)` (cost, :class:`~ltrr.bandit.config.CostConfig`).
+and the policy maximises :math:`u(a \\mid x) - c(a)` (cost, :class:`~ltrr.bandit.config.CostConfig`;
+its latency term uses the measured latencies of :mod:`~ltrr.bandit.latency`, installed with
+:meth:`ActionSpace.set_latency`, which re-prices all actions in place).
 Because a bigger budget contains the smaller one, hit probabilities are made
 monotone in the level (running maximum) before use. The maximisation is exact:
 every one of the :math:`L^S - 1` actions is scored by broadcasting (625 for
@@ -37,14 +39,19 @@ MAX_ACTIONS = 1 << 16
 
 @dataclass(frozen=True)
 class ActionSpace:
-    """Strategies x budget ladder. ``costs`` is :math:`c(a)` for every action id (``inf`` for id 0)."""
+    """Strategies x budget ladder. ``costs`` is :math:`c(a)` for every action id (``inf`` for id 0),
+    computed from ``cost_model`` with the latencies ``latency_ms (S,)``; :meth:`set_latency`
+    recomputes it in place when the measured latencies change."""
 
     strategies: tuple[str, ...]
     ladder: tuple[int, ...]
     costs: np.ndarray = field(repr=False, compare=False)
+    cost_model: CostConfig = field(repr=False, compare=False)
+    latency_ms: np.ndarray = field(repr=False, compare=False)
 
     @classmethod
     def build(cls, strategies: Sequence[str], ladder: Sequence[int], costs: CostConfig | None = None) -> ActionSpace:
+        """The space with its costs at the prior latencies of ``costs``."""
         strategies, ladder = tuple(strategies), tuple(int(k) for k in ladder)
         if not strategies:
             raise ValueError("`strategies` must name at least one strategy")
@@ -57,13 +64,31 @@ class ActionSpace:
                 f"`ladder` x `strategies` gives {len(ladder)}^{len(strategies)} actions; at most {MAX_ACTIONS}"
             )
         c = costs or CostConfig()
-        per_level = np.zeros((len(strategies), len(ladder)))
-        for i, s in enumerate(strategies):
-            fixed = c.per_call + c.per_ms * float(c.latency_ms.get(s, 0.0))
-            per_level[i, 1:] = fixed + c.per_candidate * np.asarray(ladder[1:], dtype=float)
-        total = _outer(per_level, np.add)
-        total[0] = np.inf
-        return cls(strategies, ladder, total)
+        latency = np.array([c.prior_latency_ms(s) for s in strategies], dtype=float)
+        return cls(strategies, ladder, _action_costs(ladder, c, latency), c, latency)
+
+    def latency_vector(self, latency_ms: Mapping[str, float]) -> np.ndarray:
+        """``(S,)`` latencies from a ``{strategy: ms}`` dict; a strategy it lacks gets its prior
+        (so a decision logged before latencies were recorded is costed as configured)."""
+        return np.array([float(latency_ms.get(s, self.cost_model.prior_latency_ms(s))) for s in self.strategies])
+
+    def costs_for(self, latency_ms: Mapping[str, float] | np.ndarray) -> np.ndarray:
+        """:math:`c(a)` for every action id with the latencies ``latency_ms`` (a dict or ``(S,)``)."""
+        lat = self.latency_vector(latency_ms) if isinstance(latency_ms, Mapping) else np.asarray(latency_ms, float)
+        if lat.shape != (self.n_strategies,) or not np.all(np.isfinite(lat)) or np.any(lat < 0):
+            raise ValueError(f"`latency_ms` must be {self.n_strategies} finite values >= 0, got {lat.tolist()}")
+        return _action_costs(self.ladder, self.cost_model, lat)
+
+    def set_latency(self, latency_ms: Mapping[str, float] | np.ndarray) -> None:
+        """Re-price every action with new latencies, in place (``costs`` and ``latency_ms``
+        keep their identity, so every holder of this space sees the new prices)."""
+        new = self.costs_for(latency_ms)
+        self.latency_ms[:] = self.latency_vector(latency_ms) if isinstance(latency_ms, Mapping) else latency_ms
+        self.costs[:] = new
+
+    def latency_dict(self) -> dict[str, float]:
+        """The latencies the current ``costs`` were computed with, ``{strategy: ms}``."""
+        return {s: float(v) for s, v in zip(self.strategies, self.latency_ms, strict=True)}
 
     @property
     def n_strategies(self) -> int:
@@ -143,6 +168,17 @@ class ActionSpace:
         """Smallest per-strategy level probability under the uniform distribution over valid actions."""
         n, per = self.n_actions - 1, self.n_levels ** (self.n_strategies - 1)
         return (per - 1) / n if self.n_strategies > 1 else 1.0 / n
+
+
+def _action_costs(ladder: tuple[int, ...], c: CostConfig, latency_ms: np.ndarray) -> np.ndarray:
+    """:math:`c(a)` for every action id: per strategy and level
+    :math:`c_\\text{call} + c_\\text{ms} \\ell_s + c_\\text{cand} k_j` (0 at level 0), summed over strategies."""
+    per_level = np.zeros((len(latency_ms), len(ladder)))
+    fixed = c.per_call + c.per_ms * np.asarray(latency_ms, dtype=float)
+    per_level[:, 1:] = fixed[:, None] + c.per_candidate * np.asarray(ladder[1:], dtype=float)[None, :]
+    total = _outer(per_level, np.add)
+    total[0] = np.inf
+    return total
 
 
 def _outer(per_level: np.ndarray, op: np.ufunc, out: np.ndarray | None = None) -> np.ndarray:

@@ -42,6 +42,9 @@ ArmRewards = Mapping[tuple[str, int], float]
 class Decision:
     """One decision: the budgets chosen and how likely they were.
 
+    ``cost`` is :math:`c(a)` of the played action and ``latency_ms`` the per-strategy
+    latencies :math:`\\ell_s` it was priced with (what off-policy evaluation re-prices
+    every action with; a record without them, from an older log, means the configured prior).
     ``x`` (the context vector) is kept for :meth:`Policy.update` but not serialised:
     the event log stores the named features instead.
     """
@@ -56,6 +59,7 @@ class Decision:
     algorithm: str
     policy_version: str = ""
     forced: bool = False
+    latency_ms: dict[str, float] = field(default_factory=dict)
     x: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,6 +74,7 @@ class Decision:
             "algorithm": self.algorithm,
             "policy_version": self.policy_version,
             "forced": self.forced,
+            "latency_ms": dict(self.latency_ms),
         }
 
     @classmethod
@@ -85,6 +90,7 @@ class Decision:
             algorithm=str(d["algorithm"]),
             policy_version=str(d.get("policy_version", "")),
             forced=bool(d.get("forced", False)),
+            latency_ms={str(k): float(v) for k, v in (d.get("latency_ms") or {}).items()},
             x=x,
         )
 
@@ -203,6 +209,7 @@ class Policy(ABC):
             expected_recall=float(1.0 - np.prod(1.0 - table[np.arange(sp.n_strategies), levels])),
             cost=float(sp.costs[action]),
             algorithm=self.name,
+            latency_ms=sp.latency_dict(),
             x=x,
         )
 

@@ -112,21 +112,59 @@ def test_action_for_budgets_rejects_off_ladder(space: ActionSpace, budgets: dict
 def test_costs_by_hand() -> None:
     costs = CostConfig(per_call=0.01, per_candidate=0.001, per_ms=0.002, latency_ms={"a": 5.0, "other": 99.0})
     sp = ActionSpace.build(["a", "b"], [0, 10, 25], costs)
-    # a: fixed 0.01 + 0.002 * 5 = 0.02 -> levels (0, 0.03, 0.045); b: fixed 0.01 -> (0, 0.02, 0.035)
+    # a: fixed 0.01 + 0.002 * 5 = 0.02 -> levels (0, 0.03, 0.045)
+    # b (no prior: default_latency_ms 10): fixed 0.01 + 0.002 * 10 = 0.03 -> (0, 0.04, 0.055)
     # id = 3 * level_a + level_b
-    expected = [np.inf, 0.02, 0.035, 0.03, 0.05, 0.065, 0.045, 0.065, 0.08]
+    expected = [np.inf, 0.04, 0.055, 0.03, 0.07, 0.085, 0.045, 0.085, 0.1]
     assert sp.costs.tolist() == pytest.approx(expected)
+    assert sp.latency_dict() == {"a": 5.0, "b": 10.0}
+
+
+def test_set_latency_reprices_in_place() -> None:
+    costs = CostConfig(per_call=0.01, per_candidate=0.001, per_ms=0.002, latency_ms={"a": 5.0})
+    sp = ActionSpace.build(["a", "b"], [0, 10, 25], costs)
+    held = sp.costs
+    sp.set_latency({"a": 0.0, "b": 20.0})
+    # a: fixed 0.01 -> (0, 0.02, 0.035); b: 0.01 + 0.002 * 20 = 0.05 -> (0, 0.06, 0.075)
+    expected = [np.inf, 0.06, 0.075, 0.02, 0.08, 0.095, 0.035, 0.095, 0.11]
+    assert held is sp.costs and sp.costs.tolist() == pytest.approx(expected)
+    assert sp.latency_dict() == {"a": 0.0, "b": 20.0}
+    # a dict that lacks a strategy prices it at its prior (an old log); costs_for does not install
+    assert sp.costs_for({"b": 20.0}).tolist() == pytest.approx(
+        [np.inf, 0.06, 0.075, 0.03, 0.09, 0.105, 0.045, 0.105, 0.12]
+    )
+    assert sp.costs.tolist() == pytest.approx(expected)
+    sp.set_latency(np.array([5.0, 10.0]))
+    np.testing.assert_allclose(sp.costs, ActionSpace.build(["a", "b"], [0, 10, 25], costs).costs, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("latency", "message"),
+    [
+        (np.array([1.0]), "`latency_ms` must be 2 finite values >= 0, got [1.0]"),
+        (np.array([1.0, -2.0]), "`latency_ms` must be 2 finite values >= 0, got [1.0, -2.0]"),
+        ({"a": float("nan")}, "`latency_ms` must be 2 finite values >= 0, got [nan, 10.0]"),
+    ],
+)
+def test_set_latency_rejects(latency, message: str) -> None:
+    sp = ActionSpace.build(["a", "b"], [0, 10, 25])
+    before = sp.costs.copy()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sp.set_latency(latency)
+    np.testing.assert_array_equal(sp.costs, before)
 
 
 def test_default_costs_by_hand(space: ActionSpace) -> None:
-    # per_call 0.01, per_candidate 0.0002, per_ms 0: level 1 -> 0.012, level 2 -> 0.015
-    per = (0.0, 0.012, 0.015)
+    # per_call 0.01 + per_ms 0.0005 * 10 ms (default_latency_ms) = 0.015, per_candidate 0.0002:
+    # level 1 (k 10) -> 0.017, level 2 (k 25) -> 0.020
+    per = (0.0, 0.017, 0.020)
     expected = [sum(per[lv] for lv in levels) for levels in brute_levels(3, 3)]
     assert space.costs[1:].tolist() == pytest.approx(expected[1:])
 
 
 def test_costs_single_strategy() -> None:
-    sp = ActionSpace.build(["only"], [0, 10, 100], CostConfig(per_call=0.1, per_candidate=0.001))
+    # per_ms 0: this checks the one-strategy shape, not the latency term
+    sp = ActionSpace.build(["only"], [0, 10, 100], CostConfig(per_call=0.1, per_candidate=0.001, per_ms=0.0))
     assert sp.costs.tolist() == pytest.approx([np.inf, 0.11, 0.2])
 
 

@@ -148,6 +148,16 @@ def test_decision_round_trip(policy: Policy) -> None:
     assert back.x is X
     assert back.policy_version == "v7"
     assert Decision.from_dict(doc).x is None
+    # the latencies the action was priced with travel with the decision
+    assert doc["latency_ms"] == policy.space.latency_dict() == {"lexical": 10.0, "vector": 10.0, "graph": 10.0}
+
+
+def test_decision_carries_the_latencies_it_was_priced_with(policy: Policy) -> None:
+    policy.space.set_latency({"lexical": 5.0, "vector": 300.0, "graph": 1.0})
+    d = policy.forced(X, {"vector": 10})
+    assert d.latency_ms == {"lexical": 5.0, "vector": 300.0, "graph": 1.0}
+    # per_call 0.01 + per_ms 0.0005 * 300 + per_candidate 0.0002 * 10
+    assert d.cost == pytest.approx(0.01 + 0.15 + 0.002, abs=1e-15)
 
 
 def test_decision_from_old_dict_defaults() -> None:
@@ -162,7 +172,7 @@ def test_decision_from_old_dict_defaults() -> None:
         "algorithm": "uniform",
     }
     d = Decision.from_dict(doc)
-    assert (d.policy_version, d.forced, d.x) == ("", False, None)
+    assert (d.policy_version, d.forced, d.x, d.latency_ms) == ("", False, None, {})
 
 
 def test_forced(policy: Policy) -> None:
