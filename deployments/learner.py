@@ -7,7 +7,10 @@ feedback) or every ``policy.poll_interval_s``:
    reward window passing: :meth:`ltrr.eventlog.SQLiteEventLog.settle`);
 2. **learns** from settlements after its cursor, in log order
    (:func:`ltrr.bandit.rewards.observe` -> :meth:`BanditRLModule.learn`); searches whose
-   caller forced the strategies are skipped unless ``policy.learn_from_forced``;
+   caller forced the strategies are skipped unless ``policy.learn_from_forced``. Every
+   settled search's calls also update the measured per-strategy latencies that price the
+   actions (:mod:`ltrr.bandit.latency`; a timeout counts as its strategy's full
+   ``timeout_ms``), forced or not, since who chose the plan does not change what a call costs;
 3. **teaches the query memory** the positive (query, entity) pairs after the
    ``memory`` cursor kept in the log (at-least-once: a crash between recording
    and moving the cursor records a click twice);
@@ -15,8 +18,9 @@ feedback) or every ``policy.poll_interval_s``:
    ``policy.checkpoint_interval_s``, and on shutdown.
 
 The settlement cursor is a buffer of the module, so it is saved with the
-parameters: after a crash the learner restores the last checkpoint and replays
-the settlements after it, and each settlement is learned from exactly once.
+parameters (the latency estimates included): after a crash the learner restores
+the last checkpoint and replays the settlements after it, and each settlement is
+learned from, and its latencies counted, exactly once.
 
 Deciders (ingress replicas) call :meth:`snapshot` every ``policy.sync_interval_s``
 and load the state with ``set_state``; ``policy_version`` in every response says
@@ -35,6 +39,7 @@ from ray.rllib.core.rl_module.rl_module import RLModule
 
 from deployments.rlmodule import BanditRLModule
 from ltrr.bandit import ContextFeaturizer
+from ltrr.bandit.latency import latency_samples
 from ltrr.bandit.rewards import observe
 from ltrr.catalog.store import CatalogStore
 from ltrr.checkpoints import CheckpointDir
@@ -52,6 +57,7 @@ class PolicyLearner:
         app = AppConfig.model_validate(app_config)
         self.cfg = app.policy
         self.strategies = list(app.enabled())
+        self.deadlines_ms = {name: float(spec.timeout_ms) for name, spec in app.enabled().items()}
         self.featurizer = ContextFeaturizer(self.strategies)
         self.events = SQLiteEventLog(
             app.events_path,
@@ -127,9 +133,12 @@ class PolicyLearner:
                 for st, event in batch:
                     wanted = st.entity_id if st.outcome == "positive" else None
                     obs = observe(event, wanted, self.featurizer, self.cfg.ladder)
+                    latencies = latency_samples(event.calls, self.deadlines_ms)
                     if obs is not None and self.cfg.learns(obs.decision.forced):
-                        self.module.learn(obs.decision, obs.rewards, obs.query_class, obs.hits)
+                        self.module.learn(obs.decision, obs.rewards, obs.query_class, obs.hits, latencies)
                         learned += 1
+                    elif latencies:
+                        self.module.learn_latencies(latencies)
                     self.module.cursor.fill_(st.seq)
         remembered = self._teach_memory()
         due = time.monotonic() - self._last_save >= self.cfg.checkpoint_interval_s
@@ -176,6 +185,7 @@ class PolicyLearner:
                 "policy_version": self.module.policy_version,
                 "cursor": int(self.module.cursor),
                 "arm_counts": np.asarray(self.module.count.numpy()).tolist(),
+                "latency_ms": self.module.latency.as_dict(),
                 "saved_version": self._saved_version,
                 **self.totals,
                 **{f"log_{k}": v for k, v in self.events.counts().items()},

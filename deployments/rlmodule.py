@@ -1,16 +1,21 @@
 """The retrieval policy as an RLlib RLModule (new API stack).
 
 :class:`BanditRLModule` is a :class:`~ray.rllib.core.rl_module.torch.TorchRLModule`
-whose state (per-arm ridge statistics, per-class hit counts, the update count and
-the learner's event-log cursor) lives in torch buffers, so RLlib's own checkpoint
-API (``save_to_path`` / ``RLModule.from_checkpoint``) saves and restores it, and
+whose state (per-arm ridge statistics, per-class hit counts, the measured per-strategy
+latencies, the update count and the learner's event-log cursor) lives in torch buffers, so
+RLlib's own checkpoint API (``save_to_path`` / ``RLModule.from_checkpoint``) saves and restores it, and
 ``get_state`` / ``set_state`` move it from the learner to the deciders.
 
 The math is :mod:`ltrr.bandit` (numpy, no RLlib): the module hands it numpy
 *views* of its float64 buffers, so an update through the math is an update of
 the module, and ``set_state`` (which copies into the buffers in place) is seen
-by the math at once. Measured on 2 cores, the numpy path is about 10x faster than
-the same math in torch ops, which is why the forward passes delegate to it.
+by the math at once. The measured latencies (:class:`~ltrr.bandit.latency.LatencyModel`
+over the ``latency_ms`` / ``latency_n`` buffers) price the actions: whenever they change,
+by :meth:`BanditRLModule.learn` in the learner or ``set_state`` in a decider, the action
+space's cost vector is recomputed (:meth:`~ltrr.bandit.ActionSpace.set_latency`, 5^4
+actions), so every decider prices a call by the same measured latency. Measured on 2 cores,
+the numpy path is about 10x faster than the same math in torch ops, which is why the forward
+passes delegate to it.
 
 Forward passes (``obs``: context vectors ``(B, d)``):
 
@@ -43,6 +48,7 @@ from ltrr.bandit import (
     PolicyConfig,
     make_policy,
 )
+from ltrr.bandit.latency import LatencyModel, Sample
 
 DECISIONS = "decisions"
 HIT_PROBS = "hit_probs"
@@ -75,16 +81,22 @@ class BanditRLModule(TorchRLModule):
         self.register_buffer("count", torch.zeros(n, dtype=f64))
         self.register_buffer("class_hits", torch.zeros(len(QUERY_CLASSES), len(strategies), dtype=f64))
         self.register_buffer("class_trials", torch.zeros(len(QUERY_CLASSES), len(strategies), dtype=f64))
+        self.register_buffer("latency_ms", torch.zeros(len(strategies), dtype=f64))
+        self.register_buffer("latency_n", torch.zeros(len(strategies), dtype=f64))
         self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
         self.register_buffer("cursor", torch.zeros((), dtype=torch.int64))
         self.arms = LinearArms(self.a_inv.numpy(), self.b.numpy(), self.theta.numpy(), self.count.numpy())
         self.arms.reset(cfg.ridge, cfg.prior_hit_rate)
+        self.latency = LatencyModel(strategies, cfg.costs, self.latency_ms.numpy(), self.latency_n.numpy())
+        self.latency.reset()
+        self.space.set_latency(self.latency.mean)
         self.policy = make_policy(cfg, self.space, self.arms)
 
     # -- versions ---------------------------------------------------------------------------
     @property
     def version(self) -> int:
-        """Number of settled searches learned from (the parameters' version)."""
+        """Number of settled searches that changed the parameters (the parameters' version):
+        those learned from, and those only whose call latencies were measured (:meth:`learn_latencies`)."""
         return int(self.updates.item())
 
     @property
@@ -119,18 +131,42 @@ class BanditRLModule(TorchRLModule):
         return {HIT_PROBS: torch.from_numpy(np.ascontiguousarray(table[..., 1:].reshape(len(obs), -1)))}
 
     # -- learning (called by the learner only) --------------------------------------------------------
-    def learn(self, decision: Decision, rewards: ArmRewards, query_class: int, hits: Mapping[str, bool]) -> int:
-        """Apply one settled search: arm rewards, per-class hit counts, version + 1."""
+    def learn(
+        self,
+        decision: Decision,
+        rewards: ArmRewards,
+        query_class: int,
+        hits: Mapping[str, bool],
+        latencies: Sequence[Sample] = (),
+    ) -> int:
+        """Apply one settled search: arm rewards, per-class hit counts, its calls' latency
+        samples (:func:`ltrr.bandit.latency.latency_samples`), version + 1. Returns arms updated."""
         if not 0 <= query_class < len(QUERY_CLASSES):
             raise ValueError(f"`query_class` must be in [0, {len(QUERY_CLASSES)}), got {query_class}")
         known = {(s, k): r for (s, k), r in rewards.items() if s in self.space.strategies and k in self.space.ladder}
+        samples = self.latency.check(latencies)  # validate everything before anything changes
         n = self.policy.update(decision, known) if known else 0
+        self._apply_latencies(samples)
         for s, hit in hits.items():
             if s in self.space.strategies:
                 j = self.space.strategies.index(s)
                 self.class_trials[query_class, j] += 1.0
                 self.class_hits[query_class, j] += float(hit)
         self.updates += 1
+        return n
+
+    def learn_latencies(self, latencies: Sequence[Sample]) -> int:
+        """A settled search not learned from (e.g. forced): only its calls' latency samples.
+        Version + 1 when any applied; returns how many."""
+        n = self._apply_latencies(self.latency.check(latencies))
+        if n:
+            self.updates += 1
+        return n
+
+    def _apply_latencies(self, checked: Sequence[tuple[int, float]]) -> int:
+        n = self.latency.apply(checked)
+        if n:
+            self.space.set_latency(self.latency.mean)  # re-price every action (every decider does on set_state)
         return n
 
     # RLlib's TorchRLModule.get_state / set_state cast float64 to float32 (convert_to_numpy /
@@ -144,9 +180,12 @@ class BanditRLModule(TorchRLModule):
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
-        """Copy ``state`` into the buffers in place, keeping their dtype (unknown keys are ignored).
+        """Copy ``state`` into the buffers in place, keeping their dtype (unknown keys are ignored),
+        then re-price the actions with the state's measured latencies.
 
-        Copying in place keeps the numpy views of :attr:`arms` valid."""
+        Copying in place keeps the numpy views of :attr:`arms` and :attr:`latency` valid. A state
+        without ``latency_ms`` (a checkpoint from before latencies were measured) keeps the current
+        estimates."""
         with torch.no_grad():
             for name, buf in self.named_buffers():
                 if name not in state:
@@ -155,6 +194,7 @@ class BanditRLModule(TorchRLModule):
                 if src.shape != buf.shape:
                     raise ValueError(f"`state[{name!r}]` must have shape {tuple(buf.shape)}, got {tuple(src.shape)}")
                 buf.copy_(src)
+        self.space.set_latency(self.latency.mean)
 
     def class_rates(self) -> np.ndarray:
         """Smoothed historical hit rate per (query class, strategy): :math:`(h + 1) / (n + 2)`."""

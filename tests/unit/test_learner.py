@@ -29,8 +29,9 @@ def app_args(tmp_path, **policy: Any) -> dict[str, Any]:
     }
 
 
-def log_searches(tmp_path, n: int, start: int = 0) -> list[str]:
-    """``n`` policy-decided searches, each clicked on an item only graph returned."""
+def log_searches(tmp_path, n: int, start: int = 0, ms: dict[str, Any] | None = None) -> list[str]:
+    """``n`` policy-decided searches, each clicked on an item only graph returned; ``ms``: each call's
+    ``(status, latency_ms)`` by strategy (default ok, no latency logged)."""
     fz = ContextFeaturizer(NAMES)
     policy = new_policy(PolicyConfig(seed=start), NAMES, fz.dim)
     log = SQLiteEventLog(tmp_path / "events.sqlite")
@@ -40,7 +41,12 @@ def log_searches(tmp_path, n: int, start: int = 0) -> list[str]:
         d = policy.forced(fz.vector(features), {"lexical": 10, "graph": 25})
         d = dataclasses.replace(d, forced=False)  # as if the policy had chosen it
         rid = f"r{i}"
-        calls = ({"strategy": "lexical", "status": "ok"}, {"strategy": "graph", "status": "ok"})
+        calls = tuple(
+            {"strategy": s, "status": "ok"}
+            if ms is None
+            else {"strategy": s, "status": ms[s][0], "latency_ms": ms[s][1] + i}  # a different figure per search
+            for s in ("lexical", "graph")
+        )
         cands = {"lexical": [f"l{j}" for j in range(10)], "graph": [f"g{j}" for j in range(25)]}
         log.record_search(SearchEvent(rid, now(), "q", "", (), calls, cands, "", "", features, d.to_dict()))
         log.record_feedback(FeedbackEvent(f"e{i}", rid, "g3", "click", 1, now()))
@@ -75,6 +81,58 @@ def test_learns_each_settlement_once_and_replays_after_a_crash(tmp_path):
     third = PolicyLearner(args, start=False)
     assert third.module.version == 5 and third.step()["learned"] == 0
     third.close()
+
+
+def test_measures_latencies_once_per_settlement_across_a_crash(tmp_path):
+    """Searches i = 0..4: lexical ok at 3 + i ms, graph timed out (counted at its 80 ms deadline)."""
+    args = app_args(tmp_path)
+    args["strategies"]["graph"]["timeout_ms"] = 80
+    args["policy"]["costs"] = {"latency_ms": {"lexical": 10.0, "graph": 1.0}}
+    ms = {"lexical": ("ok", 3.0), "graph": ("timeout", 20.0)}
+    log_searches(tmp_path, 3, ms=ms)
+    first = PolicyLearner(args, start=False)
+    assert first.step()["learned"] == 3
+    assert first.checkpoint() is not None
+    log_searches(tmp_path, 2, start=3, ms=ms)
+    assert first.step()["learned"] == 2
+    # n0 5, alpha 0.05 -> eta_n = 1 / (5 + n) for these five: each is the mean of 5 prior pseudo-samples and n samples
+    lexical = (5 * 10.0 + 3 + 4 + 5 + 6 + 7) / 10  # 7.5
+    graph = (5 * 1.0 + 5 * 80.0) / 10  # 40.5
+    assert first.module.latency.as_dict() == pytest.approx({"lexical": lexical, "graph": graph}, abs=1e-12)
+    assert first.module.latency_n.tolist() == [5.0, 5.0]
+    assert first.status()["latency_ms"] == first.module.latency.as_dict()
+    first._stop.set()  # crash: the checkpoint holds the first three searches only
+
+    second = PolicyLearner(args, start=False)
+    after_three = {"lexical": (5 * 10.0 + 3 + 4 + 5) / 8, "graph": (5 * 1.0 + 3 * 80.0) / 8}
+    assert second.module.latency.as_dict() == pytest.approx(after_three, abs=1e-12), "restored with the checkpoint"
+    assert second.module.space.latency_dict() == second.module.latency.as_dict(), "and the actions priced with it"
+    assert second.step()["learned"] == 2, "replays the two the checkpoint lacked"
+    assert second.module.latency.as_dict() == first.module.latency.as_dict(), "each settlement counted once"
+    assert second.module.latency_n.tolist() == [5.0, 5.0]
+    snap = second.snapshot(-1)
+    assert snap["state"]["latency_ms"].tolist() == [pytest.approx(lexical), pytest.approx(graph)]
+    second.close()
+    third = PolicyLearner(args, start=False)
+    assert third.step()["learned"] == 0 and third.module.latency_n.tolist() == [5.0, 5.0]
+    third.close()
+
+
+def test_forced_searches_still_measure_latencies(tmp_path):
+    log = SQLiteEventLog(tmp_path / "events.sqlite")
+    fz = ContextFeaturizer(NAMES)
+    d = new_policy(PolicyConfig(), NAMES, fz.dim).forced(fz.vector({"bias": 1.0}), {"lexical": 10, "graph": 0})
+    calls = ({"strategy": "lexical", "status": "ok", "latency_ms": 4.0}, {"strategy": "graph", "status": "skipped"})
+    log.record_search(SearchEvent("f1", now(), "q", "", (), calls, {"lexical": ["a"]}, "", "", {}, d.to_dict()))
+    log.record_feedback(FeedbackEvent("e1", "f1", "a", "click", 1, now()))
+    log.close()
+    learner = PolicyLearner(app_args(tmp_path), start=False)
+    assert learner.step()["learned"] == 0
+    # default prior 10 ms, eta 1/6: 10 - 6/6 = 9; graph was not called
+    assert learner.module.latency.as_dict() == {"lexical": 9.0, "graph": 10.0}
+    assert learner.module.version == 1, "the deciders must get the new prices"
+    assert learner.checkpoint() is not None
+    learner.close()
 
 
 def test_snapshot_only_when_the_version_moved(tmp_path):

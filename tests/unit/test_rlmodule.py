@@ -25,10 +25,12 @@ LADDER = (0, 10, 25)
 POLICY: dict[str, Any] = {"ladder": list(LADDER), "seed": 3, "ridge": 1.0}
 FZ = ContextFeaturizer(STRATEGIES)
 DIM = FZ.dim
-BUFFERS = ("a_inv", "b", "theta", "count", "class_hits", "class_trials")
+BUFFERS = ("a_inv", "b", "theta", "count", "class_hits", "class_trials", "latency_ms", "latency_n")
 ARMS = ("a_inv", "b", "theta", "count")
 #: true hit probabilities (S, L) of the simulated searches the trained module learns from
 TRUE_HIT = np.array([[0.0, 0.2, 0.35], [0.0, 0.5, 0.6], [0.0, 0.1, 0.15]])
+#: latency (ms) of each strategy's calls in those searches
+TRUE_MS = {"lexical": 4.0, "vector": 8.0, "graph": 0.5}
 
 
 def contexts(n: int, seed: int) -> np.ndarray:
@@ -38,8 +40,8 @@ def contexts(n: int, seed: int) -> np.ndarray:
     return obs
 
 
-def settle(module: BanditRLModule, rounds: int, seed: int = 0) -> None:
-    """``rounds`` simulated settled searches through ``module.learn``."""
+def settle(module: BanditRLModule, rounds: int, seed: int = 0, ms: dict[str, float] = TRUE_MS) -> None:
+    """``rounds`` simulated settled searches through ``module.learn`` (each call taking ``ms[s]``)."""
     rng = np.random.default_rng(seed)
     for x in contexts(rounds, seed + 100):
         decision = module.policy.select(x)
@@ -48,7 +50,8 @@ def settle(module: BanditRLModule, rounds: int, seed: int = 0) -> None:
             u = rng.random()
             for lv in range(1, LADDER.index(decision.budgets[name]) + 1):
                 rewards[(name, LADDER[lv])] = float(u < TRUE_HIT[s, lv])
-        module.learn(decision, rewards, int(rng.integers(5)), strategy_hits(rewards))
+        latencies = [(name, ms[name]) for name in STRATEGIES if decision.budgets[name] > 0]
+        module.learn(decision, rewards, int(rng.integers(5)), strategy_hits(rewards), latencies)
 
 
 def fresh(**policy: Any) -> BanditRLModule:
@@ -213,6 +216,52 @@ def test_learn_by_hand() -> None:
     assert_views(module)
 
 
+def test_learn_measures_latencies_by_hand() -> None:
+    module = fresh(costs={"latency_ms": {"vector": 150.0}})  # n0 5, alpha 0.05, default prior 10 ms
+    assert module.latency.as_dict() == {"lexical": 10.0, "vector": 150.0, "graph": 10.0}
+    x = contexts(1, seed=1)[0]
+    decision = module.policy.forced(x, {"lexical": 10, "vector": 10})
+    assert decision.latency_ms == {"lexical": 10.0, "vector": 150.0, "graph": 10.0}
+    module.learn(decision, {("lexical", 10): 1.0}, 0, {"lexical": True}, [("lexical", 4.0), ("vector", 6.0)])
+    # eta_1 = 1 / (5 + 1): lexical 10 - 6 / 6 = 9, vector 150 - 144 / 6 = 126
+    assert module.latency.as_dict() == {"lexical": 9.0, "vector": 126.0, "graph": 10.0}
+    assert module.latency_n.tolist() == [1.0, 1.0, 0.0] and module.version == 1
+    # the actions are re-priced at once: vector@10 alone = per_call + per_ms * 126 + per_candidate * 10
+    assert module.space.costs[module.space.action([0, 1, 0])] == pytest.approx(0.01 + 0.0005 * 126 + 0.002)
+    assert module.policy.forced(x, {"vector": 10}).latency_ms["vector"] == 126.0
+
+    # a search not learned from (e.g. forced) still measures its calls, and moves the version
+    assert module.learn_latencies([("graph", 0.0), ("unknown", 3.0)]) == 1
+    assert module.latency.as_dict()["graph"] == pytest.approx(10.0 - 10.0 / 6)
+    assert module.version == 2
+    assert module.learn_latencies([]) == 0 and module.version == 2
+
+    # an invalid sample changes nothing, not even the arms
+    with pytest.raises(ValueError, match=re.escape("latency sample of 'lexical' must be a finite number >= 0 ms")):
+        module.learn(decision, {("lexical", 10): 1.0}, 0, {"lexical": True}, [("lexical", float("nan"))])
+    assert module.version == 2 and module.count.tolist()[0] == 1.0 and module.latency_n.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_decider_avoids_a_strategy_whose_measured_latency_rose(obs: np.ndarray) -> None:
+    """vector is the best strategy (hit 0.5 at k 10). Measured at 5 ms it is called most of the time;
+    once the learner measures 300 ms (per_ms 0.005: cost 1.5, more than any gain) the deciders drop it."""
+    learner = fresh(costs={"per_ms": 0.005})
+    settle(learner, 300, ms={"lexical": 5.0, "vector": 5.0, "graph": 5.0})
+    fast, slow = ModulePlanner(fresh(costs={"per_ms": 0.005}), FZ), ModulePlanner(fresh(costs={"per_ms": 0.005}), FZ)
+    fast.load(learner.state_copy())
+    learner.learn_latencies([("vector", 300.0)] * 200)
+    slow.load(learner.state_copy())
+    assert fast.module.latency.as_dict()["vector"] == pytest.approx(5.0, abs=0.5)
+    assert slow.module.latency.as_dict()["vector"] == pytest.approx(300.0, abs=0.5)
+    xs = contexts(200, seed=11)
+    with_fast = [fast.decide(x) for x in xs]
+    with_slow = [slow.decide(x) for x in xs]
+    # seed 3: 0.74 and 0.02 of the 200 decisions call vector
+    assert np.mean([d.budgets["vector"] > 0 for d in with_fast]) > 0.6
+    assert np.mean([d.budgets["vector"] > 0 for d in with_slow]) < 0.1
+    assert {d.latency_ms["vector"] for d in with_slow} == {slow.module.latency.as_dict()["vector"]}
+
+
 @pytest.mark.parametrize("query_class", [-1, 5])
 def test_learn_rejects_an_unknown_query_class(query_class: int) -> None:
     module = fresh()
@@ -235,6 +284,7 @@ def test_learn_rejects_bad_reward_without_side_effects() -> None:
 def test_get_state_is_float64(trained: BanditRLModule) -> None:
     state = trained.get_state()
     assert set(state) == {*BUFFERS, "updates", "cursor"}
+    assert state["latency_n"].sum() > 0 and set(state["latency_ms"]) != {10.0}, "the trained module measured calls"
     for name in BUFFERS:
         assert state[name].dtype == np.float64
         np.testing.assert_array_equal(state[name], getattr(trained, name).numpy())
@@ -290,6 +340,10 @@ def test_checkpoint_round_trip(trained: BanditRLModule, obs: np.ndarray, tmp_pat
     assert (restored.version, int(restored.cursor), restored.policy_version) == (40, 42, "linear_ts-40")
     assert restored.policy_config == trained.policy_config
     assert_views(restored)
+    # the measured latencies are restored, and the actions re-priced with them
+    assert restored.latency.as_dict() == trained.latency.as_dict() == restored.space.latency_dict()
+    np.testing.assert_array_equal(restored.space.costs, trained.space.costs)
+    assert not np.array_equal(restored.space.costs, fresh().space.costs)
     batch = {Columns.OBS: torch.from_numpy(obs)}
     assert torch.equal(
         restored.forward_inference(batch)[Columns.ACTIONS], trained.forward_inference(batch)[Columns.ACTIONS]
