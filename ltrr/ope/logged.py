@@ -16,8 +16,13 @@ as the learner would. Forced searches are not evaluated, and learned from only w
 doubly-robust reward model :math:`\\hat q(x_i, a)` is the target's own
 posterior-mean union value at that point, so no round's reward is used to predict it.
 
-**Cost** is a known function of the action, so a target's mean cost needs no
-estimator: :math:`\\frac{1}{n} \\sum_i \\sum_a \\pi_e(a \\mid x_i) c(a)`.
+**Cost** is a known function of the action and of the measured strategy latencies
+the decider used, which every decision logs (``Decision.latency_ms``; an older record
+without them means the configured prior). Round ``i`` re-prices every action with
+those latencies, :math:`c_i(a)` (:meth:`~ltrr.bandit.ActionSpace.costs_for`), so a
+target's mean cost needs no estimator, :math:`\\frac{1}{n} \\sum_i \\sum_a \\pi_e(a \\mid x_i) c_i(a)`,
+the logged cost is :math:`\\frac{1}{n} \\sum_i c_i(a_i)`, and each target decides round
+``i`` with the same prices :math:`c_i` (its costs are set to them before it acts).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class LoggedRounds:
     logged_cost: list[float] = field(default_factory=list)
     dists: dict[str, list[np.ndarray]] = field(default_factory=dict)
     qhat: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    #: per target, :math:`\\sum_a \\pi_e(a \\mid x_i) c_i(a)` of each round (priced with the logged latencies)
+    target_cost: dict[str, list[float]] = field(default_factory=dict)
     forced: int = 0
     skipped: int = 0
     unsettled: int = 0
@@ -79,7 +86,9 @@ def collect(
         algo: new_policy(cfg, strategies, featurizer.dim, np.random.default_rng(seed + i), algo)
         for i, algo in enumerate(algorithms)
     }
-    out = LoggedRounds(dists={a: [] for a in algorithms}, qhat={a: [] for a in algorithms})
+    out = LoggedRounds(
+        dists={a: [] for a in algorithms}, qhat={a: [] for a in algorithms}, target_cost={a: [] for a in algorithms}
+    )
     for st, event in tqdm(rows, total=total, desc="ope: replaying the log", unit="round", disable=not progress):
         if since_ts is not None and event.ts < since_ts:
             out.skipped += 1
@@ -99,14 +108,20 @@ def collect(
             out.skipped += 1
             continue
         if not d.forced:
+            latency = space.latency_vector(d.latency_ms)  # what the decider priced with (old logs: the prior)
+            costs = space.costs_for(latency)  # c_i
+            finite = np.where(np.isfinite(costs), costs, 0.0)
             out.reward.append(obs.union_hit)
             out.action.append(action)
             out.pscore.append(d.propensity)
-            out.logged_cost.append(float(space.costs[action]))
+            out.logged_cost.append(float(costs[action]))
             assert d.x is not None
             for algo, pol in targets.items():
-                out.dists[algo].append(pol.distribution(d.x))
+                pol.space.set_latency(latency)
+                dist = pol.distribution(d.x)
+                out.dists[algo].append(dist)
                 out.qhat[algo].append(space.union_values(pol.hit_table(d.x)))
+                out.target_cost[algo].append(float(dist @ finite))
         else:
             out.forced += 1
         if config.learns(d.forced):  # as the learner does
@@ -124,13 +139,14 @@ def evaluate(
     n_bootstrap_samples: int = 2000,
     random_state: int = 0,
 ) -> dict[str, Any]:
-    """Estimate each target's candidate recall (with bootstrap CIs) and its exact mean cost."""
+    """Estimate each target's candidate recall (with bootstrap CIs) and its exact mean cost
+    (priced per round with the logged latencies; ``space.costs`` only for rounds built without them)."""
     if rounds.n == 0:
         raise ValueError("the log holds no settled, policy-decided searches to evaluate")
     reward = np.asarray(rounds.reward, dtype=float)
     action = np.asarray(rounds.action, dtype=int)
     pscore = np.asarray(rounds.pscore, dtype=float)
-    costs = np.where(np.isfinite(space.costs), space.costs, 0.0)
+    costs = np.where(np.isfinite(space.costs), space.costs, 0.0)  # for rounds collected without target costs
     result: dict[str, Any] = {
         "rounds": rounds.n,
         "forced_rounds": rounds.forced,
@@ -144,8 +160,9 @@ def evaluate(
         dist = np.stack(dists)[:, :, None]
         qhat = np.stack(rounds.qhat[algo])[:, :, None]
         w = importance_weights(action, pscore, dist, as_position(None, rounds.n))
+        target_cost = rounds.target_cost.get(algo)
         row: dict[str, Any] = {
-            "cost": float((dist[:, :, 0] @ costs).mean()),
+            "cost": float(np.mean(target_cost)) if target_cost else float((dist[:, :, 0] @ costs).mean()),
             "effective_sample_size": float(w.sum() ** 2 / max((w**2).sum(), 1e-300)),
         }
         for name in estimators:

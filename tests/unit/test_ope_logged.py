@@ -139,3 +139,41 @@ def test_searches_after_the_oldest_unsettled_one_are_left_out(tmp_path, capsys):
     later = collect(log.iter_settled(), STRATEGIES, cfg, ["uniform"], progress=False, since_ts=101.0)
     log.close()
     assert (later.n, later.skipped, later.reward) == (2, 1, [1.0, 1.0])
+
+
+def test_costs_use_the_latencies_each_decision_was_priced_with(tmp_path):
+    """Round i is priced with the latencies its decider logged; a record without them (an older log)
+    with the configured prior. Logged and target mean costs are then exact by hand."""
+    cfg = PolicyConfig(seed=0)
+    fz = ContextFeaturizer(STRATEGIES)
+    policy = new_policy(cfg, STRATEGIES, fz.dim, algorithm="uniform")
+    space = ActionSpace.build(STRATEGIES, cfg.ladder, cfg.costs)
+    path = tmp_path / "ev.sqlite"
+    log = SQLiteEventLog(path, reward_window_s=1.0, expiry_grace_s=0.0)
+    priced = [{"lexical": 5.0, "vector": 300.0, "graph": 1.0, "memory": 5.0}, None, {"vector": 150.0}]
+    logged_costs, uniform_costs = [], []
+    for i, latency in enumerate(priced):
+        policy.space.set_latency(latency or {})
+        d = policy.select(fz.vector({"bias": 1.0}))
+        doc = d.to_dict()
+        if latency is None:
+            del doc["latency_ms"]  # as a search logged before decisions carried latencies
+        prices = space.costs_for(latency or {})  # a dict lacking a strategy: its prior (10 ms)
+        assert d.cost == pytest.approx(prices[d.action], abs=1e-15)
+        logged_costs.append(prices[d.action])
+        uniform_costs.append(prices[1:].mean())
+        called = [s for s in STRATEGIES if d.budgets[s] > 0]
+        calls = tuple({"strategy": s, "status": "ok"} for s in called)
+        log.record_search(
+            SearchEvent(f"r{i}", float(i), "q", "", (), calls, {s: ["a"] for s in called}, "", "", {"bias": 1.0}, doc)
+        )
+    log.settle(now_ts=1e9)
+    rounds = collect(log.iter_settled(), STRATEGIES, cfg, ["uniform"], progress=False)
+    log.close()
+    assert rounds.n == 3
+    assert rounds.logged_cost == pytest.approx(logged_costs, abs=1e-15)
+    res = evaluate(rounds, space, n_bootstrap_samples=50)
+    assert res["logged"]["cost"] == pytest.approx(np.mean(logged_costs), abs=1e-15)
+    assert res["targets"]["uniform"]["cost"] == pytest.approx(np.mean(uniform_costs), rel=1e-12)
+    # 300 ms vector at per_ms 0.0005 costs 0.15 more per call than at 0 ms: the first round is dearer
+    assert uniform_costs[0] > uniform_costs[1]
