@@ -43,8 +43,12 @@ class StrategyServer:
         """One search before taking traffic: loads models, collections and lazy indexes,
         so the first user query does not pay for them and miss its deadline."""
         query = Query("radiohead", ParsedQuery("radiohead", "radiohead", seed="radiohead"))
+        warm_up = getattr(self.strategy, "warm_up", None)
         try:
-            self.strategy.search(query, 10)
+            if callable(warm_up):
+                warm_up()  # e.g. the vector strategy waits until a restarted Milvus answers
+            else:
+                self.strategy.search(query, 10)
         except Exception as exc:  # noqa: BLE001 - a backend that is down now may come back later
             log.warning("%s: warm-up search failed: %s", self.name, exc)
 

@@ -30,7 +30,7 @@ def _ingest(args: argparse.Namespace) -> int:
     store = CatalogStore(cfg.catalog_path)
     t0 = time.perf_counter()
     stats = build_catalog(store, args.data_dir, max_artists=args.max_artists, progress=True)
-    print(f"catalog: {json.dumps(stats.to_dict())}", file=sys.stderr)
+    print(f"==> catalog in {time.perf_counter() - t0:.1f} s: {json.dumps(stats.to_dict())}", file=sys.stderr)
     sync_all(cfg, store, progress=True)
     print(f"ingest done in {time.perf_counter() - t0:.1f} s; catalog has {store.count()} entities", file=sys.stderr)
     return 0

@@ -370,7 +370,8 @@ class EmbeddingCache:
 class CachedEmbedder:
     """An :class:`Embedder` that looks texts up in an :class:`EmbeddingCache` first.
 
-    Only the misses (deduplicated) are encoded by ``inner``, then stored.
+    Only the misses (deduplicated) are encoded by ``inner`` (with its ``encode_bulk``
+    if it has one: the cache holds documents), then stored.
     ``hits``/``misses`` count texts since construction.
     """
 
@@ -389,7 +390,10 @@ class CachedEmbedder:
         todo = list(dict.fromkeys(k for k in keys if k not in found))
         if todo:
             text_of = dict(zip(keys, items, strict=True))
-            fresh = self.inner.encode([text_of[k] for k in todo])
+            # Cached texts are documents: an embedder with a bulk path (the ONNX one) encodes them there,
+            # however few, so every cached vector has the bulk path's precision.
+            encode = getattr(self.inner, "encode_bulk", self.inner.encode)
+            fresh = encode([text_of[k] for k in todo])
             new = dict(zip(todo, fresh, strict=True))
             self.cache.put_many(list(new.items()))
             found.update(new)

@@ -73,5 +73,8 @@ def sync_all(cfg: AppConfig, store: CatalogStore, *, progress: bool = False) -> 
             sent[name] = sync(strategy, store, index_target(name, scfg), progress=progress)
         finally:
             strategy.close()
-        log.info("index %s: %d entities sent in %.1f s", name, sent[name], time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        log.info("index %s: %d entities sent in %.1f s", name, sent[name], took)
+        if progress:
+            print(f"==> index {name}: {sent[name]} entities in {took:.1f} s", file=sys.stderr)
     return sent

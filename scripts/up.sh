@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Start everything ltrr needs on this machine and return once gRPC answers:
-# Meilisearch and Milvus Lite (one local server each), the catalog and indexes
-# (incremental: a re-run only indexes what changed), a Ray head node and the
-# Serve application from deployments/serve_config.yaml.
+# Meilisearch and Milvus standalone (one local server each), the catalog and
+# indexes (incremental: a re-run only indexes what changed), a Ray head node and
+# the Serve application from deployments/serve_config.yaml. Each stage prints
+# how long it took.
 # Point it at external servers with LTRR_MEILI_URL / LTRR_MILVUS_URI (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,26 +16,37 @@ CONFIG=${LTRR_CONFIG:-deployments/serve_config.yaml}
 mkdir -p var/log
 
 t0=$(date +%s)
-echo "==> Meilisearch"
-$PY -m ltrr.backends.meili_server start
-echo "==> Milvus Lite"
-$PY -m ltrr.backends.milvus_server start
-echo "==> catalog and indexes"
-# The ingest runs before Ray starts, so the embedder may use both cores.
-LTRR_TORCH_THREADS=${LTRR_TORCH_THREADS:-2} $BIN/ltrr ingest --config "$CONFIG" ${LTRR_MAX_ARTISTS:+--max-artists "$LTRR_MAX_ARTISTS"}
+ts=$t0
+stage() {  # print the time the previous stage took, then the next stage's name
+  local now; now=$(date +%s)
+  [ -n "${1:-}" ] && echo "    ($(( now - ts )) s)"
+  ts=$now
+  [ -n "${2:-}" ] && echo "==> $2"
+  return 0
+}
 
-echo "==> Ray head node"
+stage "" "Meilisearch"
+$PY -m ltrr.backends.meili_server start
+stage done "Milvus standalone (first start decompresses its binaries into var/milvus-bin)"
+$PY -m ltrr.backends.milvus_server start
+stage done "catalog and indexes (the first run builds the ONNX embedder and embeds the catalog)"
+# The ingest runs before Ray starts, so the embedder may use both cores.
+$BIN/ltrr ingest --config "$CONFIG" ${LTRR_MAX_ARTISTS:+--max-artists "$LTRR_MAX_ARTISTS"}
+
+stage done "Ray head node"
 if ! $BIN/ray status >/dev/null 2>&1; then
   $BIN/ray start --head --num-cpus=2 --dashboard-host=127.0.0.1 --disable-usage-stats >var/log/ray-start.log 2>&1 \
     || { cat var/log/ray-start.log; exit 1; }
 fi
-echo "==> Serve application"
+stage done "Serve application"
 $BIN/serve deploy "$CONFIG" >var/log/serve-deploy.log 2>&1 || { cat var/log/serve-deploy.log; exit 1; }
 
+stage done ""
 echo -n "==> waiting for gRPC health on 127.0.0.1:9000 "
 for _ in $(seq 1 180); do
   if $BIN/ltrr health --timeout 2 >/dev/null 2>&1; then
-    echo " SERVING after $(( $(date +%s) - t0 )) s"
+    echo " SERVING after $(( $(date +%s) - ts )) s"
+    echo "==> ltrr is up: $(( $(date +%s) - t0 )) s in all"
     echo "==> example: ltrr search 'artists like radiohead' -k 5"
     $BIN/ltrr search "artists like radiohead" -k 5
     echo "==> example: ltrr search 'radiohaed' (typo) -k 5"

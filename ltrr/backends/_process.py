@@ -38,6 +38,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def accepts_connections(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """True if a TCP connection to ``host:port`` succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def log_tail(path: Path, n: int = 1500) -> str:
     """The last ``n`` characters of a log file (``""`` if it cannot be read)."""
     try:

@@ -1,4 +1,8 @@
-"""Run the Milvus Lite server that the vector strategy talks to.
+"""Run a Milvus Lite server: the vector strategy's lightweight option (by ``uri``).
+
+The local default is a real Milvus standalone server (:mod:`ltrr.backends.milvus_server`);
+Milvus Lite 3.2 is a pure-Python engine that scans every row on each search, so it is
+kept for development machines where the standalone binary cannot run.
 
 Milvus Lite (the ``milvus-lite`` package) stores a database in a directory that
 only one process may open, so ltrr runs it as **one local gRPC server**::
@@ -23,12 +27,12 @@ Server process settings (decided here):
   Starting on a port that already answers fails at once, so a stale server
   is never mistaken for the new one.
 
-Command line (defaults from :mod:`ltrr.constants`: ``LTRR_VAR_DIR``, and
-host/port from ``LTRR_MILVUS_URI``)::
+Command line (defaults from :mod:`ltrr.constants`: ``LTRR_VAR_DIR``; point the
+vector strategy's ``uri`` at it)::
 
-    python -m ltrr.backends.milvus_server start [--data-dir var/milvus] [--port 19530]
-    python -m ltrr.backends.milvus_server status
-    python -m ltrr.backends.milvus_server stop
+    python -m ltrr.backends.milvus_lite_server start [--data-dir var/milvus-lite] [--port 19540]
+    python -m ltrr.backends.milvus_lite_server status
+    python -m ltrr.backends.milvus_lite_server stop
 
 ``start`` runs the server in the background, writes ``<data>/milvus-lite.pid``
 and returns once the port accepts connections. Tests use
@@ -42,16 +46,14 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
-from urllib.parse import urlparse
 
 from ltrr import constants
-from ltrr.backends._process import ManagedServer, daemon_pid, daemon_spawn, log_tail
+from ltrr.backends._process import ManagedServer, accepts_connections, daemon_pid, daemon_spawn, log_tail
 from ltrr.backends._process import daemon_stop as _daemon_stop
 from ltrr.backends._process import free_port as free_port  # re-exported: part of this module's API
 from ltrr.errors import BackendUnavailable
@@ -60,15 +62,8 @@ LOG_NAME = "milvus-lite.log"
 PID_NAME = "milvus-lite.pid"
 #: Bytes in the command line of a Milvus Lite server (a pidfile's pid must have them).
 MARKER = b"milvus_lite"
-
-
-def accepts_connections(host: str, port: int, timeout_s: float = 0.5) -> bool:
-    """True if a TCP connection to ``host:port`` succeeds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
+#: Default port of the CLI's server: beside, not on, the standalone server's 19530.
+LITE_PORT = 19540
 
 
 def server_command(data_dir: Path, host: str, port: int, max_workers: int = 10) -> list[str]:
@@ -206,12 +201,11 @@ def daemon_status(data_dir: Path, host: str, port: int) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parsed = urlparse(constants.MILVUS_URI)
-    ap = argparse.ArgumentParser(prog="python -m ltrr.backends.milvus_server", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ltrr.backends.milvus_lite_server", description=__doc__.split("\n")[0])
     ap.add_argument("command", choices=["start", "stop", "status"])
-    ap.add_argument("--data-dir", default=f"{constants.VAR_DIR}/milvus", help="database dir (default: var/milvus)")
-    ap.add_argument("--host", default=parsed.hostname or "127.0.0.1", help="listen address (from LTRR_MILVUS_URI)")
-    ap.add_argument("--port", type=int, default=parsed.port or 19530, help="listen port (from LTRR_MILVUS_URI)")
+    ap.add_argument("--data-dir", default=f"{constants.VAR_DIR}/milvus-lite", help="database dir (var/milvus-lite)")
+    ap.add_argument("--host", default="127.0.0.1", help="listen address")
+    ap.add_argument("--port", type=int, default=LITE_PORT, help=f"listen port (default {LITE_PORT})")
     ap.add_argument("--omp-threads", type=int, default=1, help="OMP_NUM_THREADS of the server (faiss)")
     args = ap.parse_args(argv)
     data = Path(args.data_dir)

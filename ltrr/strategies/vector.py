@@ -18,47 +18,44 @@ cosine similarity ``s(q, e) = q . e`` in [-1, 1] (Milvus ``COSINE`` returns the
 similarity itself, larger is better); candidates are ordered by ``s``
 descending and ranked from 1.
 
-Index: ``HNSW`` (``M=16, efConstruction=100``; ``ef=128`` at search time).
-Milvus Lite 3.2 is a pure-Python engine whose per-search cost is dominated by
-an O(N) Python pass that builds the visibility mask of every segment (~1.7 us
-per row, whatever the index), so the index type mainly decides what comes on
-top: HNSW <1 ms; ``FLAT`` with ``COSINE`` re-normalises every row on each
-search (+50-100 ms at 58k); ``IVF_FLAT`` was no faster than HNSW and recalled
-less. Measured on the real 58k catalog (MiniLM vectors, shared 2-core box, p50
-of the Milvus call alone; the query embedding adds 15-35 ms):
-
-======================  ==========  ====================  ===========
-restriction             single      batch of 16           recall@10
-======================  ==========  ====================  ===========
-none (58k rows)         ~100-155 ms  ~175 ms (11 ms/query)  0.99
-artist (26k)            ~50 ms      ~100 ms (6 ms/query)  0.98
-podcast (3k)            ~6 ms       ~17 ms (1 ms/query)   1.00
-======================  ==========  ====================  ===========
-
-``ef=128`` costs no measurable time over ``ef=64`` (recall 0.98/0.93/0.97) or
-32 (0.95/0.84/0.91). Building the 58k HNSW took ~2 min (one OpenMP thread);
-the index files persist, so a restarted server loads the collection in ~2 s.
-Two things cut the O(N) pass:
+Index: ``HNSW`` (``M=16, efConstruction=100``; ``ef=128`` at search time,
+raised to ``k`` when ``k`` is larger). The local default server is a real
+Milvus standalone (:mod:`ltrr.backends.milvus_server`), whose knowhere HNSW
+answers in milliseconds; Milvus Lite (:mod:`ltrr.backends.milvus_lite_server`)
+works by ``uri`` too, but scans every row in Python on each search. Measured
+latency and recall are in the README ("Latency") and ``make bench``, dated.
 
 * ``partition_by_type`` (default): each entity type is its own partition
   (``artist``, ``track``, ``playlist``, ``podcast``), and a type-restricted
-  query searches only those partitions (``partition_names``), so it scans only
-  their rows. Entity ids embed their type, so an id never moves partition.
-  With ``partition_by_type=False`` the restriction is a filter expression
-  ``entity_type in [...]`` instead (works on any Milvus, but scans every row:
-  ~95-175 ms for any restriction).
+  query searches only those partitions (``partition_names``). Entity ids embed
+  their type, so an id never moves partition. With ``partition_by_type=False``
+  the restriction is a filter expression ``entity_type in [...]`` instead, which
+  Milvus standalone applies inside the HNSW search (every hit matches, and ``k``
+  hits come back when that many match). Milvus Lite 3.2 with HNSW applies it
+  after the graph search and can return far fewer than ``k``: use partitions there.
 * :meth:`VectorStrategy.search_many`: one embedding batch and one Milvus
-  search per group of queries with the same type restriction; the mask pass is
-  paid once per group, not once per query.
+  search per group of queries with the same type restriction.
+
+Consistency: searches use the collection's ``Bounded`` level (the client's
+default), which does not wait for the newest writes: a row upserted less than
+``gracefulTime`` (5 s) ago may not be found yet. Strong consistency costs about
+200 ms per search on this server, so it is not used on the request path;
+:meth:`VectorStrategy.upsert` flushes, which makes the rows of a finished sync
+(``UpsertEntities``, ``ltrr ingest``) visible to every later search.
 
 Writes: :meth:`VectorStrategy.upsert` embeds ``entity.text()`` in batches
 through an :class:`~ltrr.embedder.EmbeddingCache` (unchanged texts are not
 re-encoded), upserts rows in batches and flushes once at the end, so the rows
-leave Milvus Lite's memtable (which is brute-forced on every search) for a
-sealed segment whose HNSW index is built in the server's background worker.
+leave the growing segment for a sealed one whose index the server builds.
 :meth:`VectorStrategy.refresh` flushes and, after a bulk write
 (``reload_after_rows``), releases and loads the collection, which returns once
 every segment has its index; :func:`ltrr.ingest.sync` calls it after a sync.
+
+After a server restart the collection is released; the next call loads it and
+then waits (up to ``load_timeout_s``) until a search answers: Milvus 2.3 serves
+a reloaded collection only once the old server's sessions have expired
+(``common.session.ttl``, 15 s as ltrr configures it). :meth:`VectorStrategy.warm_up`
+does the same before a replica takes traffic.
 
 Failures are translated at the boundary: deadline exceeded ->
 :class:`~ltrr.errors.BackendTimeout`; connection refused, server errors,
@@ -88,7 +85,7 @@ from ltrr import constants
 from ltrr.embedder import CachedEmbedder, Embedder, EmbeddingCache, make_embedder
 from ltrr.errors import BackendTimeout, BackendUnavailable, ConfigError, InvalidRequest
 from ltrr.strategies.base import check_k
-from ltrr.types import ENTITY_TYPES, Candidate, Entity, Query
+from ltrr.types import ENTITY_TYPES, Candidate, Entity, ParsedQuery, Query
 
 T = TypeVar("T")
 
@@ -116,7 +113,9 @@ class VectorConfig(BaseModel):
     collection: str = Field(
         default="ltrr_entities", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$", description="Milvus collection name."
     )
-    embedder: str = Field(default="minilm", description="Embedder name in ltrr.embedder.EMBEDDERS.")
+    embedder: str = Field(
+        default="minilm-onnx", description="Embedder name in ltrr.embedder.EMBEDDERS (minilm: the torch reference)."
+    )
     embedder_options: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of the embedder, e.g. {'batch_size': 32}."
     )
@@ -286,7 +285,24 @@ class VectorStrategy:
                     raise
             client = self.client()
             client.load_collection(self.config.collection, timeout=self.config.load_timeout_s)
+            self._wait_searchable(client)
             return fn(client)
+
+    def _wait_searchable(self, client: MilvusClient) -> None:
+        """One search with the load deadline: returns once the loaded collection answers searches."""
+        probe = [1.0] + [0.0] * (self.embedder.dim - 1)
+        client.search(
+            self.config.collection, data=[probe], limit=1,
+            search_params={"metric_type": self.config.metric, "params": {}}, timeout=self.config.load_timeout_s,
+        )  # fmt: skip
+
+    def warm_up(self) -> None:
+        """Connect, load the collection and wait until it answers (see the module docstring),
+        then embed one query so the model is loaded: what a replica does before taking traffic."""
+        self._ensure_ready()
+        with self._translate("warm_up"):
+            self._wait_searchable(self.client())
+        self.search(Query("warm up", ParsedQuery("warm up", "warm up")), 10)
 
     # -- collection ----------------------------------------------------------------
     def ensure_collection(self) -> None:
