@@ -32,6 +32,8 @@ from ltrr.config import AppConfig
 from ltrr.eventlog import SQLiteEventLog
 from ltrr.fanout import Caller, Fanout
 from ltrr.grpc_status import status_for
+from ltrr.index_status import INDEX_SERVICE_PREFIX, IndexBacklog
+from ltrr.ingest import index_target
 from ltrr.query_understanding import QueryUnderstanding, Vocabulary
 from ltrr.service import SearchService
 from ltrr.types import Entity, UserProfile
@@ -73,6 +75,7 @@ class Ingress:
         self.learner = learner
         self.sync_interval_s = app.policy.sync_interval_s
         self.store = CatalogStore(app.catalog_path)
+        self.backlog = IndexBacklog(self.store, {n: index_target(n, app.strategy_config(n)) for n in enabled})
         vocab = Vocabulary.from_store(self.store)
         qu = QueryUnderstanding(vocab)
         featurizer = ContextFeaturizer(list(enabled), vocab.names)
@@ -96,6 +99,7 @@ class Ingress:
             users=self._user,
             rrf_c=app.ingress.rrf_c,
             on_feedback=self._wake_learner,
+            backlog=self.backlog,
         )
         self.ready = False
         self.synced = False
@@ -245,6 +249,13 @@ class Ingress:
         return True
 
     async def _health(self, service: str) -> health_pb2.HealthCheckResponse | None:
+        if service.startswith(INDEX_SERVICE_PREFIX):  # ltrr.index.<strategy>: SERVING once it has no backlog
+            name = service[len(INDEX_SERVICE_PREFIX) :]
+            if name not in self.handles:
+                return None
+            behind = (await asyncio.to_thread(self.backlog.pending)).get(name, 0) > 0
+            status = health_pb2.HealthCheckResponse.NOT_SERVING if behind else health_pb2.HealthCheckResponse.SERVING
+            return health_pb2.HealthCheckResponse(status=status)
         if service not in ("", SERVICE_NAME):
             return None
         serving = await self._strategies_ready()

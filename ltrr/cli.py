@@ -1,6 +1,7 @@
 """``ltrr``: command-line entry point.
 
-ltrr ingest   [--config F] [--max-artists N]   build the catalog and every index (incremental)
+ltrr ingest   [--config F] [--max-artists N] [--only S] [--skip S] [--skip-catalog]
+              build the catalog and every index (incremental)
 ltrr search   QUERY [-k N] [--type T] [--strategy S] [--explain] [--target H:P]
 ltrr health   [--target H:P]
 ltrr catalog  summary | synthetic --n N --out F
@@ -27,11 +28,18 @@ def _ingest(args: argparse.Namespace) -> int:
     from ltrr.ingest import sync_all
 
     cfg = load_app_config(args.config)
+    names = list(cfg.enabled())
+    for name in [*args.only, *args.skip]:
+        if name not in names:
+            print(f"error: --only/--skip: {name!r} is not an enabled strategy; enabled: {', '.join(names)}")
+            return 2
+    chosen = [n for n in (args.only or names) if n not in args.skip]
     store = CatalogStore(cfg.catalog_path)
     t0 = time.perf_counter()
-    stats = build_catalog(store, args.data_dir, max_artists=args.max_artists, progress=True)
-    print(f"==> catalog in {time.perf_counter() - t0:.1f} s: {json.dumps(stats.to_dict())}", file=sys.stderr)
-    sync_all(cfg, store, progress=True)
+    if not args.skip_catalog:
+        stats = build_catalog(store, args.data_dir, max_artists=args.max_artists, progress=True)
+        print(f"==> catalog in {time.perf_counter() - t0:.1f} s: {json.dumps(stats.to_dict())}", file=sys.stderr)
+    sync_all(cfg, store, progress=True, only=chosen)
     print(f"ingest done in {time.perf_counter() - t0:.1f} s; catalog has {store.count()} entities", file=sys.stderr)
     return 0
 
@@ -62,6 +70,8 @@ def _health(args: argparse.Namespace) -> int:
     import grpc
 
     from ltrr.client import LtrrClient
+    from ltrr.index_status import INDEX_SERVICE_PREFIX
+    from ltrr.strategies.registry import STRATEGY_NAMES
 
     with LtrrClient(args.target, timeout=args.timeout) as c:
         try:
@@ -69,7 +79,14 @@ def _health(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             print(f"{exc.code().name}: {exc.details()}")
             return 1
-    print(status)
+        print(status)
+        for name in STRATEGY_NAMES if status == "SERVING" else ():
+            try:
+                index = c.health(INDEX_SERVICE_PREFIX + name)
+            except grpc.RpcError:  # NOT_FOUND: not deployed
+                continue
+            if index != "SERVING":
+                print(f"  {name} index: {index} (still indexing in the background; answers lack what is not indexed)")
     return 0 if status == "SERVING" else 1
 
 
@@ -154,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     pi.add_argument("--config", default=DEFAULT_CONFIG)
     pi.add_argument("--data-dir", default="data")
     pi.add_argument("--max-artists", type=int, default=None, help="a smaller, consistent slice (tests)")
+    pi.add_argument("--only", action="append", default=[], metavar="STRATEGY", help="index only these (repeatable)")
+    pi.add_argument("--skip", action="append", default=[], metavar="STRATEGY", help="do not index these (repeatable)")
+    pi.add_argument("--skip-catalog", action="store_true", help="index the catalog as it is; do not rebuild it")
     pi.set_defaults(fn=_ingest)
 
     for name, fn in (("search", _search), ("health", _health)):

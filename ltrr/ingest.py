@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from tqdm import tqdm
 
@@ -62,10 +62,15 @@ def sync(
     return sent
 
 
-def sync_all(cfg: AppConfig, store: CatalogStore, *, progress: bool = False) -> dict[str, int]:
-    """Build every enabled strategy from ``cfg``, :func:`sync` it, close it; return entities sent per strategy."""
+def sync_all(
+    cfg: AppConfig, store: CatalogStore, *, progress: bool = False, only: Sequence[str] | None = None
+) -> dict[str, int]:
+    """Build every enabled strategy from ``cfg`` (or those in ``only``), :func:`sync` it, close it;
+    return entities sent per strategy."""
     sent: dict[str, int] = {}
     for name in cfg.enabled():
+        if only is not None and name not in only:
+            continue
         t0 = time.perf_counter()
         scfg = cfg.strategy_config(name)
         strategy = make_strategy(name, scfg)

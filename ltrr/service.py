@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from ltrr.bandit.base import Decision
@@ -25,6 +25,7 @@ from ltrr.bandit.planner import Planner
 from ltrr.eventlog import EventLog, FeedbackEvent, SearchEvent, now
 from ltrr.fanout import OK, SKIPPED, CallReport, Fanout
 from ltrr.fusion import FusedCandidate, rrf
+from ltrr.index_status import IndexBacklog
 from ltrr.types import ParsedQuery, Query, UserProfile
 from ltrr.validation import FeedbackParams, SearchParams
 
@@ -67,6 +68,7 @@ class SearchService:
         users: Callable[[str], UserProfile | None] | None = None,
         rrf_c: float = 60.0,
         on_feedback: Callable[[], None] | None = None,
+        backlog: IndexBacklog | None = None,
     ) -> None:
         self.fanout = fanout
         self.parse = parse
@@ -76,6 +78,7 @@ class SearchService:
         self.users = users or (lambda _uid: None)
         self.rrf_c = rrf_c
         self.on_feedback = on_feedback
+        self.backlog = backlog
         self.strategies = list(fanout.callers)
         if tuple(self.strategies) != planner.featurizer.strategies:
             raise ValueError(
@@ -104,7 +107,8 @@ class SearchService:
         decision, context = self.decide(query, p.strategies)
         results, calls = await self.fanout.run(query, decision.budgets, decision.inclusion)
         fused = rrf(results, k=p.k, c=self.rrf_c)
-        degraded = any(c.status not in (OK, SKIPPED) for c in calls)
+        calls, behind = self._note_backlog(calls)
+        degraded = behind or any(c.status not in (OK, SKIPPED) for c in calls)
         request_id = uuid.uuid4().hex
         features = {f.entity_id: _features(f) for f in fused} if p.explain else {}
         event = SearchEvent(
@@ -126,6 +130,19 @@ class SearchService:
         return SearchOutcome(
             request_id, fused, calls, degraded, decision.policy_version, RRF_RANKER_VERSION, features, decision
         )
+
+    def _note_backlog(self, calls: list[CallReport]) -> tuple[list[CallReport], bool]:
+        """Say in each answered call whose index lags the catalog how far it lags; True if any does.
+        Such an answer is degraded: it could not contain the entities not indexed yet."""
+        if self.backlog is None:
+            return calls, False
+        out, behind = [], False
+        for c in calls:
+            detail = self.backlog.detail(c.strategy) if c.status == OK else ""
+            if detail:
+                c, behind = replace(c, detail=detail), True
+            out.append(c)
+        return out, behind
 
     async def feedback(self, p: FeedbackParams) -> bool:
         """Store feedback durably; return True when it was a duplicate ``event_id``."""

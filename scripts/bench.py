@@ -2,6 +2,11 @@
 """`make bench`: Search latency over gRPC through Ray Serve vs. the same
 request path in-process, so the ratio is the Serve overhead on this machine.
 
+It also reports every strategy's own latency as the responses report it
+(``StrategyCall.latency_ms``, live traffic through Serve), the same strategies
+called directly, and the vector strategy's recall@100 against exact search
+over every stored vector.
+
 It uses the running `make up` deployment (127.0.0.1:9000), starting it first
 if it is not serving. Figures go to stdout and bench-out/ (markdown table,
 JSON and a latency plot). The machine is shared and noisy: compare the ratios
@@ -25,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The strategies without the slow Milvus Lite scan: isolates Serve's own per-hop cost.
+#: The strategies without the vector strategy (and its query embedding): isolates Serve's own per-hop cost.
 FAST = ("lexical", "memory", "graph")
+#: Per-strategy live latencies: strategy -> latency_ms of its OK calls.
+Calls = dict[str, list[float]]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LTRR_HOME", str(ROOT))
@@ -84,7 +91,18 @@ def queries(catalog_path: str, n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def grpc_sequential(target: str, qs: list[str], strategies: tuple[str, ...] = ()) -> tuple[list[float], float]:
+def record_calls(resp: Any, calls: Calls) -> None:
+    """Add the latency of every OK strategy call in a SearchResponse to ``calls``."""
+    from ltrr.v1 import search_pb2 as pb
+
+    for c in resp.strategies:
+        if c.status == pb.StrategyCall.OK:
+            calls.setdefault(c.strategy, []).append(c.latency_ms)
+
+
+def grpc_sequential(
+    target: str, qs: list[str], strategies: tuple[str, ...] = (), calls: Calls | None = None
+) -> tuple[list[float], float]:
     from ltrr.client import LtrrClient
 
     lat = []
@@ -93,14 +111,16 @@ def grpc_sequential(target: str, qs: list[str], strategies: tuple[str, ...] = ()
         t0 = time.perf_counter()
         for q in qs:
             t = time.perf_counter()
-            c.search(q, k=10, strategies=strategies)
+            resp = c.search(q, k=10, strategies=strategies)
             lat.append((time.perf_counter() - t) * 1000)
+            if calls is not None:
+                record_calls(resp, calls)
         wall = time.perf_counter() - t0
     return lat, wall
 
 
 def grpc_concurrent(
-    target: str, qs: list[str], callers: int, strategies: tuple[str, ...] = ()
+    target: str, qs: list[str], callers: int, strategies: tuple[str, ...] = (), calls: Calls | None = None
 ) -> tuple[list[float], float]:
     from ltrr.client import LtrrClient
 
@@ -111,9 +131,11 @@ def grpc_concurrent(
     def work(i: int) -> None:
         c = clients[i % callers]
         t = time.perf_counter()
-        c.search(qs[i], k=10, strategies=strategies)
+        resp = c.search(qs[i], k=10, strategies=strategies)
         with lock:
             lat.append((time.perf_counter() - t) * 1000)
+            if calls is not None:
+                record_calls(resp, calls)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(callers) as ex:
@@ -245,6 +267,49 @@ def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
     return out
 
 
+def vector_recall(config_path: str, qs: list[str], k: int = 100) -> dict[str, Any]:
+    """recall@k of the vector strategy (HNSW in Milvus) against exact cosine search over every stored vector.
+
+    recall@k = |top_k(HNSW) & top_k(exact)| / k, averaged over distinct queries; the exact top k
+    comes from numpy over all vectors read back from the collection, with the same query vectors.
+    """
+    import numpy as np
+
+    from ltrr.appconfig_io import load_app_config
+    from ltrr.strategies.vector import VectorStrategy
+    from ltrr.types import ParsedQuery, Query
+
+    cfg = load_app_config(config_path)
+    vs = VectorStrategy(cfg.strategy_config("vector"))  # type: ignore[arg-type]
+    client = vs.client()
+    ids: list[str] = []
+    vecs: list[list[float]] = []
+    it = client.query_iterator(vs.config.collection, batch_size=5000, filter="", output_fields=["vector"])
+    while batch := it.next():
+        ids += [str(r["id"]) for r in batch]
+        vecs += [r["vector"] for r in batch]
+    it.close()
+    mat = np.asarray(vecs, dtype=np.float32)
+    distinct = list(dict.fromkeys(qs))[:200]
+    qv = vs.embedder.encode(distinct)
+    recalls = []
+    for text, v in zip(distinct, qv, strict=True):
+        exact = {ids[i] for i in np.argsort(-(mat @ v))[:k]}
+        got = {c.entity_id for c in vs.search(Query(text, ParsedQuery(text, text)), k)}
+        recalls.append(len(got & exact) / k)
+    vs.close()
+    return {
+        "k": k,
+        "queries": len(distinct),
+        "rows": len(ids),
+        "recall_mean": round(float(np.mean(recalls)), 4),
+        "recall_min": round(float(np.min(recalls)), 4),
+        "index": vs.config.index_type,
+        "index_params": dict(vs.config.index_params),
+        "search_params": dict(vs.config.search_params),
+    }
+
+
 def plot(path: Path, series: dict[str, list[float]]) -> None:
     import matplotlib
 
@@ -258,7 +323,7 @@ def plot(path: Path, series: dict[str, list[float]]) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("Search latency (ms, log scale)")
     ax.set_ylabel("fraction of requests")
-    ax.set_title("ltrr Search latency: gRPC via Ray Serve vs in-process")
+    ax.set_title("ltrr Search latency (CDF): gRPC via Ray Serve vs in-process")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -294,39 +359,50 @@ def main() -> int:
     )
     every = tuple(cfg.enabled())
     rows = []
+    live: Calls = {}
     # Every strategy forced on both paths: the Serve-vs-in-process comparison does not depend on the policy.
-    lat_seq, wall = grpc_sequential(args.target, qs, every)
-    rows.append(summary("gRPC via Serve, sequential", lat_seq, wall))
-    print(rows[-1], file=sys.stderr)
-    lat_conc, wall = grpc_concurrent(args.target, cq, args.callers, every)
-    rows.append(summary(f"gRPC via Serve, {args.callers} concurrent", lat_conc, wall))
-    print(rows[-1], file=sys.stderr)
-    lat_fast, wall = grpc_sequential(args.target, qs, FAST)
-    rows.append(summary(f"gRPC via Serve, sequential, {'+'.join(FAST)} only", lat_fast, wall))
+    lat_seq, wall = grpc_sequential(args.target, qs, every, live)
+    rows.append(summary("gRPC via Serve, sequential, all four strategies", lat_seq, wall))
     print(rows[-1], file=sys.stderr)
     lat_pol, wall = grpc_sequential(args.target, qs)
     rows.append(summary("gRPC via Serve, sequential, the policy decides", lat_pol, wall))
+    print(rows[-1], file=sys.stderr)
+    lat_conc, wall = grpc_concurrent(args.target, cq, args.callers, every)
+    rows.append(summary(f"gRPC via Serve, {args.callers} concurrent, all four", lat_conc, wall))
+    print(rows[-1], file=sys.stderr)
+    lat_conc_pol, wall = grpc_concurrent(args.target, cq, args.callers)
+    rows.append(summary(f"gRPC via Serve, {args.callers} concurrent, the policy decides", lat_conc_pol, wall))
+    print(rows[-1], file=sys.stderr)
+    lat_fast, wall = grpc_sequential(args.target, qs, FAST)
+    rows.append(summary(f"gRPC via Serve, sequential, {'+'.join(FAST)} only", lat_fast, wall))
     print(rows[-1], file=sys.stderr)
     rows.append(serve_hop(args.n))
     print(rows[-1], file=sys.stderr)
     ip = in_process(args.config, qs, args.callers)
     rows += [ip["seq"], ip["conc"], ip["fast"]]
     ratio_seq = rows[0]["p50_ms"] / max(ip["seq"]["p50_ms"], 1e-9)
-    ratio_conc = rows[1]["p50_ms"] / max(ip["conc"]["p50_ms"], 1e-9)
+    ratio_conc = rows[2]["p50_ms"] / max(ip["conc"]["p50_ms"], 1e-9)
+    ratio_fast = rows[4]["p50_ms"] / max(ip["fast"]["p50_ms"], 1e-9)
+    live_rows = {n: summary(f"{n}, StrategyCall.latency_ms via Serve", ls, sum(ls) / 1000) for n, ls in live.items()}
+    recall = vector_recall(args.config, qs)
+    print(recall, file=sys.stderr)
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     table = ["| setup | n | p50 ms | p99 ms | mean ms | req/s |", "|---|---|---|---|---|---|"]
-    for r in rows + list(ip["per_strategy"].values()):
+    for r in rows + list(live_rows.values()) + list(ip["per_strategy"].values()):
         if r.get("n"):
-            table.append(
-                f"| {r['setup']} | {r['n']} | {r['p50_ms']} | {r['p99_ms']} | {r['mean_ms']} | {r['throughput_rps']} |"
-            )
+            rps = r["throughput_rps"] if "StrategyCall" not in r["setup"] and "direct" not in r["setup"] else ""
+            table.append(f"| {r['setup']} | {r['n']} | {r['p50_ms']} | {r['p99_ms']} | {r['mean_ms']} | {rps} |")
     table.append("")
-    ratio_fast = rows[2]["p50_ms"] / max(ip["fast"]["p50_ms"], 1e-9)
     table.append(
-        f"Serve+gRPC overhead ratio (p50, same run): sequential {ratio_seq:.2f}x, "
-        f"{args.callers} concurrent {ratio_conc:.2f}x, without vector {ratio_fast:.2f}x "
-        f"(+{rows[2]['p50_ms'] - ip['fast']['p50_ms']:.1f} ms)"
+        f"Serve+gRPC / in-process p50 ratio (same requests, same run): sequential {ratio_seq:.2f}x "
+        f"(+{rows[0]['p50_ms'] - ip['seq']['p50_ms']:.1f} ms), {args.callers} concurrent {ratio_conc:.2f}x, "
+        f"without vector {ratio_fast:.2f}x (+{rows[4]['p50_ms'] - ip['fast']['p50_ms']:.1f} ms)"
+    )
+    table.append(
+        f"Vector recall@{recall['k']} against exact search: mean {recall['recall_mean']}, "
+        f"min {recall['recall_min']} over {recall['queries']} distinct bench queries, {recall['rows']} rows, "
+        f"{recall['index']} {recall['index_params']} search {recall['search_params']}"
     )
     text = "\n".join(table)
     print(text)
@@ -335,10 +411,14 @@ def main() -> int:
         json.dumps(
             {
                 "rows": rows,
+                "live_per_strategy": live_rows,
                 "per_strategy": ip["per_strategy"],
                 "ratio_seq_p50": ratio_seq,
                 "ratio_fast_p50": ratio_fast,
                 "ratio_conc_p50": ratio_conc,
+                "vector_recall": recall,
+                "cores": os.cpu_count(),
+                "date": time.strftime("%Y-%m-%d"),
             },
             indent=2,
         )
@@ -346,10 +426,12 @@ def main() -> int:
     plot(
         out / "latency.png",
         {
-            "gRPC/Serve sequential": lat_seq,
-            f"gRPC/Serve {args.callers} concurrent": lat_conc,
-            "in-process sequential": ip["seq_lat"],
-            f"in-process {args.callers} concurrent": ip["conc_lat"],
+            "gRPC/Serve sequential, all four": lat_seq,
+            "gRPC/Serve sequential, policy": lat_pol,
+            f"gRPC/Serve {args.callers} concurrent, all four": lat_conc,
+            f"gRPC/Serve {args.callers} concurrent, policy": lat_conc_pol,
+            "in-process sequential, all four": ip["seq_lat"],
+            f"in-process {args.callers} concurrent, all four": ip["conc_lat"],
         },
     )
     print(f"wrote {out}/latency.md, latency.json, latency.png", file=sys.stderr)

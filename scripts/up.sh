@@ -29,9 +29,24 @@ stage "" "Meilisearch"
 $PY -m ltrr.backends.meili_server start
 stage done "Milvus standalone (first start decompresses its binaries into var/milvus-bin)"
 $PY -m ltrr.backends.milvus_server start
-stage done "catalog and indexes (the first run builds the ONNX embedder and embeds the catalog)"
-# The ingest runs before Ray starts, so the embedder may use both cores.
-$BIN/ltrr ingest --config "$CONFIG" ${LTRR_MAX_ARTISTS:+--max-artists "$LTRR_MAX_ARTISTS"}
+# Strategies indexed in the background (default: vector, whose first run embeds the whole catalog):
+# ltrr serves as soon as the others are indexed; `ltrr health` and every answer say what is still
+# missing. LTRR_BACKGROUND_INDEX= (empty) indexes everything before serving.
+BACKGROUND=${LTRR_BACKGROUND_INDEX-vector}
+skip=() only=()
+for s in $BACKGROUND; do skip+=(--skip "$s"); only+=(--only "$s"); done
+stage done "catalog and indexes${BACKGROUND:+ except $BACKGROUND}"
+$BIN/ltrr ingest --config "$CONFIG" ${LTRR_MAX_ARTISTS:+--max-artists "$LTRR_MAX_ARTISTS"} "${skip[@]}"
+if [ -n "$BACKGROUND" ]; then
+  stage done "index $BACKGROUND in the background (log: var/log/ingest-background.log)"
+  if [ -f var/ingest-background.pid ] && kill -0 "$(cat var/ingest-background.pid)" 2>/dev/null; then
+    echo "    already running (pid $(cat var/ingest-background.pid))"
+  else
+    # The first run builds the ONNX embedder (~10 s) and embeds the catalog on both cores (~5 min).
+    nohup $BIN/ltrr ingest --config "$CONFIG" --skip-catalog "${only[@]}" >var/log/ingest-background.log 2>&1 &
+    echo $! >var/ingest-background.pid
+  fi
+fi
 
 stage done "Ray head node"
 if ! $BIN/ray status >/dev/null 2>&1; then
@@ -47,6 +62,7 @@ for _ in $(seq 1 180); do
   if $BIN/ltrr health --timeout 2 >/dev/null 2>&1; then
     echo " SERVING after $(( $(date +%s) - ts )) s"
     echo "==> ltrr is up: $(( $(date +%s) - t0 )) s in all"
+    $BIN/ltrr health --timeout 5 | sed 1d || true  # any index still catching up in the background
     echo "==> example: ltrr search 'artists like radiohead' -k 5"
     $BIN/ltrr search "artists like radiohead" -k 5
     echo "==> example: ltrr search 'radiohaed' (typo) -k 5"

@@ -311,10 +311,16 @@ class VectorStrategy:
         with self._lock, self._translate("ensure_collection"):
             client = self.client()
             if not client.has_collection(cfg.collection, timeout=cfg.load_timeout_s):
-                client.create_collection(
-                    cfg.collection, schema=self._schema(client), index_params=self._index_params(client),
-                    timeout=cfg.load_timeout_s,
-                )  # fmt: skip
+                try:
+                    client.create_collection(
+                        cfg.collection, schema=self._schema(client), index_params=self._index_params(client),
+                        timeout=cfg.load_timeout_s,
+                    )  # fmt: skip
+                except MilvusException:
+                    # Another process (a background ingest, another replica) created it meanwhile: use theirs.
+                    if not client.has_collection(cfg.collection, timeout=cfg.load_timeout_s):
+                        raise
+                    self._check_existing(client)
             else:
                 self._check_existing(client)
             if cfg.partition_by_type:

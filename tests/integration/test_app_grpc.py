@@ -44,6 +44,13 @@ def test_standard_health_and_reflection(ltrr_app):
     assert ei.value.code() == grpc.StatusCode.NOT_FOUND
     first = next(iter(health.Watch(health_pb2.HealthCheckRequest(), timeout=10)))
     assert first.status == health_pb2.HealthCheckResponse.SERVING
+    # Per-strategy index health: every index is up to date after the fixture's ingest.
+    for name in ("lexical", "vector", "graph", "memory"):
+        index = health.Check(health_pb2.HealthCheckRequest(service=f"ltrr.index.{name}"))
+        assert index.status == health_pb2.HealthCheckResponse.SERVING, name
+    with pytest.raises(grpc.RpcError) as ei:
+        health.Check(health_pb2.HealthCheckRequest(service="ltrr.index.nope"))
+    assert ei.value.code() == grpc.StatusCode.NOT_FOUND
     refl = reflection_pb2_grpc.ServerReflectionStub(ch)
     (answer,) = list(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
     names = {s.name for s in answer.list_services_response.service}
@@ -216,6 +223,32 @@ def test_upsert_reaches_every_shared_index(client):
         client.upsert([entity, bad])
     assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert ei.value.details().startswith("entities[1].entity_type: unknown entity type 'album'")
+
+
+def test_a_lagging_index_is_reported_until_it_catches_up(client, ltrr_app):
+    """What a background ingest looks like: the catalog is ahead of the indexes (written here straight
+    into the catalog, as `ltrr ingest` does before it indexes); answers say so and are degraded."""
+    from ltrr.types import Entity
+
+    uid = uuid.uuid4().hex[:8]
+    store = CatalogStore(ltrr_app.catalog_path)
+    total = store.count() + 1
+    store.upsert_entities([Entity(f"artist:lag{uid}", "artist", f"Qwyzzle Lagging {uid}")])
+    store.close()
+    time.sleep(1.2)  # the ingress reads the watermarks at most once a second
+    resp = client.search(f"qwyzzle lagging {uid}", k=5, strategies=["lexical"])
+    (call,) = [c for c in resp.strategies if c.strategy == "lexical"]
+    assert call.status == OK
+    assert call.detail == f"index catching up: 1 of {total} catalog entities not indexed yet"
+    assert resp.degraded
+    assert client.health("ltrr.index.lexical") == "NOT_SERVING"
+    assert client.health() == "SERVING"  # the service itself still answers
+    client.upsert([])  # an empty stream still syncs every strategy
+    time.sleep(1.2)
+    assert client.health("ltrr.index.lexical") == "SERVING"
+    resp = client.search(f"qwyzzle lagging {uid}", k=5, strategies=["lexical"])
+    assert not resp.degraded
+    assert resp.results[0].entity_id == f"artist:lag{uid}"
 
 
 def test_cli_client_in_another_process(ltrr_app):
