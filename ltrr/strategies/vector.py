@@ -18,7 +18,7 @@ cosine similarity ``s(q, e) = q . e`` in [-1, 1] (Milvus ``COSINE`` returns the
 similarity itself, larger is better); candidates are ordered by ``s``
 descending and ranked from 1.
 
-Index: ``HNSW`` (``M=16, efConstruction=100``; ``ef=128`` at search time,
+Index: ``HNSW`` (``M=16, efConstruction=100``; ``ef=512`` at search time,
 raised to ``k`` when ``k`` is larger). The local default server is a real
 Milvus standalone (:mod:`ltrr.backends.milvus_server`), whose knowhere HNSW
 answers in milliseconds; Milvus Lite (:mod:`ltrr.backends.milvus_lite_server`)
@@ -134,7 +134,7 @@ class VectorConfig(BaseModel):
         description="Index build parameters (HNSW: M, efConstruction; IVF_FLAT: nlist).",
     )
     search_params: dict[str, int | float | str] = Field(
-        default_factory=lambda: _params(ef=128),
+        default_factory=lambda: _params(ef=512),
         description="Search parameters (HNSW: ef, raised to k if smaller; IVF_FLAT: nprobe).",
     )
     partition_by_type: bool = Field(
