@@ -36,7 +36,7 @@ from ltrr.index_status import INDEX_SERVICE_PREFIX, IndexBacklog
 from ltrr.ingest import index_target
 from ltrr.query_understanding import QueryUnderstanding, Vocabulary
 from ltrr.service import SearchService
-from ltrr.types import Entity, UserProfile
+from ltrr.types import Candidate, Entity, UserProfile
 from ltrr.v1 import search_pb2 as pb
 from ltrr.validation import entity_from_fields, validate_feedback, validate_search
 
@@ -52,8 +52,8 @@ UPSERT_BATCH = 500
 
 
 def _caller(handle: DeploymentHandle) -> Caller:
-    async def call(query: dict[str, Any], k: int) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await handle.search.remote(query, k)
+    async def call(query: dict[str, Any], k: int) -> list[Candidate]:
+        result: list[Candidate] = await handle.search.remote(query, k)
         return result
 
     return call

@@ -20,7 +20,7 @@ from ltrr.catalog.store import CatalogStore
 from ltrr.config import AppConfig
 from ltrr.ingest import index_target, sync
 from ltrr.strategies.registry import make_strategy
-from ltrr.types import ParsedQuery, Query
+from ltrr.types import Candidate, ParsedQuery, Query
 
 log = logging.getLogger("ray.serve")
 
@@ -63,9 +63,9 @@ class StrategyServer:
             except Exception:  # noqa: BLE001 - keep refreshing; a bad round is logged
                 log.exception("%s: refresh failed", self.name)
 
-    async def search(self, query: dict[str, Any], k: int) -> list[dict[str, Any]]:
-        cands = await asyncio.to_thread(self.strategy.search, Query.from_dict(query), k)
-        return [c.to_dict() for c in cands]
+    async def search(self, query: dict[str, Any], k: int) -> list[Candidate]:
+        # Typed records cross the hop as they are (pickled): no dict round trip on the hot path.
+        return await asyncio.to_thread(self.strategy.search, Query.from_dict(query), k)
 
     async def sync(self) -> int:
         """Index catalog entities changed since this strategy's watermark."""
@@ -82,13 +82,14 @@ class StrategyServer:
 class VectorServer(StrategyServer):
     """The vector strategy, batching concurrent queries into one embed and one search."""
 
-    async def search(self, query: dict[str, Any], k: int) -> list[dict[str, Any]]:
+    async def search(self, query: dict[str, Any], k: int) -> list[Candidate]:
         return await self._batched(query, k)  # type: ignore[misc,call-arg]
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)  # type: ignore[arg-type,misc]
+    # A lone query waits at most 1 ms for company (3 ms cost sequential traffic 3 ms for nothing).
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)  # type: ignore[arg-type,misc]
     async def _batched(  # type: ignore[misc]
         self, queries: list[dict[str, Any]], ks: list[int]
-    ) -> list[list[dict[str, Any]]]:
+    ) -> list[list[Candidate]]:
         qs = [Query.from_dict(q) for q in queries]
-        out = await asyncio.to_thread(self.strategy.search_many, qs, ks)  # type: ignore[attr-defined]
-        return [[c.to_dict() for c in cands] for cands in out]
+        out: list[list[Candidate]] = await asyncio.to_thread(self.strategy.search_many, qs, ks)  # type: ignore[attr-defined]
+        return out

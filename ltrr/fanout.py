@@ -1,7 +1,7 @@
 """Parallel fan-out of one query to several strategies, each with its own deadline.
 
 The fan-out is transport-agnostic: a *caller* is any ``async (query_dict, k) ->
-list[candidate_dict]``. The Serve ingress passes callers that go through
+list[Candidate]`` (candidate dicts are accepted too). The Serve ingress passes callers that go through
 DeploymentHandles; the in-process benchmark passes callers that run the
 strategies in threads; unit tests pass fakes that sleep or raise.
 
@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from ltrr.errors import BackendTimeout
 from ltrr.types import Candidate, Query
 
-Caller = Callable[[dict[str, Any], int], Awaitable[list[dict[str, Any]]]]
+Caller = Callable[[dict[str, Any], int], Awaitable[Sequence[Candidate | dict[str, Any]]]]
 
 OK, TIMEOUT, ERROR, SKIPPED = "ok", "timeout", "error", "skipped"
 
@@ -52,7 +52,7 @@ class Fanout:
         t0 = time.perf_counter()
         try:
             raw = await asyncio.wait_for(self.callers[name](query, k), timeout=self.timeouts_s[name])
-            cands = [Candidate.from_dict(c) for c in raw][:k]
+            cands = [c if isinstance(c, Candidate) else Candidate.from_dict(c) for c in raw[:k]]
             status, detail = OK, ""
         except (TimeoutError, BackendTimeout):
             cands, status = [], TIMEOUT

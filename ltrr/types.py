@@ -220,7 +220,12 @@ class Candidate:
     rank: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Hand-written: on the hot path (every candidate of every call), and asdict's deep copy
+        # cost ~4 ms per search of four 50-candidate calls.
+        return {
+            "entity_id": self.entity_id, "entity_type": self.entity_type, "title": self.title,
+            "subtitle": self.subtitle, "score": self.score, "rank": self.rank,
+        }  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Candidate:

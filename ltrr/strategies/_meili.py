@@ -53,6 +53,7 @@ index bookkeeping (create, settings, count, close) of a strategy owning one inde
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 import time
@@ -180,6 +181,11 @@ class MeiliClient:
         s: requests.Session | None = getattr(self._local, "session", None)
         if s is None:
             s = requests.Session()
+            # The environment's proxy and CA settings, read once here instead of on every request
+            # (requests re-scans os.environ per call when trust_env is on: ~0.5 ms a search).
+            s.proxies = requests.utils.get_environ_proxies(self.url)
+            s.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+            s.trust_env = False
             s.headers.update(self._headers)
             self._local.session = s
             with self._lock:

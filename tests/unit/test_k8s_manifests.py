@@ -349,9 +349,10 @@ def test_ray_pods_share_env_ports_and_the_shared_volume(
         }
         assert (
             env["HF_HUB_OFFLINE"],
+            env["RAY_SERVE_USE_GRPC_BY_DEFAULT"],
             env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"],
             env["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"],
-        ) == ("1", "0", "0")
+        ) == ("1", "1", "1", "1")
         home = env["LTRR_HOME"]
         assert _mounts(pod, container)[home] == {
             "name": "ltrr-shared",
