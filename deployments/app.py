@@ -13,10 +13,8 @@ from ray.serve import Application
 
 from deployments.ingress import Ingress
 from deployments.learner import PolicyLearner
-from deployments.strategy import StrategyServer, VectorServer
+from deployments.strategy import server_class
 from ltrr.config import AppConfig, DeploymentOptions
-
-SERVER_CLASSES: dict[str, type[StrategyServer]] = {"vector": VectorServer}
 
 
 def _options(opts: DeploymentOptions) -> dict[str, Any]:
@@ -33,7 +31,9 @@ def build_app(args: dict[str, Any]) -> Application:
     plain = cfg.model_dump()
     handles = {}
     for name, spec in cfg.enabled().items():
-        cls = SERVER_CLASSES.get(name, StrategyServer)
+        if spec.placement == "ingress":
+            continue  # hosted by every ingress replica (deployments/ingress.py)
+        cls = server_class(name)
         dep = serve.deployment(cls).options(  # type: ignore[attr-defined]
             name=f"{name}", **_options(spec.deployment)
         )

@@ -26,6 +26,7 @@ from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 
 from deployments.rlmodule import BanditRLModule, ModulePlanner
+from deployments.strategy import InProcessHandle, server_class
 from ltrr.bandit import ContextFeaturizer
 from ltrr.catalog.store import CatalogStore
 from ltrr.config import AppConfig
@@ -69,8 +70,14 @@ class Ingress:
     def __init__(
         self, strategies: dict[str, DeploymentHandle], learner: DeploymentHandle, app_config: dict[str, Any]
     ) -> None:
+        """``strategies`` holds the handles of the strategies with their own deployment; those with
+        ``placement: ingress`` are built here, in this replica."""
         app = AppConfig.model_validate(app_config)
         enabled = app.enabled()
+        local = {
+            n: InProcessHandle(server_class(n)(n, app_config)) for n, s in enabled.items() if s.placement == "ingress"
+        }
+        strategies = {**strategies, **local}  # type: ignore[dict-item]
         self.handles = strategies
         self.learner = learner
         self.sync_interval_s = app.policy.sync_interval_s

@@ -1,4 +1,4 @@
-"""A Serve replica hosting one retrieval strategy.
+"""A Serve replica hosting one retrieval strategy (or the same, hosted in the ingress).
 
 It adds only what Serve needs: blocking strategy calls run in a thread so the
 replica's event loop keeps serving, the vector strategy batches concurrent
@@ -93,3 +93,30 @@ class VectorServer(StrategyServer):
         qs = [Query.from_dict(q) for q in queries]
         out: list[list[Candidate]] = await asyncio.to_thread(self.strategy.search_many, qs, ks)  # type: ignore[attr-defined]
         return out
+
+
+#: The server class of each strategy that needs more than :class:`StrategyServer`.
+SERVER_CLASSES: dict[str, type[StrategyServer]] = {"vector": VectorServer}
+
+
+def server_class(name: str) -> type[StrategyServer]:
+    return SERVER_CLASSES.get(name, StrategyServer)
+
+
+class _LocalMethod:
+    def __init__(self, fn: Any) -> None:
+        self._fn = fn
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)  # a coroutine: awaited like a DeploymentResponse
+
+
+class InProcessHandle:
+    """A strategy hosted in the ingress replica (``placement: ingress``), behind the same
+    ``handle.<method>.remote(...)`` calls the ingress makes on a DeploymentHandle."""
+
+    def __init__(self, server: StrategyServer) -> None:
+        self.server = server
+        self.search = _LocalMethod(server.search)
+        self.sync = _LocalMethod(server.sync)
+        self.ready = _LocalMethod(server.ready)

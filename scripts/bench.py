@@ -321,6 +321,11 @@ def plot(path: Path, series: dict[str, list[float]]) -> None:
         xs = sorted(lat)
         ax.plot(xs, [i / len(xs) for i in range(1, len(xs) + 1)], label=name)
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_formatter(ScalarFormatter())  # plain milliseconds, not 3x10^1
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks([5, 10, 20, 50, 100, 200, 500, 1000])
     ax.set_xlabel("Search latency (ms, log scale)")
     ax.set_ylabel("fraction of requests")
     ax.set_title("ltrr Search latency (CDF): gRPC via Ray Serve vs in-process")

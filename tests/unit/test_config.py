@@ -32,6 +32,7 @@ def test_every_registered_config_is_strict(name):
         ({"strategies": {"lexical": {"config": {"urll": "x"}}}}, "strategies.lexical.config"),
         ({"strategies": {"lexical": {"enabled": False}}}, "at least one strategy must be enabled"),
         ({"ingress": {"deployment": {"num_replicas": 0}}}, "num_replicas"),
+        ({"strategies": {"graph": {"placement": "sidecar"}}}, "strategies.graph.placement"),
     ],
 )
 def test_bad_config_names_the_field(args, fragment):
