@@ -209,16 +209,22 @@ def default_torch_threads() -> int:
     wait, so under load 2 threads were far slower than 1 (``docs/embeddings.md``).
     Set ``LTRR_TORCH_THREADS=2`` for a bulk index build on an otherwise idle box.
     """
-    env = os.environ.get("LTRR_TORCH_THREADS", "")
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ConfigError(f"LTRR_TORCH_THREADS must be a positive integer, got {env!r}") from None
-        if n < 1:
-            raise ConfigError(f"LTRR_TORCH_THREADS must be a positive integer, got {env!r}")
-        return n
-    return max(1, min((os.cpu_count() or 2) // 2, 4))
+    n = positive_int_env("LTRR_TORCH_THREADS")
+    return n if n is not None else max(1, min((os.cpu_count() or 2) // 2, 4))
+
+
+def positive_int_env(name: str) -> int | None:
+    """``$name`` as a positive integer, ``None`` if unset or empty; anything else is a :class:`ConfigError`."""
+    env = os.environ.get(name, "")
+    if not env:
+        return None
+    try:
+        n = int(env)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive integer, got {env!r}") from None
+    if n < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {env!r}")
+    return n
 
 
 def _load_quietly(factory: Callable[..., Any], path: str, progress: bool) -> Any:

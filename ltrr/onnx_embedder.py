@@ -60,7 +60,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ltrr import constants
-from ltrr.embedder import _check_texts
+from ltrr.embedder import _check_texts, positive_int_env
 from ltrr.errors import ConfigError
 
 DEFAULT_MODEL_DIR = f"{constants.VAR_DIR}/models/all-MiniLM-L6-v2"
@@ -88,16 +88,8 @@ def default_embed_threads() -> int:
     A Serve replica shares the 2 cores with a dozen processes; one thread per
     query keeps it from spinning against them (as :func:`ltrr.embedder.default_torch_threads`).
     """
-    env = os.environ.get("LTRR_EMBED_THREADS", "")
-    if not env:
-        return 1
-    try:
-        n = int(env)
-    except ValueError:
-        raise ConfigError(f"LTRR_EMBED_THREADS must be a positive integer, got {env!r}") from None
-    if n < 1:
-        raise ConfigError(f"LTRR_EMBED_THREADS must be a positive integer, got {env!r}")
-    return n
+    n = positive_int_env("LTRR_EMBED_THREADS")
+    return 1 if n is None else n
 
 
 # -- build -----------------------------------------------------------------------------
