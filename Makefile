@@ -63,6 +63,7 @@ lint: install
 bench: install meili
 	$(PY) scripts/bench_policy.py
 	$(PY) scripts/bench_eventlog.py
+	$(PY) scripts/bench_embed.py
 	$(PY) scripts/bench.py
 
 clean: down
