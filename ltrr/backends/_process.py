@@ -27,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Callable, ClassVar, Mapping, Self, Sequence
 
+from ltrr.errors import BackendUnavailable
+
 #: Waits until a just-started process serves (raises if it does not); gets the process.
 WaitFn = Callable[["subprocess.Popen[bytes]"], None]
 
@@ -45,6 +47,13 @@ def accepts_connections(host: str, port: int, timeout_s: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def check_port_free(host: str, port: int, server: str, hint: str = "") -> None:
+    """Raise :class:`~ltrr.errors.BackendUnavailable` if something already answers on ``host:port``, so a
+    stale server is never mistaken for the one about to start (``hint`` says what to do about it)."""
+    if accepts_connections(host, port, 0.2):
+        raise BackendUnavailable(f"cannot start {server}: {host}:{port} is already in use by another process{hint}")
 
 
 def log_tail(path: Path, n: int = 1500) -> str:

@@ -53,7 +53,14 @@ from pathlib import Path
 from typing import Sequence
 
 from ltrr import constants
-from ltrr.backends._process import ManagedServer, accepts_connections, daemon_pid, daemon_spawn, log_tail
+from ltrr.backends._process import (
+    ManagedServer,
+    accepts_connections,
+    check_port_free,
+    daemon_pid,
+    daemon_spawn,
+    log_tail,
+)
 from ltrr.backends._process import daemon_stop as _daemon_stop
 from ltrr.backends._process import free_port as free_port  # re-exported: part of this module's API
 from ltrr.errors import BackendUnavailable
@@ -108,11 +115,6 @@ def _wait_ready(
     )
 
 
-def _check_port_free(host: str, port: int) -> None:
-    if accepts_connections(host, port, 0.2):
-        raise BackendUnavailable(f"cannot start milvus-lite: {host}:{port} is already in use by another process")
-
-
 def _log_size(log: Path) -> int:
     try:
         return log.stat().st_size
@@ -157,7 +159,7 @@ class MilvusLiteServer(ManagedServer):
 
     def _run(self) -> None:
         """Start the process and wait until it logged "listening on" and the port accepts connections."""
-        _check_port_free(self.host, self.port)
+        check_port_free(self.host, self.port, "milvus-lite")
         cmd = server_command(self.data_dir, self.host, self.port, self.max_workers)
         offset = _log_size(self.log_path)
         self._launch(
@@ -177,7 +179,7 @@ def daemon_start(data_dir: Path, host: str, port: int, *, omp_threads: int = 1, 
     if pid is not None:
         _wait_ready(host, port, None, log_path, timeout_s, None)
         return pid
-    _check_port_free(host, port)
+    check_port_free(host, port, "milvus-lite")
     offset = _log_size(log_path)
     return daemon_spawn(
         server_command(data, host, port), pidfile, log_path,

@@ -71,6 +71,7 @@ from ltrr import constants
 from ltrr.backends._process import (
     ManagedServer,
     accepts_connections,
+    check_port_free,
     daemon_pid,
     daemon_spawn,
     free_port,
@@ -219,18 +220,12 @@ def healthy(metrics_port: int, timeout_s: float = 1.0) -> bool:
 
 
 def check_etcd_ports_free() -> None:
+    hint = (
+        ". Milvus 2.3.5's embedded etcd always binds 127.0.0.1:2379 and :2380, so only one server runs per "
+        "machine; stop the other one (`make down`, or `python -m ltrr.backends.milvus_server stop`) first"
+    )
     for p in ETCD_PORTS:
-        if accepts_connections("127.0.0.1", p, 0.2):
-            raise BackendUnavailable(
-                f"cannot start Milvus standalone: 127.0.0.1:{p} is in use. Milvus 2.3.5's embedded etcd always "
-                "binds 127.0.0.1:2379 and :2380, so only one server runs per machine; stop the other one "
-                "(`make down`, or `python -m ltrr.backends.milvus_server stop`) first"
-            )
-
-
-def _check_port_free(port: int) -> None:
-    if accepts_connections("127.0.0.1", port, 0.2):
-        raise BackendUnavailable(f"cannot start Milvus standalone: port {port} is already in use by another process")
+        check_port_free("127.0.0.1", p, "Milvus standalone", hint)
 
 
 def _wait_ready(
@@ -249,7 +244,7 @@ def _wait_ready(
 def _prepare(data_dir: Path, port: int, fixed: dict[str, int] | None) -> tuple[list[str], dict[str, int], Path]:
     """Install binaries and write the config; return the argv, the port settings and the binaries' dir."""
     check_etcd_ports_free()
-    _check_port_free(port)
+    check_port_free("127.0.0.1", port, "Milvus standalone")
     bin_dir = install_binaries()
     ports = write_config(data_dir, port, fixed)
     return [str(bin_dir / "milvus"), "run", "standalone"], ports, bin_dir
