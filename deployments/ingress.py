@@ -81,6 +81,7 @@ class Ingress:
         self.handles = strategies
         self.learner = learner
         self.sync_interval_s = app.policy.sync_interval_s
+        self.ladder = app.policy.ladder
         self.store = CatalogStore(app.catalog_path)
         self.backlog = IndexBacklog(self.store, {n: index_target(n, app.strategy_config(n)) for n in enabled})
         vocab = Vocabulary.from_store(self.store)
@@ -151,6 +152,8 @@ class Ingress:
                 strategies=list(request.strategies),
                 explain=request.explain,
                 known_strategies=self.service.strategies,
+                budgets=dict(request.budgets),
+                ladder=self.ladder,
             )
             out = await self.service.search(params)
         except Exception as exc:  # noqa: BLE001 - mapped to a status, never a traceback
@@ -179,9 +182,11 @@ class Ingress:
                     status=_STATUS[c.status],
                     propensity=c.propensity,
                     detail=c.detail,
+                    candidate_ids=out.candidates.get(c.strategy, ()),
                 )
                 for c in out.calls
             ],
+            context_features=out.context,
             policy_version=out.policy_version,
             ranker_version=out.ranker_version,
             degraded=out.degraded,

@@ -46,6 +46,7 @@ class LtrrClient:
         context: Mapping[str, str] | None = None,
         strategies: Iterable[str] = (),
         explain: bool = False,
+        budgets: Mapping[str, int] | None = None,
     ) -> pb.SearchResponse:
         req = pb.SearchRequest(
             query=query,
@@ -55,6 +56,7 @@ class LtrrClient:
             context=dict(context or {}),
             strategies=list(strategies),
             explain=explain,
+            budgets=dict(budgets or {}),
         )
         resp: pb.SearchResponse = self.stub.Search(req, timeout=self.timeout)
         return resp

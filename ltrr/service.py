@@ -42,6 +42,9 @@ class SearchOutcome:
     ranker_version: str
     features: dict[str, dict[str, float]] = field(default_factory=dict)
     decision: Decision | None = None
+    #: only when explain: each strategy's candidate ids in its own order, and the context features
+    candidates: dict[str, list[str]] = field(default_factory=dict)
+    context: dict[str, float] = field(default_factory=dict)
 
 
 def static_plan(known: list[str], forced: tuple[str, ...], default_k: Mapping[str, int]) -> dict[str, int]:
@@ -85,13 +88,18 @@ class SearchService:
                 f"`planner` decides for {list(planner.featurizer.strategies)} but the fan-out calls {self.strategies}"
             )
 
-    def decide(self, query: Query, forced: tuple[str, ...]) -> tuple[Decision, dict[str, float]]:
-        """The context features of ``query`` and the planner's decision (or the forced plan)."""
+    def decide(
+        self, query: Query, forced: tuple[str, ...], budgets: Mapping[str, int] | None = None
+    ) -> tuple[Decision, dict[str, float]]:
+        """The context features of ``query`` and the planner's decision, or the forced plan:
+        ``budgets`` (each strategy's k) if given, else ``forced`` strategies at their default k."""
         fz = self.planner.featurizer
         user = self.users(query.user_id) if query.user_id else None
         stats = self.events.query_stats(query.text)
         features = fz.features(query, user=user, stats=stats, class_rates=self.planner.class_rates())
         x = fz.vector(features)
+        if budgets:
+            return self.planner.force(x, {s: int(budgets.get(s, 0)) for s in self.strategies}), features
         if forced:
             return self.planner.force(x, static_plan(self.strategies, forced, self.default_k)), features
         return self.planner.decide(x), features
@@ -104,13 +112,14 @@ class SearchService:
             entity_types=p.entity_types,
             context=p.context,
         )
-        decision, context = self.decide(query, p.strategies)
+        decision, context = self.decide(query, p.strategies, p.budgets)
         results, calls = await self.fanout.run(query, decision.budgets, decision.inclusion)
         fused = rrf(results, k=p.k, c=self.rrf_c)
         calls, behind = self._note_backlog(calls)
         degraded = behind or any(c.status not in (OK, SKIPPED) for c in calls)
         request_id = uuid.uuid4().hex
         features = {f.entity_id: _features(f) for f in fused} if p.explain else {}
+        candidates = {s: [c.entity_id for c in cs] for s, cs in results.items()}
         event = SearchEvent(
             request_id=request_id,
             ts=now(),
@@ -118,7 +127,7 @@ class SearchService:
             user_id=p.user_id,
             shown=tuple(f.entity_id for f in fused),
             calls=tuple(_call_dict(c) for c in calls),
-            candidates={s: [c.entity_id for c in cs] for s, cs in results.items()},
+            candidates=candidates,
             scores={s: [round(float(c.score), 6) for c in cs] for s, cs in results.items()},
             features=context,
             decision=decision.to_dict(),
@@ -128,7 +137,16 @@ class SearchService:
         )
         await asyncio.to_thread(self.events.record_search, event)
         return SearchOutcome(
-            request_id, fused, calls, degraded, decision.policy_version, RRF_RANKER_VERSION, features, decision
+            request_id,
+            fused,
+            calls,
+            degraded,
+            decision.policy_version,
+            RRF_RANKER_VERSION,
+            features,
+            decision,
+            candidates if p.explain else {},
+            dict(context) if p.explain else {},
         )
 
     def _note_backlog(self, calls: list[CallReport]) -> tuple[list[CallReport], bool]:

@@ -6,8 +6,8 @@ and the math below them trust their inputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
 
 from ltrr import constants as C
 from ltrr.errors import InvalidRequest
@@ -30,6 +30,7 @@ class SearchParams:
     context: Mapping[str, str]
     strategies: tuple[str, ...]
     explain: bool
+    budgets: Mapping[str, int] = field(default_factory=dict)
 
 
 def _dedupe(values: Iterable[str]) -> tuple[str, ...]:
@@ -46,6 +47,8 @@ def validate_search(
     strategies: Iterable[str] = (),
     explain: bool = False,
     known_strategies: Iterable[str] = (),
+    budgets: Mapping[str, int] | None = None,
+    ladder: Sequence[int] = (),
 ) -> SearchParams:
     """Check a search request; raise :class:`InvalidRequest` naming the field."""
     text = " ".join((query or "").split())
@@ -80,7 +83,28 @@ def validate_search(
     for s in forced:
         if s not in known:
             raise InvalidRequest("strategies", f"unknown strategy {s!r}; valid: {', '.join(known)}")
-    return SearchParams(text, user_id, k, types, ctx, forced, bool(explain))
+    plan = _budgets(budgets or {}, known, tuple(ladder))
+    return SearchParams(text, user_id, k, types, ctx, forced, bool(explain), plan)
+
+
+def _budgets(budgets: Mapping[str, int], known: tuple[str, ...], ladder: tuple[int, ...]) -> dict[str, int]:
+    """A forced per-strategy plan: known names, every k on ``ladder`` (when given), at least one called."""
+    if not budgets:
+        return {}
+    plan: dict[str, int] = {}
+    for name, k in budgets.items():
+        s = name.strip().lower()
+        if s not in known:
+            raise InvalidRequest("budgets", f"unknown strategy {name!r}; valid: {', '.join(known)}")
+        k = int(k)
+        if ladder and k not in ladder:
+            raise InvalidRequest(f"budgets[{s}]", f"must be on the budget ladder {list(ladder)}, got {k}")
+        if not 0 <= k <= C.MAX_STRATEGY_K:
+            raise InvalidRequest(f"budgets[{s}]", f"must be in [0, {C.MAX_STRATEGY_K}], got {k}")
+        plan[s] = k
+    if not any(plan.values()):
+        raise InvalidRequest("budgets", "must give at least one strategy a budget above 0")
+    return {s: plan.get(s, 0) for s in known}
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,11 @@ class SearchServiceStub:
                 request_serializer=ltrr_dot_v1_dot_search__pb2.Entity.SerializeToString,
                 response_deserializer=ltrr_dot_v1_dot_search__pb2.UpsertSummary.FromString,
                 _registered_method=True)
+        self.UpsertUsers = channel.stream_unary(
+                '/ltrr.v1.SearchService/UpsertUsers',
+                request_serializer=ltrr_dot_v1_dot_search__pb2.UserProfile.SerializeToString,
+                response_deserializer=ltrr_dot_v1_dot_search__pb2.UpsertUsersSummary.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -75,6 +80,13 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertUsers(self, request_iterator, context):
+        """Add or replace user listening profiles (an operator importing histories).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.UpsertEntities,
                     request_deserializer=ltrr_dot_v1_dot_search__pb2.Entity.FromString,
                     response_serializer=ltrr_dot_v1_dot_search__pb2.UpsertSummary.SerializeToString,
+            ),
+            'UpsertUsers': grpc.stream_unary_rpc_method_handler(
+                    servicer.UpsertUsers,
+                    request_deserializer=ltrr_dot_v1_dot_search__pb2.UserProfile.FromString,
+                    response_serializer=ltrr_dot_v1_dot_search__pb2.UpsertUsersSummary.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class SearchService:
             '/ltrr.v1.SearchService/UpsertEntities',
             ltrr_dot_v1_dot_search__pb2.Entity.SerializeToString,
             ltrr_dot_v1_dot_search__pb2.UpsertSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertUsers(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ltrr.v1.SearchService/UpsertUsers',
+            ltrr_dot_v1_dot_search__pb2.UserProfile.SerializeToString,
+            ltrr_dot_v1_dot_search__pb2.UpsertUsersSummary.FromString,
             options,
             channel_credentials,
             insecure,

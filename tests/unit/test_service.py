@@ -118,6 +118,20 @@ def test_forced_strategy_skips_the_rest_and_is_not_degraded(service):
     assert [r.entity_id for r in out.results] == ["b", "d"]
 
 
+def test_forced_budgets_and_explain_return_each_strategys_candidates_and_the_context(service):
+    p = validate_search(
+        query="q", budgets={"lexical": 2, "vector": 5}, explain=True, known_strategies=NAMES, ladder=(0, 2, 5)
+    )
+    out = asyncio.run(service.search(p))
+    assert out.decision is not None and out.decision.forced and out.decision.propensity == 1.0
+    assert out.decision.budgets == {"lexical": 2, "vector": 5, "graph": 0, "memory": 0}
+    assert {c.strategy: c.requested for c in out.calls} == {"lexical": 2, "vector": 5, "graph": 0, "memory": 0}
+    assert out.candidates == {"lexical": ["a", "b"], "vector": ["b", "d"]}
+    assert out.context["bias"] == 1.0 and set(out.context) == set(service.planner.featurizer.names)
+    plain = asyncio.run(service.search(validate_search(query="q", budgets={"vector": 5}, known_strategies=NAMES)))
+    assert plain.candidates == {} and plain.context == {}, "only explain returns them"
+
+
 def test_feedback_roundtrip(service):
     woken = []
     service.on_feedback = lambda: woken.append(1)

@@ -30,6 +30,15 @@ def _search(**kw):
         ({"context": {"hour": "x" * 257}}, "context", "value of 'hour' must be at most 256 characters, got 257"),
         ({"context": {"k" * 65: "v"}}, "context", "keys must be 1-64 characters, got 65"),
         ({"user_id": "u" * 129}, "user_id", "must be at most 128 characters, got 129"),
+        ({"budgets": {"bm25": 10}}, "budgets", "unknown strategy 'bm25'; valid: lexical, vector, graph, memory"),
+        ({"budgets": {"vector": 0}}, "budgets", "must give at least one strategy a budget above 0"),
+        (
+            {"budgets": {"vector": 30}, "ladder": (0, 10, 25)},
+            "budgets[vector]",
+            "must be on the budget ladder [0, 10, 25], got 30",
+        ),
+        ({"budgets": {"vector": 5000}}, "budgets[vector]", "must be in [0, 1000], got 5000"),
+        ({"budgets": {"vector": -1}}, "budgets[vector]", "must be in [0, 1000], got -1"),
     ],
 )
 def test_search_invalid(kwargs, field, message):
@@ -47,6 +56,9 @@ def test_search_normalises():
     assert p.entity_types == ("artist",)
     assert p.strategies == ("graph",)
     assert _search(query="x" * 256, k=100).k == 100
+    plan = _search(budgets={"Vector": 25, "graph": 0}, ladder=(0, 10, 25)).budgets
+    assert plan == {"lexical": 0, "vector": 25, "graph": 0, "memory": 0}, "unnamed strategies are not called"
+    assert _search().budgets == {}
 
 
 @pytest.mark.parametrize(
