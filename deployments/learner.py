@@ -1,26 +1,42 @@
-"""The policy learner: the one place parameters change (RLlib's Learner, to the deciders' EnvRunners).
+r"""The policy learner: the one place parameters change (RLlib's Learner, to the deciders' EnvRunners).
 
 One replica. A background thread, woken by ``notify`` (each acknowledged
 feedback) or every ``policy.poll_interval_s``:
 
 1. **settles** searches in the durable event log (first positive action, or the
    reward window passing: :meth:`ltrr.eventlog.SQLiteEventLog.settle`);
-2. **learns** from settlements after its cursor, in log order
-   (:func:`ltrr.bandit.rewards.observe` -> :meth:`BanditRLModule.learn`); searches whose
-   caller forced the strategies are skipped unless ``policy.learn_from_forced``. Every
-   settled search's calls also update the measured per-strategy latencies that price the
-   actions (:mod:`ltrr.bandit.latency`; a timeout counts as its strategy's full
-   ``timeout_ms``), forced or not, since who chose the plan does not change what a call costs;
-3. **teaches the query memory** the positive (query, entity) pairs after the
+2. **counts** every search logged after its ``open_cursor``, in log order, the moment it is
+   logged (:meth:`BanditRLModule.open`): each arm the search observed gets a reward-0
+   observation (:math:`A \mathrel{+}= x x^\top`), and its calls' latencies update the
+   measured per-strategy latencies that price the actions (:mod:`ltrr.bandit.latency`; a timeout
+   counts as its strategy's full ``timeout_ms``), forced or not, since who chose the plan does not
+   change what a call costs. Searches whose caller forced the plan are not learned from unless
+   ``policy.learn_from_forced``;
+3. **credits** the positive settlements after its ``cursor`` (:meth:`BanditRLModule.credit`):
+   the arms whose candidates held the clicked entity get :math:`b \mathrel{+}= x`;
+4. **teaches the query memory** the positive (query, entity) pairs after the
    ``memory`` cursor kept in the log (at-least-once: a crash between recording
    and moving the cursor records a click twice);
-4. **checkpoints** the RLModule with RLlib's ``save_to_path`` at most every
+5. **checkpoints** the RLModule with RLlib's ``save_to_path`` at most every
    ``policy.checkpoint_interval_s``, and on shutdown.
 
-The settlement cursor is a buffer of the module, so it is saved with the
-parameters (the latency estimates included): after a crash the learner restores
-the last checkpoint and replays the settlements after it, and each settlement is
-learned from, and its latencies counted, exactly once.
+**Delayed feedback.** A click arrives within seconds, but "no click" is only known when the
+reward window has passed. Learning from settlements in the order they happen (as this learner
+once did) learns every positive at once and every negative ``reward_window_s`` later: in any
+burst of traffic the policy sees only its successes and over-rates cheap plans. Counting each
+search at once as a reward-0 observation and adding the reward when the click comes is exact
+for the per-arm ridge statistics, which are sums: once the clicks are in, ``A`` and ``b`` are
+what learning with the outcome known at once would give, whatever the delays and the order. Until
+then the only searches that read as misses are the ones whose click is still in flight (seconds),
+so the estimates are unbiased up to that, and they never wait for the window. (The
+fake-negative idea of Ktena et al. 2019, "Addressing delayed feedback for continuous training
+with neural networks in CTR prediction", needs an importance correction for a logistic model;
+for a linear-Gaussian model the correction is exact, because the sufficient statistics add up.)
+``tests/unit/test_delayed_feedback.py`` checks it on a seeded stream.
+
+Both cursors are buffers of the module, so they are saved with the parameters (the latency
+estimates included): after a crash the learner restores the last checkpoint and replays the
+searches and settlements after it, and each is counted, credited and timed exactly once.
 
 Deciders (ingress replicas) call :meth:`snapshot` every ``policy.sync_interval_s``
 and load the state with ``set_state``; ``policy_version`` in every response says
@@ -74,7 +90,7 @@ class PolicyLearner:
         self._stop = threading.Event()
         self._saved_version = self.module.version
         self._last_save = time.monotonic()
-        self.totals = {"settled": 0, "learned": 0, "memory": 0, "checkpoints": 0, "errors": 0}
+        self.totals = {"settled": 0, "learned": 0, "credited": 0, "memory": 0, "checkpoints": 0, "errors": 0}
         self._thread = threading.Thread(target=self._loop, name="policy-learner", daemon=True)
         if start:
             self._thread.start()
@@ -124,29 +140,53 @@ class PolicyLearner:
             settled += n
             if n < BATCH:
                 break
-        learned = 0
-        while True:
-            batch = self.events.settlements_since(int(self.module.cursor), BATCH)
-            if not batch:
-                break
-            with self._lock:
-                for st, event in batch:
-                    wanted = st.entity_id if st.outcome == "positive" else None
-                    obs = observe(event, wanted, self.featurizer, self.cfg.ladder)
-                    latencies = latency_samples(event.calls, self.deadlines_ms)
-                    if obs is not None and self.cfg.learns(obs.decision.forced):
-                        self.module.learn(obs.decision, obs.rewards, obs.query_class, obs.hits, latencies)
-                        learned += 1
-                    elif latencies:
-                        self.module.learn_latencies(latencies)
-                    self.module.cursor.fill_(st.seq)
+        opened = self._open_searches()
+        credited = self._credit_positives()
         remembered = self._teach_memory()
         due = time.monotonic() - self._last_save >= self.cfg.checkpoint_interval_s
         if self.module.version != self._saved_version and due:
             self.checkpoint()
-        for k, v in (("settled", settled), ("learned", learned), ("memory", remembered)):
+        out = {"settled": settled, "learned": opened, "credited": credited, "memory": remembered}
+        for k, v in out.items():
             self.totals[k] += v
-        return {"settled": settled, "learned": learned, "memory": remembered}
+        return out
+
+    def _open_searches(self) -> int:
+        """Count every search logged after ``open_cursor``, in log order, as reward-0 observations of
+        the arms it observed (and measure its calls' latencies); returns how many were learned from."""
+        opened = 0
+        while True:
+            batch = self.events.searches_since(int(self.module.open_cursor), BATCH)
+            if not batch:
+                return opened
+            with self._lock:
+                for seq, event in batch:
+                    obs = observe(event, None, self.featurizer, self.cfg.ladder)
+                    latencies = latency_samples(event.calls, self.deadlines_ms)
+                    if obs is not None and self.cfg.learns(obs.decision.forced):
+                        self.module.open(obs.decision, obs.rewards, obs.query_class, latencies)
+                        opened += 1
+                    elif latencies:
+                        self.module.learn_latencies(latencies)
+                    self.module.open_cursor.fill_(seq)
+
+    def _credit_positives(self) -> int:
+        """Credit the positive settlements after ``cursor`` whose searches were counted already;
+        stops at the first one whose search is not (the next step counts it, then credits it)."""
+        credited = 0
+        while True:
+            batch = self.events.positive_settlements_since(int(self.module.cursor), BATCH)
+            if not batch:
+                return credited
+            with self._lock:
+                for st, event, search_seq in batch:
+                    if search_seq > int(self.module.open_cursor):
+                        return credited
+                    obs = observe(event, st.entity_id, self.featurizer, self.cfg.ladder)
+                    if obs is not None and self.cfg.learns(obs.decision.forced):
+                        self.module.credit(obs.decision, obs.rewards, obs.query_class, obs.hits)
+                        credited += 1
+                    self.module.cursor.fill_(st.seq)
 
     def _teach_memory(self) -> int:
         if self.memory is None:
@@ -184,6 +224,7 @@ class PolicyLearner:
             return {
                 "policy_version": self.module.policy_version,
                 "cursor": int(self.module.cursor),
+                "open_cursor": int(self.module.open_cursor),
                 "arm_counts": np.asarray(self.module.count.numpy()).tolist(),
                 "latency_ms": self.module.latency.as_dict(),
                 "saved_version": self._saved_version,

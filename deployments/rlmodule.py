@@ -51,6 +51,9 @@ from ltrr.bandit import (
 from ltrr.bandit.latency import LatencyModel, Sample
 
 DECISIONS = "decisions"
+#: How the learner feeds the module (a checkpoint made under another scheme is relearned from the log):
+#: every search counted at once as reward 0 (:meth:`BanditRLModule.open`), positives credited later.
+LEARNING_SCHEME = "open-then-credit"
 HIT_PROBS = "hit_probs"
 
 
@@ -64,7 +67,12 @@ class BanditRLModule(TorchRLModule):
             observation_space=gym.spaces.Box(-1.0, 1.0, (dim,), dtype=np.float64),
             action_space=gym.spaces.MultiDiscrete([len(cfg.ladder)] * len(strategies)),
             inference_only=False,
-            model_config={"strategies": list(strategies), "dim": int(dim), "policy": cfg.model_dump(mode="json")},
+            model_config={
+                "strategies": list(strategies),
+                "dim": int(dim),
+                "policy": cfg.model_dump(mode="json"),
+                "learning": LEARNING_SCHEME,
+            },
         )
 
     def setup(self) -> None:
@@ -85,6 +93,7 @@ class BanditRLModule(TorchRLModule):
         self.register_buffer("latency_n", torch.zeros(len(strategies), dtype=f64))
         self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
         self.register_buffer("cursor", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("open_cursor", torch.zeros((), dtype=torch.int64))
         self.arms = LinearArms(self.a_inv.numpy(), self.b.numpy(), self.theta.numpy(), self.count.numpy())
         self.arms.reset(cfg.ridge, cfg.prior_hit_rate)
         self.latency = LatencyModel(strategies, cfg.costs, self.latency_ms.numpy(), self.latency_n.numpy())
@@ -141,8 +150,7 @@ class BanditRLModule(TorchRLModule):
     ) -> int:
         """Apply one settled search: arm rewards, per-class hit counts, its calls' latency
         samples (:func:`ltrr.bandit.latency.latency_samples`), version + 1. Returns arms updated."""
-        if not 0 <= query_class < len(QUERY_CLASSES):
-            raise ValueError(f"`query_class` must be in [0, {len(QUERY_CLASSES)}), got {query_class}")
+        self._check_class(query_class)
         known = {(s, k): r for (s, k), r in rewards.items() if s in self.space.strategies and k in self.space.ladder}
         samples = self.latency.check(latencies)  # validate everything before anything changes
         n = self.policy.update(decision, known) if known else 0
@@ -154,6 +162,36 @@ class BanditRLModule(TorchRLModule):
                 self.class_hits[query_class, j] += float(hit)
         self.updates += 1
         return n
+
+    def open(self, decision: Decision, observed: ArmRewards, query_class: int, latencies: Sequence[Sample] = ()) -> int:
+        """Count one logged search before its outcome is known: every arm it observed as a reward-0
+        observation, a trial for each strategy it called successfully, its calls' latency samples;
+        version + 1. :meth:`credit` adds its positive rewards if a click settles it. Returns arms counted."""
+        self._check_class(query_class)
+        known = {(s, k): r for (s, k), r in observed.items() if s in self.space.strategies and k in self.space.ladder}
+        samples = self.latency.check(latencies)
+        n = self.policy.open(decision, known) if known else 0
+        self._apply_latencies(samples)
+        for s in {s for s, _ in known}:
+            self.class_trials[query_class, self.space.strategies.index(s)] += 1.0
+        self.updates += 1
+        return n
+
+    def credit(self, decision: Decision, rewards: ArmRewards, query_class: int, hits: Mapping[str, bool]) -> int:
+        """Add the positive rewards of a search :meth:`open` counted; version + 1. Returns arms credited."""
+        self._check_class(query_class)
+        known = {(s, k): r for (s, k), r in rewards.items() if s in self.space.strategies and k in self.space.ladder}
+        n = self.policy.credit(decision, known) if known else 0
+        for s, hit in hits.items():
+            if s in self.space.strategies and hit:
+                self.class_hits[query_class, self.space.strategies.index(s)] += 1.0
+        self.updates += 1
+        return n
+
+    @staticmethod
+    def _check_class(query_class: int) -> None:
+        if not 0 <= query_class < len(QUERY_CLASSES):
+            raise ValueError(f"`query_class` must be in [0, {len(QUERY_CLASSES)}), got {query_class}")
 
     def learn_latencies(self, latencies: Sequence[Sample]) -> int:
         """A settled search not learned from (e.g. forced): only its calls' latency samples.

@@ -5,18 +5,20 @@ that row by request id and is acknowledged only after its own row is committed
 with ``synchronous=FULL`` (fsync of the WAL on every commit), so an
 acknowledged event survives a crash of the replica or the machine.
 
-Tables (schema v2, ``PRAGMA user_version = 2``)::
+Tables (schema v3, ``PRAGMA user_version = 3``)::
 
     searches    request_id PK, ts, query, user_id, doc (SearchEvent as JSON)
+    search_seq  seq PK AUTOINCREMENT, request_id UNIQUE   the order searches were logged in
     feedback    seq PK AUTOINCREMENT, event_id UNIQUE, request_id, entity_id, action, position, ts
     pending     request_id PK, ts          searches not yet settled (index on ts)
     settlements seq PK AUTOINCREMENT, request_id UNIQUE, outcome, entity_id, action, ts
-    query_stats query PK (normalised), searches, positives, last_ts
+    query_stats query PK (normalised), searches, positives, last_ts   (searches the policy planned)
     cursors     name PK, seq
 
 A v1 file (``feedback.event_id`` as primary key, only ``searches`` and
 ``feedback``) is migrated in place on open: feedback is copied in ``ts`` order
-(so it gets ``seq`` 1..n) and the old searches count as already settled.
+(so it gets ``seq`` 1..n) and the old searches count as already settled. A v2
+file gains ``search_seq``, numbered in ``ts`` order.
 
 Idempotency: writing the same feedback ``event_id`` twice stores it once and
 reports ``duplicate=True``; reusing it for another event is rejected.
@@ -35,7 +37,7 @@ Settlement rule. Search ``r`` (logged at ``t_r``) gets exactly one settlement:
 ``settle`` runs in one ``BEGIN IMMEDIATE`` transaction: it reads the feedback
 committed since its stored scan position (cursor ``_settle``), settles the
 pending searches it finds a qualifying positive for, then expires the old ones,
-removes them from ``pending`` and counts them in ``query_stats``. Rows are
+removes them from ``pending`` and counts them in ``query_stats`` (unless their caller forced the plan). Rows are
 never updated, so a settlement is immutable.
 
 Delivery guarantees. ``seq`` values come from AUTOINCREMENT inside write
@@ -47,6 +49,9 @@ sees a new row ``<= s``.
   applies them, and stores the last ``seq`` in its own checkpoint together with
   the model. A settlement exists once per request (UNIQUE), and the checkpointed
   cursor makes the learner apply each one once, including after a restart.
+* Searches, in log order, exactly once: :meth:`SQLiteEventLog.searches_since` over ``search_seq``
+  (the learner counts each search as an observation the moment it is logged, and credits its
+  positive settlement later: see ``deployments/learner.py``).
 * Memory index, at least once: ``positives_since(cursor("memory"))`` then
   ``set_cursor("memory", last_seq)`` after indexing. A crash between the two
   replays the batch, so the consumer must be idempotent.
@@ -90,7 +95,7 @@ __all__ = [
 ]
 from ltrr.query_understanding import normalize_text
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Cursor holding how far :meth:`SQLiteEventLog.settle` has scanned the feedback table.
 _SETTLE_CURSOR = "_settle"
 _MAX_LIMIT = 100_000
@@ -130,6 +135,13 @@ _V2_TABLES = (
         last_ts   REAL NOT NULL
     )""",
     "CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS search_seq (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT UNIQUE NOT NULL)",
+)
+#: Whether a search's plan was forced by its caller (``SearchEvent.decision.forced``), in SQL.
+_FORCED = "COALESCE(json_extract(s.doc, '$.decision.forced'), 0)"
+#: v2 -> v3 (and v1 after its own step): number the searches already logged in ts order.
+_NUMBER_SEARCHES = (
+    "INSERT OR IGNORE INTO search_seq(request_id) SELECT request_id FROM searches ORDER BY ts, request_id"
 )
 
 #: v1 -> v2: rebuild feedback with a seq (in ts order); the old index goes with the old table.
@@ -217,6 +229,7 @@ class SQLiteEventLog:
                     db.execute(stmt)
             for stmt in _V2_TABLES:
                 db.execute(stmt)
+            db.execute(_NUMBER_SEARCHES)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
@@ -261,6 +274,7 @@ class SQLiteEventLog:
             else:
                 db.execute("INSERT INTO searches(ts, query, user_id, doc, request_id) VALUES (?,?,?,?,?)", row)
                 db.execute("INSERT INTO pending(request_id, ts) VALUES (?,?)", (event.request_id, event.ts))
+                db.execute("INSERT INTO search_seq(request_id) VALUES (?)", (event.request_id,))
 
     def search(self, request_id: str) -> SearchEvent | None:
         with self._read() as db:
@@ -317,28 +331,28 @@ class SQLiteEventLog:
         t = time.time() if now_ts is None else _check_float("now_ts", now_ts, lo=-math.inf, strict=False)
         w = self.reward_window_s
         acts = self.positive_actions
-        # (request_id, query, seq of the deciding positive feedback or None for expired)
-        chosen: list[tuple[str, str, int | None]] = []
+        # (request_id, query, seq of the deciding positive feedback or None for expired, forced)
+        chosen: list[tuple[str, str, int | None, bool]] = []
         with self._tx() as db:
             # 1. Positives among the feedback committed since the last scan, lowest seq first.
             scanned = self._cursor(db, _SETTLE_CURSOR)
             top = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM feedback").fetchone()[0])
             seen: set[str] = set()
             rows = db.execute(
-                "SELECT f.seq, f.request_id, s.query FROM feedback f "
+                f"SELECT f.seq, f.request_id, s.query, {_FORCED} FROM feedback f "
                 "JOIN pending p ON p.request_id = f.request_id JOIN searches s ON s.request_id = f.request_id "
                 f"WHERE f.seq > ? AND f.seq <= ? AND f.action IN {self._in_positive} AND f.ts <= p.ts + ? "
                 "ORDER BY f.seq",
                 (scanned, top, *acts, w),
             )
-            for fseq, rid, query in rows:
+            for fseq, rid, query, forced in rows:
                 if rid in seen:
                     continue
                 if len(chosen) == limit:
                     top = int(fseq) - 1  # resume here next time
                     break
                 seen.add(rid)
-                chosen.append((rid, query, int(fseq)))
+                chosen.append((rid, query, int(fseq), bool(forced)))
             rows.close()
             if top != scanned:
                 db.execute(
@@ -350,17 +364,19 @@ class SQLiteEventLog:
             if len(chosen) < limit:
                 old = db.execute(
                     "SELECT p.request_id, s.query, (SELECT f.seq FROM feedback f WHERE f.request_id = p.request_id "
-                    f"AND f.action IN {self._in_positive} AND f.ts <= p.ts + ? ORDER BY f.seq LIMIT 1) "
+                    f"AND f.action IN {self._in_positive} AND f.ts <= p.ts + ? ORDER BY f.seq LIMIT 1), {_FORCED} "
                     "FROM pending p JOIN searches s ON s.request_id = p.request_id "
                     "WHERE p.ts < ? ORDER BY p.ts LIMIT ?",
                     (*acts, w, t - w - self.expiry_grace_s, limit - len(chosen)),
                 ).fetchall()
                 db.executemany("DELETE FROM pending WHERE request_id=?", [(r[0],) for r in old])
-                chosen += [(rid, q, None if fseq is None else int(fseq)) for rid, q, fseq in old]
-            out = [self._insert_settlement(db, rid, fseq, t) for rid, _, fseq in chosen]
+                chosen += [(rid, q, None if fseq is None else int(fseq), bool(f)) for rid, q, fseq, f in old]
+            out = [self._insert_settlement(db, rid, fseq, t) for rid, _, fseq, _ in chosen]
             searches: Counter[str] = Counter()
             positives: Counter[str] = Counter()
-            for _, query, fseq in chosen:
+            for _, query, fseq, forced in chosen:
+                if forced:  # the caller chose the plan: its outcome says nothing of how the policy serves it
+                    continue
                 key = normalize_text(query)
                 searches[key] += 1
                 positives[key] += fseq is not None
@@ -398,6 +414,33 @@ class SQLiteEventLog:
                 (seq, limit),
             ).fetchall()
         return [(Settlement(*r[:6]), SearchEvent.from_dict(json.loads(r[6]))) for r in rows]
+
+    def searches_since(self, seq: int, limit: int = 1000) -> list[tuple[int, SearchEvent]]:
+        """Searches logged after position ``seq`` of ``search_seq``, in log order: (seq, event)."""
+        _check_int("seq", seq, 0, 2**63 - 1)
+        _check_int("limit", limit, 1, _MAX_LIMIT)
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT q.seq, s.doc FROM search_seq q JOIN searches s ON s.request_id = q.request_id "
+                "WHERE q.seq > ? ORDER BY q.seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [(int(r[0]), SearchEvent.from_dict(json.loads(r[1]))) for r in rows]
+
+    def positive_settlements_since(self, seq: int, limit: int = 1000) -> list[tuple[Settlement, SearchEvent, int]]:
+        """Positive settlements with ``seq`` above ``seq``, oldest first, each with its search and
+        that search's ``search_seq`` position (to credit it only once it was counted)."""
+        _check_int("seq", seq, 0, 2**63 - 1)
+        _check_int("limit", limit, 1, _MAX_LIMIT)
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT st.seq, st.request_id, st.outcome, st.entity_id, st.action, st.ts, s.doc, q.seq "
+                "FROM settlements st JOIN searches s ON s.request_id = st.request_id "
+                "JOIN search_seq q ON q.request_id = st.request_id "
+                "WHERE st.seq > ? AND st.outcome = ? ORDER BY st.seq LIMIT ?",
+                (seq, POSITIVE, limit),
+            ).fetchall()
+        return [(Settlement(*r[:6]), SearchEvent.from_dict(json.loads(r[6])), int(r[7])) for r in rows]
 
     def iter_settled(
         self, since: int = 0, *, limit: int | None = None, batch_size: int = 1000

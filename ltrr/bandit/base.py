@@ -161,19 +161,47 @@ class Policy(ABC):
 
     def update(self, decision: Decision, rewards: ArmRewards) -> int:
         """Apply semi-bandit rewards ``{(strategy, k): r}`` observed for ``decision``; returns arms updated."""
+        x, arms = self._arms_of(decision, rewards)
+        for arm, r in zip(arms, rewards.values(), strict=True):
+            self.arms.update(arm, x, float(r))
+        return len(arms)
+
+    def open(self, decision: Decision, observed: ArmRewards) -> int:
+        """Count the arms ``decision`` observed as reward-0 observations, before its outcome is known
+        (the keys of ``observed`` name them; the values must be 0). :meth:`credit` adds the
+        positives later; the two together equal :meth:`update` exactly."""
+        if any(r for r in observed.values()):
+            raise ValueError("`observed` must hold only 0 rewards; credit the positives with `credit`")
+        x, arms = self._arms_of(decision, observed)
+        for arm in arms:
+            self.arms.observe(arm, x)
+        return len(arms)
+
+    def credit(self, decision: Decision, rewards: ArmRewards) -> int:
+        """Add the positive rewards of a decision already counted by :meth:`open`; returns arms credited."""
+        x, arms = self._arms_of(decision, rewards)
+        n = 0
+        for arm, r in zip(arms, rewards.values(), strict=True):
+            if r:
+                self.arms.reward(arm, x, float(r))
+                n += 1
+        return n
+
+    def _arms_of(self, decision: Decision, rewards: ArmRewards) -> tuple[np.ndarray, list[int]]:
+        """The context vector and the arm ids of ``rewards``, all validated before anything changes."""
         if decision.x is None:
             raise ValueError("`decision.x` must hold the context vector to update from it")
         x = self._check(decision.x)
-        for (strategy, k), r in rewards.items():  # validate all first: an invalid reward updates nothing
+        arms = []
+        for (strategy, k), r in rewards.items():
             if strategy not in self.space.strategies:
                 raise ValueError(f"`rewards` names unknown strategy {strategy!r}; known: {list(self.space.strategies)}")
             if k not in self.space.ladder or k == 0:
                 raise ValueError(f"`rewards` budget for {strategy!r} must be a positive ladder budget, got {k}")
             if r not in (0, 1, 0.0, 1.0):
                 raise ValueError(f"`rewards` must be 0 or 1, got {r!r} for ({strategy!r}, {k})")
-        for (strategy, k), r in rewards.items():
-            self.arms.update(self.space.arm(self.space.strategies.index(strategy), self.space.ladder.index(k)), x, r)
-        return len(rewards)
+            arms.append(self.space.arm(self.space.strategies.index(strategy), self.space.ladder.index(k)))
+        return x, arms
 
     def forced(self, x: np.ndarray, budgets: Mapping[str, int]) -> Decision:
         """A decision the caller imposed (propensity 1): logged, not explored, learned from only

@@ -62,10 +62,24 @@ class LinearArms:
         return np.sqrt(np.maximum(v @ x, 0.0))
 
     def update(self, arm: int, x: np.ndarray, reward: float) -> None:
-        """Add one observation to arm ``arm`` (in place)."""
+        """Add one observation to arm ``arm`` (in place): :meth:`observe` then :meth:`reward`."""
+        self.observe(arm, x)
+        if reward:
+            self.reward(arm, x, reward)
+
+    def observe(self, arm: int, x: np.ndarray) -> None:
+        """Count one observation of arm ``arm`` at ``x`` with reward 0 (:math:`A \\mathrel{+}= x x^\\top`).
+
+        The statistics are sums, so a reward that arrives later is exactly :meth:`reward` on top:
+        ``observe`` now and ``reward(r)`` later leave ``A``, ``b`` and ``theta`` as ``update(r)`` would."""
         ai = self.a_inv[arm]
         u = ai @ x
         ai -= np.outer(u, u) / (1.0 + float(x @ u))
-        self.b[arm] += reward * x
         self.theta[arm] = ai @ self.b[arm]
         self.count[arm] += 1.0
+
+    def reward(self, arm: int, x: np.ndarray, reward: float) -> None:
+        """Add reward ``reward`` to an observation of arm ``arm`` at ``x`` already counted by :meth:`observe`
+        (:math:`b \\mathrel{+}= r x`)."""
+        self.b[arm] += reward * x
+        self.theta[arm] = self.a_inv[arm] @ self.b[arm]

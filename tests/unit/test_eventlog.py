@@ -45,7 +45,7 @@ def test_feedback_is_idempotent_and_durable(tmp_path, log):
     other = sqlite3.connect(tmp_path / "events.sqlite")
     assert other.execute("SELECT seq, event_id, action FROM feedback").fetchall() == [(1, "e1", "click")]
     assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert other.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert other.execute("PRAGMA user_version").fetchone()[0] == 3
     other.close()
     assert log.search("r1") == search()
 
@@ -362,7 +362,7 @@ def test_v1_file_is_migrated_in_place(tmp_path):
     lg.close()
 
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 3
     assert raw.execute("SELECT seq, event_id FROM feedback ORDER BY seq").fetchall() == [
         (1, "zz"),
         (2, "mm"),
@@ -383,7 +383,7 @@ def test_newer_schema_is_refused(tmp_path):
     raw = sqlite3.connect(path)
     raw.execute("PRAGMA user_version=9")
     raw.close()
-    with pytest.raises(ValueError, match=r"has event-log schema v9; this code reads v2"):
+    with pytest.raises(ValueError, match=r"has event-log schema v9; this code reads v3"):
         SQLiteEventLog(path)
 
 

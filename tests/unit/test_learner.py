@@ -59,9 +59,10 @@ def test_learns_each_settlement_once_and_replays_after_a_crash(tmp_path):
     args = app_args(tmp_path)
     log_searches(tmp_path, 3)
     first = PolicyLearner(args, start=False)
-    assert first.step() == {"settled": 3, "learned": 3, "memory": 0}
-    assert first.module.version == 3 and int(first.module.cursor) == 3
-    assert first.step() == {"settled": 0, "learned": 0, "memory": 0}, "nothing is learned twice"
+    assert first.step() == {"settled": 3, "learned": 3, "credited": 3, "memory": 0}
+    assert first.module.version == 6, "each search counted once and credited once"
+    assert int(first.module.cursor) == 3 and int(first.module.open_cursor) == 3
+    assert first.step() == {"settled": 0, "learned": 0, "credited": 0, "memory": 0}, "nothing is learned twice"
     arms = first.module.arms
     graph10, lex10 = first.module.space.arm(1, 1), first.module.space.arm(0, 1)
     assert arms.count[graph10] == 3 and arms.count[lex10] == 3
@@ -70,16 +71,17 @@ def test_learns_each_settlement_once_and_replays_after_a_crash(tmp_path):
     assert first.checkpoint() is not None
 
     log_searches(tmp_path, 2, start=3)
-    assert first.step()["learned"] == 2 and first.module.version == 5  # not checkpointed: interval 3600 s
+    assert first.step()["learned"] == 2 and first.module.version == 10  # not checkpointed: interval 3600 s
     first._stop.set()  # crash: no final checkpoint
     second = PolicyLearner(args, start=False)
-    assert second.module.version == 3 and int(second.module.cursor) == 3, "restored from the checkpoint"
+    assert second.module.version == 6 and int(second.module.cursor) == 3, "restored from the checkpoint"
+    assert int(second.module.open_cursor) == 3
     assert second.step()["learned"] == 2, "replays exactly what the checkpoint had not learned"
     np.testing.assert_allclose(second.module.arms.theta, first.module.arms.theta, rtol=0, atol=1e-12)
     np.testing.assert_allclose(second.module.arms.a_inv, first.module.arms.a_inv, rtol=0, atol=1e-12)
     second.close()  # a clean shutdown checkpoints
     third = PolicyLearner(args, start=False)
-    assert third.module.version == 5 and third.step()["learned"] == 0
+    assert third.module.version == 10 and third.step()["learned"] == 0
     third.close()
 
 
@@ -143,7 +145,7 @@ def test_snapshot_only_when_the_version_moved(tmp_path):
     assert learner.snapshot(0) is None
     learner.step()
     snap = learner.snapshot(0)
-    assert snap["version"] == 1 and snap["state"]["updates"] == 1
+    assert snap["version"] == 2 and snap["state"]["updates"] == 2, "counted, then credited"
     learner.close()
 
 
@@ -167,10 +169,10 @@ def test_forced_searches_are_not_learned_from_unless_configured(tmp_path):
     log.record_feedback(FeedbackEvent("e1", "f1", "a", "click", 1, now()))
     log.close()
     skip = PolicyLearner(app_args(tmp_path), start=False)
-    assert skip.step() == {"settled": 1, "learned": 0, "memory": 0} and int(skip.module.cursor) == 1
+    assert skip.step() == {"settled": 1, "learned": 0, "credited": 0, "memory": 0} and int(skip.module.cursor) == 1
     skip._stop.set()
     learn = PolicyLearner(app_args(tmp_path, learn_from_forced=True), start=False)
-    assert learn.step() == {"settled": 0, "learned": 1, "memory": 0}
+    assert learn.step() == {"settled": 0, "learned": 1, "credited": 1, "memory": 0}
     learn.close()
 
 

@@ -216,6 +216,33 @@ def test_learn_by_hand() -> None:
     assert_views(module)
 
 
+def test_open_then_credit_equals_learn_exactly() -> None:
+    """Counting searches at once as misses and crediting clicks later, in any order, gives the
+    statistics of learning each outcome at once (what the learner relies on under delayed feedback)."""
+    at_once, delayed = fresh(), fresh()
+    rng = np.random.default_rng(7)
+    pending = []
+    for x in contexts(60, seed=2):
+        d = at_once.policy.select(x)
+        rewards = {}
+        for s, name in enumerate(STRATEGIES):
+            u = rng.random()
+            for lv in range(1, LADDER.index(d.budgets[name]) + 1):
+                rewards[(name, LADDER[lv])] = float(u < TRUE_HIT[s, lv])
+        cls = int(rng.integers(5))
+        at_once.learn(d, rewards, cls, strategy_hits(rewards))
+        delayed.open(d, dict.fromkeys(rewards, 0.0), cls)
+        pending.append((d, rewards, cls))
+    for i in rng.permutation(len(pending)):  # the clicks land in another order
+        d, rewards, cls = pending[i]
+        delayed.credit(d, rewards, cls, strategy_hits(rewards))
+    for name in BUFFERS[:6]:
+        np.testing.assert_allclose(getattr(delayed, name).numpy(), getattr(at_once, name).numpy(), atol=1e-9)
+    with pytest.raises(ValueError, match="`observed` must hold only 0 rewards"):
+        delayed.open(pending[0][0], {("lexical", 10): 1.0}, 0)
+    assert_views(delayed)
+
+
 def test_learn_measures_latencies_by_hand() -> None:
     module = fresh(costs={"latency_ms": {"vector": 150.0}})  # n0 5, alpha 0.05, default prior 10 ms
     assert module.latency.as_dict() == {"lexical": 10.0, "vector": 150.0, "graph": 10.0}
@@ -283,7 +310,7 @@ def test_learn_rejects_bad_reward_without_side_effects() -> None:
 # --------------------------------------------------------------------------- state
 def test_get_state_is_float64(trained: BanditRLModule) -> None:
     state = trained.get_state()
-    assert set(state) == {*BUFFERS, "updates", "cursor"}
+    assert set(state) == {*BUFFERS, "updates", "cursor", "open_cursor"}
     assert state["latency_n"].sum() > 0 and set(state["latency_ms"]) != {10.0}, "the trained module measured calls"
     for name in BUFFERS:
         assert state[name].dtype == np.float64
