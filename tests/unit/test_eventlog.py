@@ -298,6 +298,29 @@ def test_query_stats_count_settled_searches_by_normalised_query(slog):
     assert slog.query_stats("never searched") == (0, 0)
 
 
+def test_query_stats_leave_out_searches_whose_caller_forced_the_plan(slog):
+    forced = {"budgets": {"lexical": 100}, "forced": True}
+    slog.record_search(search("f1", ts=1000.0, decision=forced))
+    slog.record_search(search("f2", ts=1000.0, decision=forced))
+    slog.record_search(search("p1", ts=1000.0, decision={"budgets": {"lexical": 10}, "forced": False}))
+    slog.record_feedback(fb("e1", "f1", ts=1001.0))
+    slog.record_feedback(fb("e2", "p1", ts=1001.0))
+    assert len(slog.settle(1020.0)) == 3, "all settle"
+    assert slog.query_stats("radiohead") == (1, 1), "only the search the policy planned counts"
+
+
+def test_searches_are_read_in_log_order_with_their_positive_settlements(slog):
+    for i, ts in enumerate([1003.0, 1001.0, 1002.0]):  # logged in this order, whatever their ts
+        slog.record_search(search(f"r{i}", ts=ts))
+    assert [(q, e.request_id) for q, e in slog.searches_since(0)] == [(1, "r0"), (2, "r1"), (3, "r2")]
+    assert [e.request_id for _, e in slog.searches_since(1, limit=1)] == ["r1"]
+    slog.record_feedback(fb("e1", "r2", ts=1002.5))
+    slog.settle(1020.0)  # r2 positive, r0 and r1 expired
+    [(st, ev, q)] = slog.positive_settlements_since(0)
+    assert (st.outcome, ev.request_id, q) == ("positive", "r2", 3)
+    assert slog.positive_settlements_since(st.seq) == []
+
+
 def test_reads_do_not_wait_behind_a_blocked_write(tmp_path, log):
     log.record_search(search())
     raw = sqlite3.connect(tmp_path / "events.sqlite", isolation_level=None)
