@@ -49,6 +49,7 @@ from ltrr.bandit import (
     make_policy,
 )
 from ltrr.bandit.latency import LatencyModel, Sample
+from ltrr.bandit.prior import load_prior
 
 DECISIONS = "decisions"
 #: How the learner feeds the module (a checkpoint made under another scheme is relearned from the log):
@@ -96,6 +97,12 @@ class BanditRLModule(TorchRLModule):
         self.register_buffer("open_cursor", torch.zeros((), dtype=torch.int64))
         self.arms = LinearArms(self.a_inv.numpy(), self.b.numpy(), self.theta.numpy(), self.count.numpy())
         self.arms.reset(cfg.ridge, cfg.prior_hit_rate)
+        if cfg.prior_path:
+            prior = load_prior(cfg.prior_path, strategies, cfg.ladder)
+            names = ContextFeaturizer(strategies).names
+            if len(names) != dim:
+                raise ValueError(f"`dim` must be {len(names)} (the featurizer's) to install a fitted prior, got {dim}")
+            prior.install(self.arms, names, cfg.ridge, cfg.prior_hit_rate, cfg.prior_weight)
         self.latency = LatencyModel(strategies, cfg.costs, self.latency_ms.numpy(), self.latency_n.numpy())
         self.latency.reset()
         self.space.set_latency(self.latency.mean)

@@ -103,6 +103,14 @@ class PolicyConfig(BaseModel):
     prior_hit_rate: float = Field(
         0.3, ge=0.0, le=1.0, description="Prior mean hit probability of every arm (on the bias feature)."
     )
+    prior_path: str | None = Field(
+        None,
+        description="A fitted prior for the arms (ltrr.bandit.prior; `scripts/fit_prior.py` writes one from "
+        "full-information searches of predicted queries); None: the flat prior of ridge and prior_hit_rate.",
+    )
+    prior_weight: float = Field(
+        100.0, ge=0.0, le=1e6, description="How many searches the fitted prior counts as (pseudo-observations)."
+    )
     ts_scale: float = Field(0.5, gt=0.0, le=10.0, description="Linear TS: posterior scale v (noise std of the reward).")
     ts_resamples: int = Field(
         64, ge=8, le=4096, description="Linear TS: posterior draws per decision to estimate its propensities."

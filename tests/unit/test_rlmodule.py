@@ -406,3 +406,22 @@ def test_module_planner(trained: BanditRLModule, obs: np.ndarray) -> None:
     planner.module.learn(decision, {("lexical", 10): 1.0}, 0, {"lexical": True})
     np.testing.assert_array_equal(planner.class_rates(), trained.class_rates())
     assert planner.version == 41
+
+
+def test_a_fitted_prior_is_installed_at_build_and_a_bad_one_fails_at_start(tmp_path: Path, obs: np.ndarray) -> None:
+    from ltrr.bandit.prior import fit_prior
+    from ltrr.errors import ConfigError
+
+    recs = [({"bias": 1.0}, {"vector": 5})] * 50  # vector holds the item at rank 5, the others miss
+    path = fit_prior(recs, STRATEGIES, LADDER, FZ.names).save(tmp_path / "prior.npz")
+    module = fresh(prior_path=str(path), prior_weight=500.0)
+    table = module.space.hit_table(module.arms.mean(FZ.vector({"bias": 1.0})))
+    np.testing.assert_allclose(table[:, 1:], [[0, 0], [1, 1], [0, 0]], atol=0.01)
+    assert module.count.tolist() == [0.0] * 6 and module.version == 0
+    assert module.forward_inference({Columns.OBS: FZ.vector({"bias": 1.0})[None]})[DECISIONS][0].budgets == {
+        "lexical": 0,
+        "vector": 10,
+        "graph": 0,
+    }, "the prior alone picks the one strategy that finds it, at its smallest budget"
+    with pytest.raises(ConfigError, match="policy.prior_path: no prior file"):
+        fresh(prior_path=str(tmp_path / "missing.npz"))
