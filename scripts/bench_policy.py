@@ -82,6 +82,11 @@ def latency(n: int) -> dict[str, dict[str, float]]:
     out["RLModule.forward_inference (greedy)"] = timed(lambda: module.forward_inference(obs), n, "inference")
     d = planner.decide(x)
     out["RLModule.learn (learner, 4 arms)"] = timed(lambda: module.learn(d, rewards, 3, {"graph": True}), n, "learn")
+    observed = dict.fromkeys(rewards, 0.0)
+    out["RLModule.open (learner counts a search, 4 arms)"] = timed(lambda: module.open(d, observed, 3), n, "open")
+    out["RLModule.credit (learner credits a click, 4 arms)"] = timed(
+        lambda: module.credit(d, rewards, 3, {"graph": True}), n, "credit"
+    )
     state = module.state_copy()
     out["learner snapshot (state_copy)"] = timed(module.state_copy, n // 5, "snapshot")
     out["decider load (set_state)"] = timed(lambda: planner.load(state), n // 5, "load")
