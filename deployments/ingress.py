@@ -39,7 +39,7 @@ from ltrr.query_understanding import QueryUnderstanding, Vocabulary
 from ltrr.service import SearchService
 from ltrr.types import Candidate, Entity, UserProfile
 from ltrr.v1 import search_pb2 as pb
-from ltrr.validation import entity_from_fields, validate_feedback, validate_search
+from ltrr.validation import entity_from_fields, user_from_fields, validate_feedback, validate_search
 
 log = logging.getLogger("ray.serve")
 SERVICE_NAME = "ltrr.v1.SearchService"
@@ -244,6 +244,36 @@ class Ingress:
             else:
                 indexed[n] = int(r)
         return pb.UpsertSummary(received=len(entities), changed=changed, indexed=indexed, failed=failed)
+
+    async def UpsertUsers(
+        self, request_stream: AsyncIterator[pb.UserProfile], grpc_context: RayServegRPCContext
+    ) -> pb.UpsertUsersSummary:
+        """Validate every streamed profile, then write them all (:func:`ltrr.validation.user_from_fields`).
+
+        Artist ids must be catalog artists (upsert the entities first): an unknown id is rejected with
+        INVALID_ARGUMENT naming it (``users[i].top_artists[j].name``), since a name sent in place of an id
+        ("radiohead") would otherwise be stored and never match. Nothing is written unless all are valid.
+        """
+        try:
+            msgs = [msg async for msg in request_stream]
+            wanted = sorted({n.name.strip() for msg in msgs for n in msg.top_artists})
+            found = await asyncio.to_thread(self.store.get_many, wanted)
+            known = {eid for eid, e in found.items() if e.entity_type == "artist"}
+            users = [
+                user_from_fields(
+                    i,
+                    user_id=msg.user_id,
+                    top_artists=[(n.name, n.weight) for n in msg.top_artists],
+                    top_tags=[(n.name, n.weight) for n in msg.top_tags],
+                    known_artists=known,
+                )
+                for i, msg in enumerate(msgs)
+            ]
+            changed = await asyncio.to_thread(self.store.upsert_users, users)
+        except Exception as exc:  # noqa: BLE001
+            _fail(grpc_context, exc)
+            return pb.UpsertUsersSummary()
+        return pb.UpsertUsersSummary(received=len(users), changed=changed)
 
     # -- grpc.health.v1.Health ---------------------------------------------------
     async def _strategies_ready(self) -> bool:

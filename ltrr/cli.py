@@ -7,6 +7,9 @@ ltrr health   [--target H:P]
 ltrr catalog  summary | synthetic --n N --out F
 ltrr ope      [--config F] [--policy P ...] [--estimator E ...] [--since T] [--out DIR]
               off-policy estimates of candidate recall and cost from the event log
+ltrr users    import FILE | show USER_ID [--config F] [--catalog PATH]
+              import listening profiles (JSON Lines, one profile a line; - reads stdin)
+              into the config's catalog store, or print one as such a line
 """
 
 from __future__ import annotations
@@ -17,6 +20,13 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ltrr.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from ltrr.catalog.store import CatalogStore
+    from ltrr.types import UserProfile
 
 DEFAULT_CONFIG = "deployments/serve_config.yaml"
 
@@ -162,6 +172,132 @@ def _ope(args: argparse.Namespace) -> int:
     return 0
 
 
+_PROFILE_FIELDS = ("user_id", "top_artists", "top_tags")
+_PROGRESS_EVERY = 10_000
+
+
+def _weighted(where: str, value: object) -> object:
+    """``[{"name": n, "weight": w}, ...]`` (the proto's WeightedName) or ``[[n, w], ...]`` -> pairs."""
+    if not isinstance(value, list):
+        return value  # user_from_fields names the type
+    out: list[object] = []
+    for j, item in enumerate(value):
+        if isinstance(item, dict):
+            extra = sorted(set(item) - {"name", "weight"})
+            if extra:
+                raise InvalidRequest(f"{where}[{j}]", f"unknown field {extra[0]!r}; valid: name, weight")
+            item = (item.get("name", ""), item.get("weight"))
+        out.append(item)
+    return out
+
+
+def _profile_fields(index: int, obj: object) -> tuple[object, object, object]:
+    """One JSON line's ``(user_id, top_artists, top_tags)``, for :func:`ltrr.validation.user_from_fields`."""
+    where = f"users[{index}]"
+    if not isinstance(obj, dict):
+        raise InvalidRequest(where, f"must be a JSON object with {', '.join(_PROFILE_FIELDS)}")
+    extra = sorted(set(obj) - set(_PROFILE_FIELDS))
+    if extra:
+        raise InvalidRequest(where, f"unknown field {extra[0]!r}; valid: {', '.join(_PROFILE_FIELDS)}")
+    return (
+        obj.get("user_id", ""),
+        _weighted(f"{where}.top_artists", obj.get("top_artists", [])),
+        _weighted(f"{where}.top_tags", obj.get("top_tags", [])),
+    )
+
+
+def _artist_names(fields: list[tuple[object, object, object]]) -> list[str]:
+    """Every artist name the profiles mention (to look them up in the catalog once)."""
+    names: set[str] = set()
+    for _, artists, _ in fields:
+        for item in artists if isinstance(artists, list) else ():
+            if isinstance(item, (list, tuple)) and item and isinstance(item[0], str):
+                names.add(item[0].strip())
+    return sorted(names)
+
+
+def _profile_json(u: UserProfile) -> str:
+    return json.dumps(
+        {
+            "user_id": u.user_id,
+            "top_artists": [{"name": a, "weight": w} for a, w in u.top_artists],
+            "top_tags": [{"name": t, "weight": w} for t, w in u.top_tags],
+        },
+        ensure_ascii=False,
+    )
+
+
+def _users(args: argparse.Namespace) -> int:
+    """``ltrr users import FILE`` / ``ltrr users show USER_ID`` on the app config's catalog store."""
+    from ltrr.appconfig_io import load_app_config
+    from ltrr.catalog.store import CatalogStore
+
+    path = Path(args.catalog or load_app_config(args.config).catalog_path)
+    if not path.exists():
+        print(f"error: no catalog at {path} (`ltrr ingest` builds it)", file=sys.stderr)
+        return 2
+    store = CatalogStore(path)
+    try:
+        return _users_show(store, args.target) if args.action == "show" else _users_import(store, args.target)
+    finally:
+        store.close()
+
+
+def _users_show(store: CatalogStore, user_id: str) -> int:
+    profile = store.user(user_id.strip())
+    if profile is None:
+        print(f"error: no profile for {user_id!r} in {store.path}", file=sys.stderr)
+        return 1
+    state = store.user_state(profile.user_id)
+    if state is not None:
+        print(f"learned from {state.get('events', 0)} positive events", file=sys.stderr)
+    print(_profile_json(profile))
+    return 0
+
+
+def _users_import(store: CatalogStore, source: str) -> int:
+    """Read and check every line, then write all profiles in one transaction (nothing on an error)."""
+    from ltrr.validation import user_from_fields
+
+    fields: list[tuple[object, object, object]] = []
+    lines: list[int] = []
+    try:
+        stream = sys.stdin if source == "-" else open(source, encoding="utf-8")
+    except OSError as exc:
+        print(f"error: FILE: cannot read {source!r}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        for n, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                fields.append(_profile_fields(len(fields), json.loads(line.rstrip("\r\n"))))
+            except json.JSONDecodeError as exc:
+                print(f"error: line {n}: not valid JSON (column {exc.colno}): {exc.msg}", file=sys.stderr)
+                return 2
+            except InvalidRequest as exc:
+                print(f"error: line {n}: {exc}", file=sys.stderr)
+                return 2
+            lines.append(n)
+            if len(fields) % _PROGRESS_EVERY == 0:
+                print(f"users: read {len(fields)} profiles", file=sys.stderr)
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    print(f"users: read {len(fields)} profiles; checking them against {store.path}", file=sys.stderr)
+    known = {eid for eid, e in store.get_many(_artist_names(fields)).items() if e.entity_type == "artist"}
+    users: list[UserProfile] = []
+    for i, (uid, artists, tags) in enumerate(fields):
+        try:
+            users.append(user_from_fields(i, user_id=uid, top_artists=artists, top_tags=tags, known_artists=known))
+        except InvalidRequest as exc:
+            print(f"error: line {lines[i]}: {exc}", file=sys.stderr)
+            return 2
+    changed = store.upsert_users(users)
+    print(f"imported {len(users)} profiles ({changed} new or changed) into {store.path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(prog="ltrr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -207,6 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     po.add_argument("--seed", type=int, default=0)
     po.add_argument("--out", default=None, help="also write ope.md and ope.json here")
     po.set_defaults(fn=_ope)
+
+    pu = sub.add_parser("users", help="import or show user listening profiles in the catalog store")
+    pu.add_argument("action", choices=["import", "show"])
+    pu.add_argument("target", metavar="FILE|USER_ID", help="import: a JSON Lines file, - for stdin; show: a user id")
+    pu.add_argument("--config", default=DEFAULT_CONFIG, help="app config whose catalog_path is written")
+    pu.add_argument("--catalog", default=None, help="catalog store (default: the config's catalog_path)")
+    pu.set_defaults(fn=_users)
 
     args = p.parse_args(argv)
     return int(args.fn(args))

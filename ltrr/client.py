@@ -13,6 +13,7 @@ from typing import Iterable, Mapping
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ltrr.types import UserProfile
 from ltrr.v1 import search_pb2 as pb
 from ltrr.v1 import search_pb2_grpc as pb_grpc
 
@@ -78,10 +79,27 @@ class LtrrClient:
         resp: pb.UpsertSummary = self.stub.UpsertEntities(iter(list(entities)), timeout=max(self.timeout, 120.0))
         return resp
 
+    def upsert_users(self, users: Iterable[pb.UserProfile | UserProfile]) -> pb.UpsertUsersSummary:
+        """Stream profiles to ``UpsertUsers`` (:class:`~ltrr.types.UserProfile` records are converted).
+
+        All or nothing: a bad profile fails the call with INVALID_ARGUMENT naming its field."""
+        msgs = [u if isinstance(u, pb.UserProfile) else user_message(u) for u in users]
+        resp: pb.UpsertUsersSummary = self.stub.UpsertUsers(iter(msgs), timeout=max(self.timeout, 120.0))
+        return resp
+
     def health(self, service: str = "") -> str:
         """The standard health check's status name, e.g. ``"SERVING"``."""
         resp = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+
+
+def user_message(u: UserProfile) -> pb.UserProfile:
+    """The ``UserProfile`` message of a profile record."""
+    return pb.UserProfile(
+        user_id=u.user_id,
+        top_artists=[pb.WeightedName(name=a, weight=w) for a, w in u.top_artists],
+        top_tags=[pb.WeightedName(name=t, weight=w) for t, w in u.top_tags],
+    )
 
 
 def format_table(resp: pb.SearchResponse) -> str:

@@ -6,12 +6,14 @@ and the math below them trust their inputs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Container, Iterable, Mapping, Sequence
 
 from ltrr import constants as C
+from ltrr.catalog.normalize import normalize_tag
 from ltrr.errors import InvalidRequest
-from ltrr.types import ENTITY_TYPES, Entity
+from ltrr.types import ENTITY_TYPES, Entity, UserProfile
 
 FEEDBACK_ACTIONS: tuple[str, ...] = ("click", "play", "favorite", "skip")
 #: The actions that say the user found what they wanted (the default of the event log and the policy).
@@ -172,3 +174,84 @@ def entity_from_fields(index: int, **fields: object) -> Entity:
         index=index,
     )
     return Entity.from_dict(fields)
+
+
+#: The most artists and tags one profile holds (``UpsertUsers``, ``ltrr users import`` and learned profiles).
+MAX_PROFILE_ARTISTS = 50
+MAX_PROFILE_TAGS = 20
+#: The artist entity-id prefix every ``top_artists`` name must carry.
+ARTIST_PREFIX = "artist:"
+
+
+def _weighted_names(
+    where: str, pairs: object, *, limit: int, tag: bool, known: Container[str] | None
+) -> tuple[tuple[str, float], ...]:
+    """Check ``(name, weight)`` pairs; merge duplicates (summing weights); normalise the weights to sum 1.
+
+    Sorted by weight descending, then name. Tag labels are :func:`normalize_tag`-ed (so ``"Hip-Hop"`` and
+    ``"hip hop"`` are one label); artist names are entity ids, kept as sent (trimmed).
+    """
+    items = list(pairs) if isinstance(pairs, Iterable) and not isinstance(pairs, (str, bytes, Mapping)) else None
+    if items is None:
+        raise InvalidRequest(where, f"must be a list of (name, weight) pairs, got {type(pairs).__name__}")
+    if len(items) > limit:
+        raise InvalidRequest(where, f"must have at most {limit} entries, got {len(items)}")
+    merged: dict[str, float] = {}
+    for i, item in enumerate(items):
+        at = f"{where}[{i}]"
+        if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
+            raise InvalidRequest(at, "must be a (name, weight) pair")
+        name, weight = item
+        if not isinstance(name, str):
+            raise InvalidRequest(f"{at}.name", f"must be a string, got {type(name).__name__}")
+        name = normalize_tag(name) if tag else name.strip()
+        if not name:
+            raise InvalidRequest(f"{at}.name", "is required")
+        if len(name) > MAX_ID_CHARS:
+            raise InvalidRequest(f"{at}.name", f"must be at most {MAX_ID_CHARS} characters, got {len(name)}")
+        if not tag and not name.startswith(ARTIST_PREFIX):
+            raise InvalidRequest(f"{at}.name", f"must be an artist entity id ({ARTIST_PREFIX}...), got {name!r}")
+        if not tag and known is not None and name not in known:
+            raise InvalidRequest(f"{at}.name", f"unknown artist {name!r}: not in the catalog")
+        real = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+        if not real or not math.isfinite(weight) or weight <= 0:
+            raise InvalidRequest(f"{at}.weight", f"must be a finite number > 0, got {weight!r}")
+        merged[name] = merged.get(name, 0.0) + float(weight)
+    total = sum(merged.values())
+    if abs(total - 1.0) <= 1e-9:  # already normalised: kept, so re-importing a profile changes nothing
+        total = 1.0
+    ranked = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
+    return tuple((name, w / total) for name, w in ranked)
+
+
+def user_from_fields(
+    index: int,
+    *,
+    user_id: object,
+    top_artists: object = (),
+    top_tags: object = (),
+    known_artists: Container[str] | None = None,
+) -> UserProfile:
+    """Validate one profile of ``UpsertUsers`` / ``ltrr users import`` (``index``: its 0-based position).
+
+    ``user_id``: required, at most :data:`~ltrr.constants.MAX_USER_ID_CHARS` characters (trimmed, as
+    ``SearchRequest.user_id`` is). ``top_artists`` / ``top_tags``: ``(name, weight)`` pairs, at most
+    :data:`MAX_PROFILE_ARTISTS` / :data:`MAX_PROFILE_TAGS`, names 1-128 characters, weights finite and > 0.
+    Artist names are entity ids (``"artist:..."``) and, when ``known_artists`` is given, must be in it (the
+    catalog). Duplicates are merged by summing their weights, and each list's weights are normalised to
+    sum 1: :math:`w_i / \\sum_j w_j` (kept as sent when they already sum to 1 within 1e-9). Errors
+    name the field, e.g. ``users[3].top_artists[0].weight``.
+    """
+    where = f"users[{index}]"
+    if not isinstance(user_id, str):
+        raise InvalidRequest(f"{where}.user_id", f"must be a string, got {type(user_id).__name__}")
+    uid = user_id.strip()
+    if not uid:
+        raise InvalidRequest(f"{where}.user_id", "is required")
+    if len(uid) > C.MAX_USER_ID_CHARS:
+        raise InvalidRequest(f"{where}.user_id", f"must be at most {C.MAX_USER_ID_CHARS} characters, got {len(uid)}")
+    artists = _weighted_names(
+        f"{where}.top_artists", top_artists, limit=MAX_PROFILE_ARTISTS, tag=False, known=known_artists
+    )
+    tags = _weighted_names(f"{where}.top_tags", top_tags, limit=MAX_PROFILE_TAGS, tag=True, known=None)
+    return UserProfile(uid, artists, tags)

@@ -1,7 +1,8 @@
 """Durable catalog store (SQLite, WAL mode).
 
 The store is the single source of truth for entities, relations and user
-profiles. Every write of a *changed* entity bumps a global sequence number
+profiles (and, in ``user_state``, the raw counts :mod:`ltrr.profiles` learns
+profiles from). Every write of a *changed* entity bumps a global sequence number
 ``seq``; unchanged entities (same :meth:`Entity.content_hash`) are skipped.
 Each index target (a Meilisearch index, a Milvus collection, a graph cache)
 keeps a *watermark*: the highest ``seq`` it has indexed. Incremental ingest
@@ -16,9 +17,13 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ltrr.types import Entity, Relation, UserProfile
+
+#: ``update(user_id, profile or None, learner state or None) -> (profile, state) or None``
+#: (:meth:`CatalogStore.update_users`).
+UserUpdate = Callable[[str, UserProfile | None, dict[str, Any] | None], tuple[UserProfile, dict[str, Any]] | None]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entities (
@@ -39,6 +44,10 @@ CREATE TABLE IF NOT EXISTS relations (
 );
 CREATE INDEX IF NOT EXISTS relations_seq ON relations(seq);
 CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY,
+    doc     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user_state (
     user_id TEXT PRIMARY KEY,
     doc     TEXT NOT NULL
 );
@@ -170,16 +179,24 @@ class CatalogStore:
 
     # -- users -----------------------------------------------------------
     def upsert_users(self, users: Iterable[UserProfile]) -> int:
-        n = 0
+        """Write profiles (one transaction); return how many were new or different from the stored one."""
+        changed = 0
         with self._lock:
             for u in users:
-                self._db.execute(
-                    "INSERT INTO users(user_id, doc) VALUES (?,?) ON CONFLICT(user_id) DO UPDATE SET doc=excluded.doc",
-                    (u.user_id, json.dumps(u.to_dict())),
-                )
-                n += 1
+                changed += self._put_user(u)
             self._db.commit()
-        return n
+        return changed
+
+    def _put_user(self, u: UserProfile) -> bool:
+        doc = json.dumps(u.to_dict())
+        row = self._db.execute("SELECT doc FROM users WHERE user_id=?", (u.user_id,)).fetchone()
+        if row is not None and row[0] == doc:
+            return False
+        self._db.execute(
+            "INSERT INTO users(user_id, doc) VALUES (?,?) ON CONFLICT(user_id) DO UPDATE SET doc=excluded.doc",
+            (u.user_id, doc),
+        )
+        return True
 
     def user(self, user_id: str) -> UserProfile | None:
         with self._lock:
@@ -191,6 +208,60 @@ class CatalogStore:
             rows = self._db.execute("SELECT doc FROM users").fetchall()
         for (doc,) in rows:
             yield UserProfile.from_dict(json.loads(doc))
+
+    def user_state(self, user_id: str) -> dict[str, Any] | None:
+        """The profile learner's raw state of ``user_id`` (:mod:`ltrr.profiles`), None if it has none."""
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM user_state WHERE user_id=?", (user_id,)).fetchone()
+        return dict(json.loads(row[0])) if row else None
+
+    def update_users(
+        self,
+        user_ids: Iterable[str],
+        update: UserUpdate,
+        *,
+        cursor_key: str,
+        expect: int,
+        to: int,
+    ) -> bool:
+        """Read-modify-write profiles and their learner state, and move a cursor, in one transaction.
+
+        ``update(user_id, profile, state)`` gets the stored profile and state (None when absent) and
+        returns the new ``(profile, state)``, or None to leave both. Meta ``cursor_key`` moves from
+        ``expect`` to ``to`` in the same ``BEGIN IMMEDIATE`` transaction, so a crash leaves either all of
+        it or none of it; if the stored cursor is not ``expect`` (another learner got there first),
+        nothing is written and the call returns False.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT value FROM meta WHERE key=?", (cursor_key,)).fetchone()
+                if int(row[0] if row else 0) != expect:
+                    self._db.rollback()
+                    return False
+                for uid in user_ids:
+                    prow = self._db.execute("SELECT doc FROM users WHERE user_id=?", (uid,)).fetchone()
+                    srow = self._db.execute("SELECT doc FROM user_state WHERE user_id=?", (uid,)).fetchone()
+                    profile = UserProfile.from_dict(json.loads(prow[0])) if prow else None
+                    result = update(uid, profile, json.loads(srow[0]) if srow else None)
+                    if result is None:
+                        continue
+                    new_profile, state = result
+                    self._put_user(new_profile)
+                    self._db.execute(
+                        "INSERT INTO user_state(user_id, doc) VALUES (?,?) "
+                        "ON CONFLICT(user_id) DO UPDATE SET doc=excluded.doc",
+                        (uid, json.dumps(state, ensure_ascii=False, separators=(",", ":"))),
+                    )
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (cursor_key, str(int(to))),
+                )
+                self._db.commit()
+            except BaseException:
+                self._db.rollback()
+                raise
+        return True
 
     # -- watermarks and meta ----------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -211,3 +282,17 @@ class CatalogStore:
 
     def set_watermark(self, target: str, seq: int) -> None:
         self.set_meta(f"watermark:{target}", str(int(seq)))
+
+    # -- retiring ----------------------------------------------------------
+    def delete_users(self, user_ids: Iterable[str]) -> int:
+        """Delete these profiles (one transaction); return how many existed. Only a build that
+        changes the held-out split calls this (:mod:`ltrr.catalog.build`)."""
+        ids = list(user_ids)
+        n = 0
+        with self._lock:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                cur = self._db.execute(f"DELETE FROM users WHERE user_id IN ({','.join('?' * len(chunk))})", chunk)
+                n += cur.rowcount
+            self._db.commit()
+        return n

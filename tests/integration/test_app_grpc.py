@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -305,3 +306,82 @@ def test_backend_outage_degrades_instead_of_failing(client, ltrr_app):
         assert resp.results[0].title == "Radiohead"
     finally:
         ltrr_app.milvus.start()
+
+
+UPSERT_USERS_CHILD = """
+import json, sys
+from ltrr.client import LtrrClient
+from ltrr.types import UserProfile
+target, user_id, artist = sys.argv[1:4]
+profile = UserProfile(user_id, ((artist, 3.0),), (("Post-Rock", 2.0), ("ambient", 1.0)))
+with LtrrClient(target, timeout=20.0) as c:
+    s = c.upsert_users([profile])
+print(json.dumps({"received": s.received, "changed": s.changed}))
+"""
+
+
+def test_upsert_users_is_what_the_next_search_uses(client, ltrr_app):
+    from ltrr.catalog.normalize import artist_entity_id
+
+    uid = f"test:{uuid.uuid4().hex[:8]}"
+    radiohead = artist_entity_id("Radiohead")
+    before = client.search("radiohead", k=3, user_id=uid, explain=True, strategies=["lexical"])
+    assert before.context_features["user_known"] == 0.0, "an id never seen is anonymous"
+
+    def upsert_from_another_process() -> dict[str, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", UPSERT_USERS_CHILD, ltrr_app.target, uid, radiohead],
+            capture_output=True, text=True, timeout=60, env=dict(os.environ), check=True,
+        ).stdout  # fmt: skip
+        return dict(json.loads(out))
+
+    assert upsert_from_another_process() == {"received": 1, "changed": 1}
+    after = client.search("radiohead", k=3, user_id=uid, explain=True, strategies=["lexical"])
+    f = after.context_features
+    assert (f["user_known"], f["user_artists"], f["user_tags"]) == (1.0, 1 / 50, 2 / 20)
+    store = CatalogStore(ltrr_app.catalog_path)
+    assert store.user(uid).top_tags == (("post rock", 2 / 3), ("ambient", 1 / 3)), "labels normalised, weights sum 1"
+    store.close()
+    assert upsert_from_another_process() == {"received": 1, "changed": 0}, "the same profile again changes nothing"
+    good = pb.UserProfile(user_id=uid, top_tags=[pb.WeightedName(name="rock", weight=1.0)])
+    cases = [
+        (
+            [good, pb.UserProfile(user_id=uid, top_artists=[pb.WeightedName(name=radiohead, weight=-1.0)])],
+            "users[1].top_artists[0].weight: must be a finite number > 0, got -1.0",
+        ),
+        (
+            [pb.UserProfile(user_id=uid, top_artists=[pb.WeightedName(name="artist:000000000000", weight=1.0)])],
+            "users[0].top_artists[0].name: unknown artist 'artist:000000000000': not in the catalog",
+        ),
+        ([pb.UserProfile(user_id="")], "users[0].user_id: is required"),
+    ]
+    for msgs, message in cases:
+        with pytest.raises(grpc.RpcError) as ei:
+            client.upsert_users(msgs)
+        assert (ei.value.code(), ei.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
+    f = client.search("radiohead", k=3, user_id=uid, explain=True, strategies=["lexical"]).context_features
+    assert f["user_tags"] == 2 / 20, "a rejected stream writes nothing, not even its valid profiles"
+
+
+def test_a_profile_learned_from_clicks_shows_in_the_next_search(client, ltrr_app):
+    """ProfileLearner on the app's own files (as the policy learner runs it): no cache keeps the old profile."""
+    from ltrr.eventlog import SQLiteEventLog
+    from ltrr.profiles import ProfileLearner
+
+    uid = f"new:{uuid.uuid4().hex[:8]}"
+    resp = client.search("radiohead", k=3, user_id=uid, explain=True, strategies=["lexical"])
+    assert resp.context_features["user_known"] == 0.0
+    top = resp.results[0]
+    assert (top.title, top.entity_type) == ("Radiohead", "artist")
+    client.feedback(resp.request_id, top.entity_id, "click", position=1)
+    events = SQLiteEventLog(ltrr_app.args["events_path"])
+    store = CatalogStore(ltrr_app.catalog_path)
+    try:
+        ProfileLearner(events, store).step()  # 0 if the app's own learner already folded it in: the cursor is shared
+        assert store.user(uid).top_artists == ((top.entity_id, 1.0),)
+    finally:
+        store.close()
+        events.close()
+    f = client.search("radiohead", k=3, user_id=uid, explain=True, strategies=["lexical"]).context_features
+    assert (f["user_known"], f["user_artists"]) == (1.0, 1 / 50)
+    assert f["user_tags"] > 0.0, "tags come from the clicked artist"

@@ -1,7 +1,8 @@
 import pytest
 
 from ltrr.errors import InvalidRequest
-from ltrr.validation import entity_from_fields, validate_feedback, validate_search
+from ltrr.types import UserProfile
+from ltrr.validation import entity_from_fields, user_from_fields, validate_feedback, validate_search
 
 KNOWN = ("lexical", "vector", "graph", "memory")
 
@@ -110,3 +111,77 @@ def test_entity_invalid(fields, field, message):
 def test_entity_ok():
     e = entity_from_fields(0, entity_id="artist:1", entity_type="artist", title="A", tags=["rock"], popularity=5.0)
     assert e.tags == ("rock",) and e.popularity == 5.0
+
+
+def _user(**fields):
+    base = {"user_id": "u1", "top_artists": [("artist:a", 2.0)], "top_tags": [("rock", 1.0)]}
+    base.update(fields)
+    return user_from_fields(3, **base)
+
+
+@pytest.mark.parametrize(
+    "fields, field, message",
+    [
+        ({"user_id": ""}, "users[3].user_id", "is required"),
+        ({"user_id": "  "}, "users[3].user_id", "is required"),
+        ({"user_id": None}, "users[3].user_id", "must be a string, got NoneType"),
+        ({"user_id": "u" * 129}, "users[3].user_id", "must be at most 128 characters, got 129"),
+        (
+            {"top_artists": [(f"artist:{i}", 1.0) for i in range(51)]},
+            "users[3].top_artists",
+            "must have at most 50 entries, got 51",
+        ),
+        (
+            {"top_tags": [(f"t{i}", 1.0) for i in range(21)]},
+            "users[3].top_tags",
+            "must have at most 20 entries, got 21",
+        ),
+        ({"top_tags": "rock"}, "users[3].top_tags", "must be a list of (name, weight) pairs, got str"),
+        ({"top_tags": [("rock", 1.0, 2)]}, "users[3].top_tags[0]", "must be a (name, weight) pair"),
+        (
+            {"top_artists": [("artist:a", 0.0)]},
+            "users[3].top_artists[0].weight",
+            "must be a finite number > 0, got 0.0",
+        ),
+        (
+            {"top_artists": [("artist:a", 1.0), ("artist:b", -2)]},
+            "users[3].top_artists[1].weight",
+            "must be a finite number > 0, got -2",
+        ),
+        ({"top_tags": [("rock", float("nan"))]}, "users[3].top_tags[0].weight", "must be a finite number > 0, got nan"),
+        ({"top_tags": [("rock", float("inf"))]}, "users[3].top_tags[0].weight", "must be a finite number > 0, got inf"),
+        ({"top_tags": [("rock", "1")]}, "users[3].top_tags[0].weight", "must be a finite number > 0, got '1'"),
+        ({"top_tags": [("rock", True)]}, "users[3].top_tags[0].weight", "must be a finite number > 0, got True"),
+        ({"top_artists": [(" ", 1.0)]}, "users[3].top_artists[0].name", "is required"),
+        ({"top_tags": [("\u200b", 1.0)]}, "users[3].top_tags[0].name", "is required"),
+        ({"top_tags": [(7, 1.0)]}, "users[3].top_tags[0].name", "must be a string, got int"),
+        ({"top_tags": [("x" * 129, 1.0)]}, "users[3].top_tags[0].name", "must be at most 128 characters, got 129"),
+        (
+            {"top_artists": [("radiohead", 1.0)]},
+            "users[3].top_artists[0].name",
+            "must be an artist entity id (artist:...), got 'radiohead'",
+        ),
+        (
+            {"top_artists": [("artist:a", 1.0), ("artist:zz", 1.0)], "known_artists": {"artist:a"}},
+            "users[3].top_artists[1].name",
+            "unknown artist 'artist:zz': not in the catalog",
+        ),
+    ],
+)
+def test_user_invalid(fields, field, message):
+    with pytest.raises(InvalidRequest) as ei:
+        _user(**fields)
+    assert (ei.value.field, ei.value.message) == (field, message)
+
+
+def test_user_merges_duplicates_and_normalises():
+    p = _user(
+        user_id=" lfm:2 ",
+        top_artists=[("artist:a", 1.0), ("artist:b", 3), (" artist:a ", 1.0)],
+        top_tags=[("Hip-Hop", 1.0), ("hip hop", 1.0), ("rock", 2.0)],
+        known_artists={"artist:a", "artist:b"},
+    )
+    assert p.user_id == "lfm:2"
+    assert p.top_artists == (("artist:b", 0.6), ("artist:a", 0.4))
+    assert p.top_tags == (("hip hop", 0.5), ("rock", 0.5))
+    assert _user(top_artists=[], top_tags=[]) == UserProfile("u1"), "an empty profile is a profile"
