@@ -16,7 +16,9 @@ feedback) or every ``policy.poll_interval_s``:
    the arms whose candidates held the clicked entity get :math:`b \mathrel{+}= x`;
 4. **teaches the query memory** the positive (query, entity) pairs after the
    ``memory`` cursor kept in the log (at-least-once: a crash between recording
-   and moving the cursor records a click twice);
+   and moving the cursor records a click twice), and folds each positive into its user's
+   listening profile (:class:`ltrr.profiles.ProfileLearner`, exactly once: its cursor is written
+   with the profiles), so a user id unknown to the imported data gets a history as it is used;
 5. **checkpoints** the RLModule with RLlib's ``save_to_path`` at most every
    ``policy.checkpoint_interval_s``, and on shutdown.
 
@@ -61,6 +63,7 @@ from ltrr.catalog.store import CatalogStore
 from ltrr.checkpoints import CheckpointDir
 from ltrr.config import AppConfig
 from ltrr.eventlog import SQLiteEventLog
+from ltrr.profiles import ProfileLearner
 from ltrr.strategies.registry import make_strategy
 
 log = logging.getLogger("ray.serve")
@@ -85,12 +88,21 @@ class PolicyLearner:
         self.checkpoints = CheckpointDir(self.cfg.checkpoint_dir)
         self.module = self._restore() or BanditRLModule.build(self.strategies, self.featurizer.dim, self.cfg)
         self.memory = make_strategy("memory", app.strategy_config("memory")) if "memory" in self.strategies else None
+        self.profiles = ProfileLearner(self.events, self.store)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._saved_version = self.module.version
         self._last_save = time.monotonic()
-        self.totals = {"settled": 0, "learned": 0, "credited": 0, "memory": 0, "checkpoints": 0, "errors": 0}
+        self.totals = {
+            "settled": 0,
+            "learned": 0,
+            "credited": 0,
+            "memory": 0,
+            "profiles": 0,
+            "checkpoints": 0,
+            "errors": 0,
+        }
         self._thread = threading.Thread(target=self._loop, name="policy-learner", daemon=True)
         if start:
             self._thread.start()
@@ -143,10 +155,11 @@ class PolicyLearner:
         opened = self._open_searches()
         credited = self._credit_positives()
         remembered = self._teach_memory()
+        profiled = self.profiles.step()
         due = time.monotonic() - self._last_save >= self.cfg.checkpoint_interval_s
         if self.module.version != self._saved_version and due:
             self.checkpoint()
-        out = {"settled": settled, "learned": opened, "credited": credited, "memory": remembered}
+        out = {"settled": settled, "learned": opened, "credited": credited, "memory": remembered, "profiles": profiled}
         for k, v in out.items():
             self.totals[k] += v
         return out

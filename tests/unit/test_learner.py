@@ -59,10 +59,12 @@ def test_learns_each_settlement_once_and_replays_after_a_crash(tmp_path):
     args = app_args(tmp_path)
     log_searches(tmp_path, 3)
     first = PolicyLearner(args, start=False)
-    assert first.step() == {"settled": 3, "learned": 3, "credited": 3, "memory": 0}
+    assert first.step() == {"settled": 3, "learned": 3, "credited": 3, "memory": 0, "profiles": 0}
     assert first.module.version == 6, "each search counted once and credited once"
     assert int(first.module.cursor) == 3 and int(first.module.open_cursor) == 3
-    assert first.step() == {"settled": 0, "learned": 0, "credited": 0, "memory": 0}, "nothing is learned twice"
+    assert first.step() == {"settled": 0, "learned": 0, "credited": 0, "memory": 0, "profiles": 0}, (
+        "nothing is learned twice"
+    )
     arms = first.module.arms
     graph10, lex10 = first.module.space.arm(1, 1), first.module.space.arm(0, 1)
     assert arms.count[graph10] == 3 and arms.count[lex10] == 3
@@ -169,10 +171,13 @@ def test_forced_searches_are_not_learned_from_unless_configured(tmp_path):
     log.record_feedback(FeedbackEvent("e1", "f1", "a", "click", 1, now()))
     log.close()
     skip = PolicyLearner(app_args(tmp_path), start=False)
-    assert skip.step() == {"settled": 1, "learned": 0, "credited": 0, "memory": 0} and int(skip.module.cursor) == 1
+    assert (
+        skip.step() == {"settled": 1, "learned": 0, "credited": 0, "memory": 0, "profiles": 0}
+        and int(skip.module.cursor) == 1
+    )
     skip._stop.set()
     learn = PolicyLearner(app_args(tmp_path, learn_from_forced=True), start=False)
-    assert learn.step() == {"settled": 0, "learned": 1, "credited": 1, "memory": 0}
+    assert learn.step() == {"settled": 0, "learned": 1, "credited": 1, "memory": 0, "profiles": 0}
     learn.close()
 
 
