@@ -276,3 +276,32 @@ def top_k(scores: FloatArray, k: int, mask: npt.NDArray[np.bool_] | None = None)
     if cand.size > k:
         cand = cand[np.argpartition(-scores[cand], k - 1)[:k]]
     return cand[np.lexsort((cand, -scores[cand]))]
+
+
+def geometric_mix(a: FloatArray, b: FloatArray, t: float) -> FloatArray:
+    """Weighted geometric mean of two PPR vectors (n,), for a conjunctive query ("X" *and* "Y").
+
+    With :math:`f_a`, :math:`f_b` the smallest positive entries of ``a`` and ``b``
+    (a node a walk never reached is imputed the least mass that walk gave any node),
+
+    .. math::
+
+        m_v = \\max(a_v, f_a)^{1 - t} \\, \\max(b_v, f_b)^{t} \\quad \\text{if } a_v > 0 \\text{ or } b_v > 0,
+        \\text{ else } 0.
+
+    Unlike the linear mix :math:`(1 - t) a + t b` (the walk from the mixed seeds),
+    a node strong on one side only is held down by the floor of the other, so
+    nodes reached well by both walks come first.
+    ``t`` in [0, 1]; if one vector is all zero the other is returned.
+    """
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"`t` must be in [0, 1], got {t}")
+    pos_a, pos_b = a > 0, b > 0
+    if not pos_b.any():
+        return a.copy()
+    if not pos_a.any():
+        return b.copy()
+    fa, fb = float(a[pos_a].min()), float(b[pos_b].min())
+    out: FloatArray = np.maximum(a, fa) ** (1.0 - t) * np.maximum(b, fb) ** t
+    out[~(pos_a | pos_b)] = 0.0
+    return out

@@ -1,6 +1,6 @@
 """Find the seed nodes of a graph query.
 
-Three ways, tried in this order (:func:`find_seeds`):
+Four ways, tried in this order (:func:`find_seeds`):
 
 1. **Seed phrase** (``query.parsed.seed``, filled by query understanding for
    "artists like radiohead"): the phrase is normalised with
@@ -15,12 +15,30 @@ Three ways, tried in this order (:func:`find_seeds`):
    normalised query text is looked up among *artist* titles; the longest match
    wins, then the more popular; further non-overlapping matches are kept too
    ("radiohead and muse"). n-grams made only of common query words
-   (:data:`STOPWORDS`: "love", "live", "music", ... are also artist names) or
-   of the genres/tags that query understanding already recognised are skipped.
-3. **Profile** (``query.parsed.personal``, or nothing found but the user has a
-   profile): the user's top artists, with their profile weights. When a
-   personal query also names a seed, the named seeds keep ``1 - profile_mix``
-   of the weight and the profile ``profile_mix``.
+   (:data:`STOPWORDS`: "love", "live", "music", ... are also artist names) are
+   skipped, and so are n-grams lying inside a genre/tag phrase that query
+   understanding recognised ("death" in "death metal"; a longer name around
+   one, "iron jesus" around the tag "jesus", is still a name).
+3. **Facets** (method ``"tag"``): every genre and tag of ``query.parsed`` whose
+   tag node exists (:func:`ltrr.catalog.normalize.tag_node_id`; the catalog
+   keeps genres and tags as the same ``tag:<label>`` nodes, so a genre and a
+   tag with one normalised label are one seed). Weights are proportional to
+   the facet confidences (``confidence["genre:<g>"]``, ``confidence["tag:<t>"]``,
+   the larger of the two for a shared node, :data:`DEFAULT_FACET_CONFIDENCE` when
+   missing); ``matched`` is the confidence key.
+4. **Profile** (``query.parsed.personal``, or neither names nor facets found
+   but the user has a profile): the user's top artists, with their profile
+   weights.
+
+Mixing. Each kind is normalised to sum 1 on its own, then:
+
+* names and facets together ("radiohead female vocalists"): the names keep
+  ``1 - facet_mix`` of the restart mass and the facets ``facet_mix``. The
+  strategy walks the two parts apart and ranks by the weighted geometric mean
+  of their masses (:func:`graph.ppr.geometric_mix`), so the entities tied to
+  both (female vocalists that Radiohead's listeners play) come first;
+* profile with names or facets (a personal query): the query's seeds keep
+  ``1 - profile_mix`` and the profile ``profile_mix``.
 """
 
 from __future__ import annotations
@@ -33,8 +51,8 @@ import networkx as nx
 import numpy as np
 import numpy.typing as npt
 
-from ltrr.catalog.normalize import normalize_name
-from ltrr.types import Query, UserProfile
+from ltrr.catalog.normalize import normalize_name, tag_node_id
+from ltrr.types import ParsedQuery, Query, UserProfile
 
 TYPE_PREFERENCE: Mapping[str, int] = {"artist": 0, "track": 1, "playlist": 2, "podcast": 3, "tag": 4}
 MAX_NGRAM = 6
@@ -53,6 +71,8 @@ STOPWORDS = frozenset(
     please some someone anything everything remix remixes cover covers version acoustic instrumental
     rock pop jazz rap metal soul funk blues folk country punk indie house techno trance edm latin""".split()
 )
+#: Weight of a facet whose confidence query understanding did not give.
+DEFAULT_FACET_CONFIDENCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -117,6 +137,9 @@ class SeedIndex:
 
     def __len__(self) -> int:
         return len(self._meta)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._meta
 
     @property
     def pending(self) -> int:
@@ -205,19 +228,24 @@ class SeedIndex:
         return (best[2], best[0]) if best else None
 
     def contained(self, text: str, blocked: Iterable[str] = (), limit: int = 5) -> list[tuple[str, str]]:
-        """Artist names inside ``text``: ``[(node_id, matched key)]``, longest first, non-overlapping."""
+        """Artist names inside ``text``: ``[(node_id, matched key)]``, longest first, non-overlapping.
+
+        An n-gram lying inside an occurrence of a ``blocked`` phrase (a recognised genre or tag) is skipped.
+        """
         tokens = normalize_name(text).split()
-        blocked_keys = {normalize_name(b) for b in blocked if b.strip()}
+        inside = _blocked_spans(tokens, blocked)
         found: list[tuple[int, float, int, int, str, str]] = []
         for n in range(min(MAX_NGRAM, len(tokens)), 0, -1):
             for i in range(len(tokens) - n + 1):
                 words = tokens[i : i + n]
                 if all(w in STOPWORDS for w in words):
                     continue
+                if any(a <= i and i + n <= b for a, b in inside):
+                    continue
                 key = " ".join(words)
                 while key.startswith("the ") and len(key) > 4:
                     key = key[4:]
-                if key in blocked_keys or (n == 1 and len(key) < 3):
+                if n == 1 and len(key) < 3:
                     continue
                 artists = [x for x in self._nodes.get(key, ()) if self._meta[x].rank == 0]
                 if artists:
@@ -236,6 +264,40 @@ class SeedIndex:
         return out
 
 
+def _blocked_spans(tokens: list[str], blocked: Iterable[str]) -> list[tuple[int, int]]:
+    """``[start, end)`` token spans of every occurrence of a ``blocked`` phrase in ``tokens``."""
+    spans: list[tuple[int, int]] = []
+    for phrase in blocked:
+        words = normalize_name(phrase).split() if phrase.strip() else []
+        n = len(words)
+        if n == 0:
+            continue
+        spans += [(i, i + n) for i in range(len(tokens) - n + 1) if tokens[i : i + n] == words]
+    return spans
+
+
+def facet_seeds(parsed: ParsedQuery, has_node: Callable[[str], bool]) -> list[Seed]:
+    """Step 3: the tag nodes of the query's genres and tags, weighted by confidence (summing to 1)."""
+    conf: dict[str, tuple[float, str]] = {}  # node -> (confidence, matched key)
+    for kind, labels in (("genre", parsed.genres), ("tag", parsed.tags)):
+        for label in labels:
+            if not label.strip():
+                continue
+            node = tag_node_id(label)
+            if not has_node(node):
+                continue
+            key = f"{kind}:{label}"
+            c = float(parsed.confidence.get(key, DEFAULT_FACET_CONFIDENCE))
+            if c > 0 and (node not in conf or c > conf[node][0]):
+                conf[node] = (c, key)
+    total = sum(c for c, _ in conf.values())
+    return [Seed(node, c / total, "tag", key) for node, (c, key) in conf.items()] if total > 0 else []
+
+
+def _scaled(seeds: list[Seed], factor: float) -> list[Seed]:
+    return [Seed(s.node_id, s.weight * factor, s.method, s.matched) for s in seeds]
+
+
 def find_seeds(
     query: Query,
     index: SeedIndex,
@@ -244,8 +306,15 @@ def find_seeds(
     fuzzy_cutoff: float = 0.85,
     max_profile_seeds: int = 10,
     profile_mix: float = 0.3,
+    facet_mix: float = 0.5,
 ) -> SeedResult:
-    """Seeds of ``query`` (see the module docstring); ``has_node`` filters profile artists to graph nodes."""
+    """Seeds of ``query`` (see the module docstring).
+
+    ``has_node`` tells which nodes the graph holds: facet tag nodes and profile
+    artists are kept only if it does. Without it, facets need a node ``index``
+    knows and profile artists are all kept.
+    """
+    in_graph: Callable[[str], bool] = has_node if has_node is not None else index.__contains__
     parsed = query.parsed
     blocked = tuple(parsed.genres) + tuple(parsed.tags)
     named: list[Seed] = []
@@ -265,15 +334,19 @@ def find_seeds(
         found = index.contained(query.text or parsed.text, blocked)
         named = [Seed(node, 1.0 / len(found), "contained", key) for node, key in found]
 
+    facets = [s for s in facet_seeds(parsed, in_graph) if all(s.node_id != n.node_id for n in named)]
+    if named and facets:
+        named, facets = _scaled(named, 1.0 - facet_mix), _scaled(facets, facet_mix)
+    asked = named + facets
+
     profile: list[Seed] = []
-    if (parsed.personal or not named) and query.user_id and profile_lookup is not None:
+    if (parsed.personal or not asked) and query.user_id and profile_lookup is not None:
         prof = profile_lookup(query.user_id)
         if prof is not None:
             top = [(a, w) for a, w in prof.top_artists if w > 0 and (has_node is None or has_node(a))]
             top = top[:max_profile_seeds]
             total = sum(w for _, w in top)
             profile = [Seed(a, w / total, "profile", query.user_id) for a, w in top] if total > 0 else []
-    if named and profile:
-        named = [Seed(s.node_id, s.weight * (1.0 - profile_mix), s.method, s.matched) for s in named]
-        profile = [Seed(s.node_id, s.weight * profile_mix, s.method, s.matched) for s in profile]
-    return SeedResult(tuple(named + profile))
+    if asked and profile:
+        asked, profile = _scaled(asked, 1.0 - profile_mix), _scaled(profile, profile_mix)
+    return SeedResult(tuple(asked + profile))

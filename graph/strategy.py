@@ -3,11 +3,34 @@
 ``search(query, k)``:
 
 1. find the seeds (:func:`graph.seeds.find_seeds`: the "like X" phrase, artist
-   names in the text, or the user's top artists); no seed -> ``[]``;
+   names in the text, the tag nodes of the recognised genres and tags, or the
+   user's top artists); no seed -> ``[]``;
 2. run personalised PageRank from them (:mod:`graph.ppr`; default the local
-   push solver, ``solver="power"`` for the converged vector);
+   push solver, ``solver="power"`` for the converged vector). Tag seeds (the
+   genre/tag facets) and the other seeds are walked apart:
+
+   * the tag part is :math:`\\sum_i w_i \\pi(e_i)` over the tag seeds, PPR being
+     linear in the restart vector (exact when no seed is dangling; a tag node
+     is dangling only if ``kind_weights["tagged"]`` is 0). The vector of
+     each tag node is computed once and kept in an LRU cache of
+     ``tag_cache_size`` sparse vectors per graph snapshot, as Haveliwala's
+     topic-sensitive PageRank precomputes one vector per topic (WWW 2002): a
+     tag node has thousands of neighbours and its push costs milliseconds,
+     while the tag vocabulary is small. From a tag node the first step goes to
+     its neighbours in proportion to the ``tagged`` weight (how many times the
+     label was assigned), so the entities most tagged with it come first and
+     co-listening (``similar``) then spreads that mass to what their listeners
+     play; an artist tagged once gets a sliver;
+   * the other seeds (names, profile) are one walk, as before;
+   * with both ("radiohead female vocalists"), the score is the weighted
+     geometric mean of the two (:func:`graph.ppr.geometric_mix`, weight of the
+     tag part = its share of the restart mass, ``facet_mix``): the query asks
+     for entities tied to both, and a linear mix would put the tag's most
+     tagged artists (Britney Spears) above the female vocalists Radiohead's
+     listeners play (Björk, Portishead);
 3. return the ``k`` entities with the most PageRank mass, excluding the seeds
-   and tag nodes, as :class:`~ltrr.types.Candidate` (score = PPR mass, rank 1..k).
+   and tag nodes, as :class:`~ltrr.types.Candidate` (score = PPR mass, or the
+   geometric mean above; rank 1..k).
    For a seed named in a "like X" phrase (exact or fuzzy match), X's own works
    (``performs`` neighbours: an artist's tracks, a track's artist) are excluded
    too: "songs like radiohead" wants other artists' songs. Names found inside
@@ -16,7 +39,8 @@
 Result types: ``query.entity_types`` (a hard restriction) intersected with
 ``query.parsed.types`` when that intersection is not empty; else
 ``parsed.types``; else the type of the seeds ("like radiohead" -> artists,
-"like <a track>" -> tracks; tag seeds and profile seeds -> artists).
+"like <a track>" -> tracks; tag seeds and profile seeds -> artists). Tag seeds
+vote only when there is no other seed ("shoegaze like creep" follows the track).
 
 Freshness: ``upsert(entities)`` updates node titles and types at once;
 relations only reach the graph through ``refresh()``, which applies the store
@@ -30,6 +54,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
@@ -42,10 +67,21 @@ from graph.build import (
     LoadReport,
     apply_updates,
     load_or_build,
+    node_type_of,
     save_cache,
     upsert_entities,
 )
-from graph.ppr import CsrSnapshot, build_snapshot, ppr_power, ppr_push, restart_vector, top_k
+from graph.ppr import (
+    CsrSnapshot,
+    FloatArray,
+    IntArray,
+    build_snapshot,
+    geometric_mix,
+    ppr_power,
+    ppr_push,
+    restart_vector,
+    top_k,
+)
 from graph.seeds import SeedIndex, SeedResult, find_seeds
 from ltrr.catalog.store import CatalogStore
 from ltrr.constants import CATALOG_PATH, VAR_DIR
@@ -107,6 +143,18 @@ class GraphConfig(BaseModel):
         le=1.0,
         description="Share of restart mass on profile seeds when a personal query also names a seed.",
     )
+    facet_mix: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of restart mass on genre/tag seeds when the query also names an entity.",
+    )
+    tag_cache_size: int = Field(
+        default=256,
+        ge=0,
+        le=100_000,
+        description="How many tag-node PPR vectors (sparse) to keep per graph snapshot; 0 disables the cache.",
+    )
     progress: bool = Field(default=False, description="Show tqdm progress bars while building the graph.")
 
     @field_validator("kind_weights")
@@ -147,6 +195,8 @@ class GraphStrategy:
         self._lock = threading.RLock()
         self._cache_dirty = False
         self._index = SeedIndex.from_graph(G)
+        self._tag_lock = threading.Lock()
+        self._tag_vectors: OrderedDict[str, tuple[CsrSnapshot, IntArray, FloatArray]] = OrderedDict()
         self._view = self._snapshot()
         self._last_refresh = time.monotonic()
 
@@ -175,7 +225,8 @@ class GraphStrategy:
         if inferred:
             return inferred
         mass: dict[str, float] = {}
-        for s in seeds.seeds:
+        voters = [s for s in seeds.seeds if node_type_of(s.node_id) != "tag"] or seeds.seeds
+        for s in voters:
             t = self._G.nodes[s.node_id].get("entity_type", "") if s.node_id in self._G else ""
             t = t if t in _TYPE_CODE else "artist"
             mass[t] = mass.get(t, 0.0) + s.weight
@@ -200,7 +251,53 @@ class GraphStrategy:
             fuzzy_cutoff=cfg.fuzzy_cutoff,
             max_profile_seeds=cfg.max_profile_seeds,
             profile_mix=cfg.profile_mix,
+            facet_mix=cfg.facet_mix,
         )
+
+    def _ppr(self, snap: CsrSnapshot, seed_idx: IntArray, seed_w: FloatArray) -> FloatArray:
+        cfg = self.config
+        if cfg.solver == "push":
+            return ppr_push(snap, seed_idx, seed_w, alpha=cfg.alpha, eps=cfg.push_eps)[0]
+        return ppr_power(snap, seed_idx, seed_w, alpha=cfg.alpha, max_iter=cfg.max_iter, tol=cfg.tol)[0]
+
+    def _tag_vector(self, snap: CsrSnapshot, i: int) -> tuple[IntArray, FloatArray]:
+        """PPR from tag node row ``i`` alone, as sparse ``(rows, mass)``; cached per snapshot (LRU)."""
+        node = snap.nodes[i]
+        with self._tag_lock:
+            hit = self._tag_vectors.get(node)
+            if hit is not None and hit[0] is snap:
+                self._tag_vectors.move_to_end(node)
+                return hit[1], hit[2]
+        p = self._ppr(snap, np.asarray([i], dtype=np.int64), np.ones(1))
+        rows = np.flatnonzero(p)
+        vals = p[rows]
+        rows.flags.writeable = vals.flags.writeable = False  # shared by every query that hits the cache
+        size = self.config.tag_cache_size
+        if size > 0:
+            with self._tag_lock:
+                if snap is self._view[0]:  # a refresh may have replaced the snapshot meanwhile
+                    self._tag_vectors[node] = (snap, rows, vals)
+                    self._tag_vectors.move_to_end(node)
+                    while len(self._tag_vectors) > size:
+                        self._tag_vectors.popitem(last=False)
+        return rows, vals
+
+    def _scores(self, snap: CsrSnapshot, seed_idx: IntArray, seed_w: FloatArray) -> FloatArray:
+        """Scores of every row (see the module docstring, step 2)."""
+        is_tag = np.fromiter((node_type_of(snap.nodes[i]) == "tag" for i in seed_idx), bool, seed_idx.size)
+        if not is_tag.any():
+            return self._ppr(snap, seed_idx, seed_w)
+        tag_mass = float(seed_w[is_tag].sum())
+        tags = np.zeros(snap.n, dtype=np.float64)
+        for i, w in zip(seed_idx[is_tag].tolist(), seed_w[is_tag].tolist(), strict=True):
+            rows, vals = self._tag_vector(snap, i)
+            tags[rows] += (w / tag_mass) * vals
+        rest = ~is_tag
+        rest_mass = float(seed_w[rest].sum())
+        if rest_mass <= 0:
+            return tags
+        walk = self._ppr(snap, seed_idx[rest], seed_w[rest] / rest_mass)
+        return geometric_mix(walk, tags, tag_mass / (tag_mass + rest_mass))
 
     # -- Strategy protocol --------------------------------------------------------
     def search(self, query: Query, k: int) -> list[Candidate]:
@@ -218,14 +315,10 @@ class GraphStrategy:
         seed_idx, seed_w = restart_vector(snap, seeds.weights())
         if seed_idx.size == 0:
             return []
-        cfg = self.config
-        if cfg.solver == "push":
-            scores, _ = ppr_push(snap, seed_idx, seed_w, alpha=cfg.alpha, eps=cfg.push_eps)
-        else:
-            scores, _ = ppr_power(snap, seed_idx, seed_w, alpha=cfg.alpha, max_iter=cfg.max_iter, tol=cfg.tol)
+        scores = self._scores(snap, seed_idx, seed_w)
         mask = np.isin(codes, [_TYPE_CODE[t] for t in self._result_types(query, seeds)])
         mask[seed_idx] = False
-        for node in self._own_works(seeds):
+        for node in [s.node_id for s in seeds.seeds] + self._own_works(seeds):  # also seeds of weight 0
             i = snap.index.get(node)
             if i is not None:
                 mask[i] = False
@@ -279,6 +372,8 @@ class GraphStrategy:
             self._index_entities(changed)
             if self._G.graph.get("edge_version", 0) != version:
                 self._view = self._snapshot()
+                with self._tag_lock:  # after the swap: a search still on the old snapshot no longer inserts
+                    self._tag_vectors.clear()
             self._cache_dirty = self._cache_dirty or n > 0
             self._last_refresh = time.monotonic()
         return n
@@ -299,6 +394,7 @@ class GraphStrategy:
             "seq": int(self._G.graph.get("seq", 0)),
             "snapshot_nnz": snap.nnz,
             "seed_titles": len(self._index),
+            "tag_vectors_cached": len(self._tag_vectors),
             "loaded_from_cache": self.load_report.loaded,
             "load_seconds": round(self.load_report.seconds, 3),
         }

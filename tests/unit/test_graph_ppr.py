@@ -8,7 +8,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from graph.ppr import build_snapshot, ppr_power, ppr_push, restart_vector, top_k
+from graph.ppr import build_snapshot, geometric_mix, ppr_power, ppr_push, restart_vector, top_k
 
 
 def _random_graph(seed: int) -> nx.Graph:
@@ -145,3 +145,27 @@ def test_self_loop_counts_once_like_networkx() -> None:
 def test_directed_graph_is_rejected() -> None:
     with pytest.raises(ValueError, match="`G` must be an undirected nx.Graph, got DiGraph"):
         build_snapshot(nx.DiGraph())
+
+
+def test_geometric_mix_by_hand() -> None:
+    a = np.array([0.7, 0.1, 0.0, 0.0, 0.3])
+    b = np.array([0.0, 0.1, 0.2, 0.0, 0.3])
+    # floors f_a = f_b = 0.1; t = 0.5: sqrt(0.7 * 0.1), sqrt(0.1 * 0.1), sqrt(0.1 * 0.2), 0 (unreached), sqrt(0.3 * 0.3)
+    m = geometric_mix(a, b, 0.5)
+    np.testing.assert_allclose(m, [np.sqrt(0.07), 0.1, np.sqrt(0.02), 0.0, 0.3], rtol=1e-12, atol=0)
+    # node 4, fair on both sides, beats node 0, strong on one only; the linear mix (0.35 vs 0.3) does the opposite
+    assert m[4] > m[0] and (0.5 * a + 0.5 * b)[4] < (0.5 * a + 0.5 * b)[0]
+    # t = 0.25: 0.7^0.75 * 0.1^0.25
+    assert geometric_mix(a, b, 0.25)[0] == pytest.approx(0.7**0.75 * 0.1**0.25, rel=1e-12)
+    # t = 0 keeps a's order (a node only b reached gets a's floor)
+    np.testing.assert_allclose(geometric_mix(a, b, 0.0), [0.7, 0.1, 0.1, 0.0, 0.3], rtol=1e-12)
+    # an empty side: the other vector as is
+    np.testing.assert_array_equal(geometric_mix(a, np.zeros(5), 0.5), a)
+    np.testing.assert_array_equal(geometric_mix(np.zeros(5), b, 0.5), b)
+
+
+@pytest.mark.parametrize("t", [-0.1, 1.5])
+def test_geometric_mix_rejects_bad_t(t: float) -> None:
+    with pytest.raises(ValueError) as exc:
+        geometric_mix(np.ones(2), np.ones(2), t)
+    assert str(exc.value) == f"`t` must be in [0, 1], got {t}"

@@ -47,7 +47,7 @@ def _query(text: str, seed: str = "", personal: bool = False, user: str = "", ge
 
 
 def _find(index: SeedIndex, q: Query) -> list[tuple[str, float, str]]:
-    res = find_seeds(q, index, profile_lookup=PROFILES.get, has_node=lambda n: n != "artist:gone")
+    res = find_seeds(q, index, profile_lookup=PROFILES.get, has_node=index.__contains__)  # drops artist:gone
     return [(s.node_id, round(s.weight, 6), s.method) for s in res.seeds]
 
 
@@ -77,7 +77,7 @@ def _find(index: SeedIndex, q: Query) -> list[tuple[str, float, str]]:
         ),
         # common words that are also artist names are not seeds
         (_query("love songs for a live night"), []),
-        # genres query understanding recognised are not seeds
+        # genres query understanding recognised are not names (and "daft" has no tag node)
         (_query("daft music", genres=("daft",)), []),
         # (c) profile seeds: personal query, or nothing found but the user has a profile
         (
@@ -144,3 +144,99 @@ def test_lookup_is_fast_on_many_titles() -> None:
         best = min(best, time.perf_counter() - t0)
     assert hit is not None and hit[0] == "artist:target"
     assert best < 0.02  # typically ~1 ms; generous for a loaded CI box
+
+
+# -- facets: genre and tag seeds ------------------------------------------------------
+
+FACET_NODES = [
+    ("artist:radiohead", "artist", "Radiohead", 90.0),
+    ("artist:death", "artist", "Death", 50.0),
+    ("artist:ironjesus", "artist", "Iron Jesus", 5.0),
+    ("tag:shoegaze", "tag", "shoegaze", 0.0),
+    ("tag:rock", "tag", "rock", 0.0),
+    ("tag:hip hop", "tag", "hip hop", 0.0),
+    ("tag:death metal", "tag", "death metal", 0.0),
+    ("tag:jesus", "tag", "jesus", 0.0),
+]
+
+
+@pytest.fixture(scope="module")
+def facet_index() -> SeedIndex:
+    G = nx.Graph()
+    for node, etype, title, pop in FACET_NODES:
+        G.add_node(node, entity_type=etype, title=title, popularity=pop)
+    return SeedIndex.from_graph(G)
+
+
+def _facet_query(
+    text: str,
+    genres: tuple[str, ...] = (),
+    tags: tuple[str, ...] = (),
+    conf: dict[str, float] | None = None,
+    personal: bool = False,
+    user: str = "",
+) -> Query:
+    parsed = ParsedQuery(text=text, residual="", genres=genres, tags=tags, personal=personal, confidence=conf or {})
+    return Query(text=text, parsed=parsed, user_id=user)
+
+
+FACET_PROFILES = {"u1": UserProfile("u1", top_artists=(("artist:radiohead", 0.6), ("artist:death", 0.4)))}
+
+
+@pytest.mark.parametrize(
+    ("query", "facet_mix", "expected"),
+    [
+        # one tag: its node, whatever the confidence; `matched` is the confidence key
+        (_facet_query("shoegaze", tags=("shoegaze",), conf={"tag:shoegaze": 0.8}), 0.5,
+         [("tag:shoegaze", 1.0, "tag", "tag:shoegaze")]),
+        # a genre and a tag with one label are one node, with the larger confidence's key
+        (_facet_query("rock", genres=("rock",), tags=("rock",), conf={"genre:rock": 0.9, "tag:rock": 0.7}), 0.5,
+         [("tag:rock", 1.0, "tag", "genre:rock")]),
+        # several facets: weights proportional to their confidences, 0.9 : 0.6
+        (_facet_query("rock shoegaze", genres=("rock",), tags=("shoegaze",),
+                      conf={"genre:rock": 0.9, "tag:shoegaze": 0.6}), 0.5,
+         [("tag:rock", 0.6, "tag", "genre:rock"), ("tag:shoegaze", 0.4, "tag", "tag:shoegaze")]),
+        # a missing confidence counts DEFAULT_FACET_CONFIDENCE (0.5): 1.0 : 0.5
+        (_facet_query("rock shoegaze", genres=("rock",), tags=("shoegaze",), conf={"genre:rock": 1.0}), 0.5,
+         [("tag:rock", 0.666667, "tag", "genre:rock"), ("tag:shoegaze", 0.333333, "tag", "tag:shoegaze")]),
+        # a label is keyed like the catalog's tag nodes (normalize_tag): "Hip-Hop" -> tag:hip hop
+        (_facet_query("hip-hop", genres=("Hip-Hop",)), 0.5, [("tag:hip hop", 1.0, "tag", "genre:Hip-Hop")]),
+        # a facet without a tag node is no seed
+        (_facet_query("vaporwave", tags=("vaporwave",), conf={"tag:vaporwave": 0.9}), 0.5, []),
+        # a word inside a facet phrase is no artist name: "death metal" does not seed the artist Death ...
+        (_facet_query("death metal", genres=("death metal",)), 0.5,
+         [("tag:death metal", 1.0, "tag", "genre:death metal")]),
+        # ... but a name around a facet is: "iron jesus" (tag "jesus"); names and facets split 1 - mix : mix
+        (_facet_query("iron jesus", tags=("jesus",)), 0.5,
+         [("artist:ironjesus", 0.5, "contained", "iron jesus"), ("tag:jesus", 0.5, "tag", "tag:jesus")]),
+        (_facet_query("radiohead shoegaze", tags=("shoegaze",)), 0.5,
+         [("artist:radiohead", 0.5, "contained", "radiohead"), ("tag:shoegaze", 0.5, "tag", "tag:shoegaze")]),
+        (_facet_query("radiohead shoegaze", tags=("shoegaze",)), 0.2,
+         [("artist:radiohead", 0.8, "contained", "radiohead"), ("tag:shoegaze", 0.2, "tag", "tag:shoegaze")]),
+        # a facet is enough: the profile joins only a personal query, with profile_mix 0.3
+        (_facet_query("shoegaze", tags=("shoegaze",), user="u1"), 0.5, [("tag:shoegaze", 1.0, "tag", "tag:shoegaze")]),
+        (_facet_query("shoegaze for me", tags=("shoegaze",), personal=True, user="u1"), 0.5,
+         [("tag:shoegaze", 0.7, "tag", "tag:shoegaze"), ("artist:radiohead", 0.18, "profile", "u1"),
+          ("artist:death", 0.12, "profile", "u1")]),
+    ],
+)  # fmt: skip
+def test_facet_seed_table(
+    facet_index: SeedIndex, query: Query, facet_mix: float, expected: list[tuple[str, float, str, str]]
+) -> None:
+    res = find_seeds(query, facet_index, profile_lookup=FACET_PROFILES.get, facet_mix=facet_mix)
+    assert [(s.node_id, round(s.weight, 6), s.method, s.matched) for s in res.seeds] == expected
+    if expected:
+        assert sum(res.weights().values()) == pytest.approx(1.0)
+
+
+def test_facet_method_names_the_seed_kinds(facet_index: SeedIndex) -> None:
+    assert find_seeds(_facet_query("shoegaze", tags=("shoegaze",)), facet_index).method == "tag"
+    assert find_seeds(_facet_query("radiohead shoegaze", tags=("shoegaze",)), facet_index).method == "contained+tag"
+
+
+def test_facets_use_has_node_when_given(facet_index: SeedIndex) -> None:
+    # a tag node the graph gained after the index was built (a refresh) is found through has_node
+    q = _facet_query("vaporwave", tags=("vaporwave",))
+    res = find_seeds(q, facet_index, has_node=lambda n: n == "tag:vaporwave")
+    assert [s.node_id for s in res.seeds] == ["tag:vaporwave"]
+    assert find_seeds(_facet_query("rock", genres=("rock",)), facet_index, has_node=lambda n: False).seeds == ()
