@@ -36,6 +36,10 @@ Decisions, in one place:
   label was assigned (Last.fm tag assignments + Spotify playlist rows, or the
   number of podcast sources listing a category).
 
+**Held-out users** (:func:`ltrr.catalog.lastfm.split_held_out`, 20% of the Last.fm users by a
+fixed hash of their id) are removed before anything is aggregated: everything below is computed
+from the other users' listening and tag assignments only.
+
 **Slices** (``max_artists=N``): the top N Last.fm artists by total plays, the
 tracks of those artists, at most ``max(5, N // 20)`` playlists (most kept
 tracks first) and ``max(5, N // 40)`` podcasts (most popular first). Entities
@@ -49,7 +53,15 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from ltrr.catalog.lastfm import ArtistAcc, index_lastfm, lastfm_artists, similar_artists, top_tags, user_profiles
+from ltrr.catalog.lastfm import (
+    ArtistAcc,
+    index_lastfm,
+    lastfm_artists,
+    similar_artists,
+    split_held_out,
+    top_tags,
+    user_profiles,
+)
 from ltrr.catalog.normalize import normalize_name, normalize_tag
 from ltrr.catalog.readers import LastfmData, PodcastRow, SongRow
 from ltrr.types import Entity, Relation, UserProfile
@@ -71,11 +83,13 @@ GENRE_WORDS = frozenset(
 
 @dataclass
 class AssembledCatalog:
-    """Everything one build writes: entities (in write order), relations, users."""
+    """Everything one build writes: entities (in write order), relations, users; and how many
+    Last.fm users were held out of it."""
 
     entities: list[Entity] = field(default_factory=list)
     relations: list[Relation] = field(default_factory=list)
     users: list[UserProfile] = field(default_factory=list)
+    held_out_users: int = 0
 
 
 def _ranked(c: Counter[str], limit: int | None = None) -> list[str]:
@@ -296,6 +310,7 @@ def assemble_catalog(
     max_artists: int | None = None,
 ) -> AssembledCatalog:
     """Build every entity, relation and user profile (see the module docstring)."""
+    lfm, held = split_held_out(lfm)
     idx = index_lastfm(lfm)
     artists = lastfm_artists(lfm, idx)
     lfm_keys = sorted(artists, key=lambda k: (-artists[k].plays, k))
@@ -310,7 +325,8 @@ def assemble_catalog(
     if max_artists is not None:
         pods = pods[: max(5, max_artists // 40)]
 
-    out = AssembledCatalog()
+    held_users = set(held.plays[:, 0].tolist()) | set(held.tag_assignments[:, 0].tolist())
+    out = AssembledCatalog(held_out_users=len(held_users))
     max_listeners = max((a.listeners for a in artists.values()), default=1) or 1
     art_keys = sorted(kept, key=lambda k: (-artists[k].plays, k))
     global_tags: Counter[str] = Counter()

@@ -9,6 +9,17 @@ weight is unchanged, so re-running :func:`build_catalog` on an unchanged data
 directory reports ``changed == 0`` and only costs the parse and the hash checks.
 The build never deletes: an entity or relation that disappears from the data
 stays in the store.
+
+**One exception: a change of the held-out split.** The store remembers, in meta
+``catalog:held_out``, the split (:data:`ltrr.catalog.lastfm.HELD_OUT_SPEC`) it was built
+with. A build into a non-empty store built under another split (or before splits existed)
+brings it to exactly what this build produced: every relation of the store that the build
+did not write is *retired* (rewritten with weight 0, a new ``seq``, so each incremental reader
+sees it: the graph applies it like any update, and a weight-0 edge carries no PageRank mass),
+and every ``lfm:<id>`` profile the build did not write is deleted (profiles under other ids,
+e.g. learned from a user's own clicks, are left alone). Entities are never deleted; those whose
+content changed are rewritten and re-indexed through the watermarks as usual. So ``ltrr ingest``
+(which ``make up`` runs) migrates an existing ``var/catalog.sqlite`` in place.
 """
 
 from __future__ import annotations
@@ -19,13 +30,14 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from tqdm import tqdm
 
-from ltrr.catalog.assemble import assemble_catalog
+from ltrr.catalog.assemble import AssembledCatalog, assemble_catalog
+from ltrr.catalog.lastfm import HELD_OUT_SPEC
 from ltrr.catalog.readers import read_lastfm, read_podcasts, read_spotify_songs
 from ltrr.catalog.store import CatalogStore
 from ltrr.errors import ConfigError, InvalidRequest
@@ -34,6 +46,8 @@ from ltrr.types import ENTITY_TYPES, Entity, Relation, UserProfile
 T = TypeVar("T")
 ENTITY_BATCH = 2000
 RELATION_BATCH = 20000
+#: Meta key holding the held-out split the store was built with (see the module docstring).
+HELD_OUT_META = "catalog:held_out"
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,9 @@ class CatalogStats:
     relations_changed: int = 0
     seconds: float = 0.0
     relations_by_kind: Mapping[str, int] = field(default_factory=dict)
+    held_out_users: int = 0
+    relations_retired: int = 0
+    users_removed: int = 0
 
     @property
     def entities(self) -> int:
@@ -189,9 +206,37 @@ def build_catalog(
         bar.update()
         built = assemble_catalog(lfm, songs, podcasts, max_artists)
         bar.update()
+        previous = store.get_meta(HELD_OUT_META)
+        migrate = previous != HELD_OUT_SPEC and store.max_seq() > 0
         stats = write_catalog(store, built.entities, built.relations, built.users, started=started, progress=progress)
+        retired, removed = _retire_unbuilt(store, built, progress=progress) if migrate else (0, 0)
+    store.set_meta(HELD_OUT_META, HELD_OUT_SPEC)
+    stats = replace(
+        stats,
+        held_out_users=built.held_out_users,
+        relations_retired=retired,
+        users_removed=removed,
+        seconds=round(time.perf_counter() - started, 3),
+    )
     store.set_meta("catalog:last_build", json.dumps(stats.to_dict(), sort_keys=True))
     return stats
+
+
+def _retire_unbuilt(store: CatalogStore, built: AssembledCatalog, *, progress: bool) -> tuple[int, int]:
+    """Retire (weight 0) the store's relations ``built`` lacks and delete its ``lfm:`` profiles
+    ``built`` lacks; return ``(relations retired, profiles deleted)``."""
+    keep = {(r.src, r.dst, r.kind) for r in built.relations}
+    stale = [
+        Relation(r.src, r.dst, r.kind, 0.0)
+        for r in store.relations_since(0)
+        if r.weight != 0.0 and (r.src, r.dst, r.kind) not in keep
+    ]
+    retired = write_batches(
+        store.upsert_relations, stale, batch_size=RELATION_BATCH, total=len(stale), desc="retire", progress=progress
+    )
+    users = {u.user_id for u in built.users}
+    gone = [u.user_id for u in store.users() if u.user_id.startswith("lfm:") and u.user_id not in users]
+    return retired, store.delete_users(gone)
 
 
 def catalog_summary(store: CatalogStore) -> dict[str, int]:

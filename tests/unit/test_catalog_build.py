@@ -18,12 +18,13 @@ import pytest
 
 from ltrr.catalog.assemble import assemble_catalog
 from ltrr.catalog.build import CatalogStats, build_catalog, catalog_summary
+from ltrr.catalog.lastfm import HELD_OUT_FRACTION, HELD_OUT_SPEC, held_out_mask, is_held_out, split_held_out
 from ltrr.catalog.normalize import artist_entity_id, normalize_name, normalize_tag, strip_private_use
 from ltrr.catalog.readers import read_lastfm, read_podcasts, read_spotify_songs
 from ltrr.catalog.similarity import cosine_top_k
 from ltrr.catalog.store import CatalogStore
 from ltrr.errors import ConfigError, InvalidRequest
-from ltrr.types import ENTITY_TYPES, Entity, Relation
+from ltrr.types import ENTITY_TYPES, Entity, Relation, UserProfile
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -149,6 +150,9 @@ def _write_fixture(root: Path) -> Path:
         (2, 1, 30), (2, 4, 20), (2, 5, 5),
         (3, 2, 70), (3, 6, 40), (3, 1, 1),
         (4, 6, 10), (4, 2, 10),
+        # User 8 is held out (is_held_out(8)): were its rows counted, Muse would have 4 listeners (so
+        # Radiohead's popularity < 100), Katy Perry 2 and Muse the tag "hip hop" (assigned twice).
+        (8, 2, 1000), (8, 5, 300), (8, 6, 5),
     ]  # fmt: skip
     (lfm / "user_artists.dat").write_bytes(
         ("userID\tartistID\tweight\r\n" + "".join(f"{u}\t{a}\t{w}\r\n" for u, a, w in plays)).encode()
@@ -161,6 +165,7 @@ def _write_fixture(root: Path) -> Path:
         (1, 6, 5), (3, 6, 5),
         (1, 999, 1),
         (2, 2, 7),
+        (8, 2, 7), (8, 5, 1),
     ]  # fmt: skip
     (lfm / "user_taggedartists.dat").write_bytes(
         (
@@ -225,8 +230,8 @@ def test_readers_handle_latin1_crlf_na_and_private_use(mini: Path) -> None:
     lfm = read_lastfm(mini)
     assert lfm.tags[5] == "tropicália"  # Latin-1 byte 0xE1, CRLF stripped
     assert lfm.artist_names[5] == "Katy Perry"  # private-use U+E216 stripped
-    assert lfm.plays.shape == (11, 3) and lfm.plays[0].tolist() == [1, 1, 100]
-    assert lfm.tag_assignments.shape == (12, 3)
+    assert lfm.plays.shape == (14, 3) and lfm.plays[0].tolist() == [1, 1, 100]
+    assert lfm.tag_assignments.shape == (14, 3)
     songs = read_spotify_songs(mini)
     na = [s for s in songs if s.track_id == "t3"][0]
     assert (na.name, na.artist, na.album, na.popularity) == ("", "", "", 0)
@@ -269,7 +274,8 @@ def test_mini_build_exact_entities(tmp_path: Path, mini: Path) -> None:
     assert isinstance(stats, CatalogStats)
     assert (stats.artists, stats.tracks, stats.playlists, stats.podcasts) == (6, 3, 3, 4)
     assert stats.entities == stats.changed == 16
-    assert stats.users == 4
+    assert stats.users == 4 and stats.held_out_users == 1  # user 8
+    assert store.user("lfm:8") is None and (stats.relations_retired, stats.users_removed) == (0, 0)
     assert catalog_summary(store) == {"artist": 6, "track": 3, "playlist": 3, "podcast": 4, "total": 16}
     ents = _all_entities(store)
 
@@ -415,6 +421,48 @@ def test_mini_invariants_rerun_and_slice(tmp_path: Path, mini: Path) -> None:
         ("playlist:P2", "track:t1"),
     }
     assert stats.users == 4  # every user played Radiohead or Muse
+
+
+# -- the held-out split -------------------------------------------------------------------------
+
+
+def test_held_out_split_is_a_fixed_hash_of_the_user_id() -> None:
+    import hashlib
+
+    # sha256("held-out-v1:8")[:8] / 2^64 = 0.0434 < 0.2; users 1-4 of the fixture are imported.
+    assert [u for u in range(1, 13) if is_held_out(u)] == [8]
+    digest = hashlib.sha256(b"held-out-v1:8").digest()
+    assert int.from_bytes(digest[:8], "big") / 2**64 == pytest.approx(0.0434, abs=5e-5)
+    assert is_held_out(np.int64(8)) and held_out_mask(np.array([1, 8, 8, 2])).tolist() == [False, True, True, False]
+    share = held_out_mask(np.arange(20_000)).mean()
+    assert abs(share - HELD_OUT_FRACTION) < 0.01  # 20% +- 1 point (3.5 binomial sd)
+    with pytest.raises(TypeError, match="`user_id` must be a Last.fm user id"):
+        is_held_out("8")  # type: ignore[arg-type]
+
+
+def test_split_held_out_partitions_the_rows(mini: Path) -> None:
+    lfm = read_lastfm(mini)
+    imported, held = split_held_out(lfm)
+    assert sorted(set(held.plays[:, 0].tolist())) == [8] and len(held.plays) == 3 and len(held.tag_assignments) == 2
+    assert 8 not in imported.plays[:, 0] and 8 not in imported.tag_assignments[:, 0]
+    assert len(imported.plays) + len(held.plays) == len(lfm.plays)
+    assert imported.artist_names == lfm.artist_names == held.artist_names
+
+
+def test_build_migrates_a_store_built_without_the_split(tmp_path: Path, mini: Path) -> None:
+    store = CatalogStore(tmp_path / "c.sqlite")
+    muse = artist_entity_id("Muse")
+    # What an older build (every user imported) left: user 8's profile and Muse's tag "hip hop".
+    store.upsert_users([UserProfile("lfm:8", ((muse, 1.0),)), UserProfile("sim:7", ((muse, 1.0),))])
+    store.upsert_relations([Relation(muse, "tag:hip hop", "tagged", 2.0)])
+    first = build_catalog(store, mini, progress=False)
+    assert (first.relations_retired, first.users_removed) == (1, 1)
+    assert store.user("lfm:8") is None and store.user("sim:7") is not None  # only lfm: profiles are the build's
+    retired = [r for r in _all_relations(store) if r.weight == 0.0]
+    assert retired == [Relation(muse, "tag:hip hop", "tagged", 0.0)]
+    assert store.get_meta("catalog:held_out") == HELD_OUT_SPEC
+    again = build_catalog(store, mini, progress=False)  # the split is recorded: no migration
+    assert (again.changed, again.relations_changed, again.relations_retired, again.users_removed) == (0, 0, 0, 0)
 
 
 def test_progress_goes_to_stderr(tmp_path: Path, mini: Path, capsys: pytest.CaptureFixture[str]) -> None:
