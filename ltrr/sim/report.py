@@ -1,0 +1,164 @@
+"""Markdown and JSON summaries of a scored regret run (:func:`ltrr.sim.regret.score_run`). Pure."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ltrr.sim.regret import ALL_MAX, ORACLE, STATIC, UNIFORM, PolicyScore, Scored, routing
+
+LIVE = "live"
+VW_PREFIX = "vw "
+FIRST = 200
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def vw_families(names: Sequence[str], families: Mapping[str, str]) -> dict[str, list[str]]:
+    """``family -> [policy names]`` of the VW policies among ``names``."""
+    out: dict[str, list[str]] = {}
+    for n in names:
+        if n in families:
+            out.setdefault(families[n], []).append(n)
+    return out
+
+
+def best_of_family(scored: Scored, families: Mapping[str, str]) -> dict[str, str]:
+    """``family -> the VW policy with the lowest cumulative regret`` over the whole run."""
+    table = {s.policy: s for s in scored.table()}
+    return {fam: min(names, key=lambda n: table[n].regret) for fam, names in vw_families(list(table), families).items()}
+
+
+def score_table(rows: Sequence[PolicyScore]) -> list[str]:
+    out = [
+        "| policy | regret (cum.) | mean regret | recall | candidates | calls | cost | value |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in rows:
+        out.append(
+            f"| {s.policy} | {_f(s.regret, 1)} | {_f(s.mean_regret, 4)} | {_f(s.recall)} | {_f(s.candidates, 1)} | "
+            f"{_f(s.calls, 2)} | {_f(s.cost, 4)} | {_f(s.value, 4)} |"
+        )
+    return out
+
+
+def _order(names: Sequence[str]) -> list[str]:
+    head = [n for n in (ORACLE, LIVE) if n in names]
+    vw = sorted(n for n in names if n.startswith(VW_PREFIX))
+    tail = [n for n in (STATIC, ALL_MAX, UNIFORM) if n in names]
+    rest = [n for n in names if n not in head + vw + tail]
+    return head + rest + vw + tail
+
+
+def markdown(scored: Scored, meta: Mapping[str, Any], families: Mapping[str, str]) -> str:
+    """The report: run metadata, then the tables (see the module docstring of :mod:`ltrr.sim.regret`)."""
+    T = len(scored.records)
+    names = _order(list(scored.trajectories))
+    by_name = {s.policy: s for s in scored.table()}
+    lines = [f"# Regret of the retrieval policy: {T} simulated queries", ""]
+    for k, v in meta.items():
+        lines.append(f"- **{k}**: {v}")
+    lat = ", ".join(f"{s} {ms:.1f} ms" for s, ms in scored.latency_ms.items())
+    lines += [
+        f"- **latencies pricing every action** (mean `latency_ms` of the live calls): {lat}",
+        f"- **best static plan in hindsight**: {scored.static_budgets()}",
+        "",
+    ]
+
+    def section(title: str, rows: np.ndarray | slice) -> None:
+        lines.extend([f"## {title}", ""])
+        table = {s.policy: s for s in scored.table(rows)}
+        lines.extend(score_table([table[n] for n in names]))
+        lines.append("")
+
+    section("All queries", slice(None))
+    section(f"Second half (queries {T // 2 + 1}–{T})", slice(T // 2, None))
+    section(f"First {min(FIRST, T)} queries", slice(0, FIRST))
+
+    fams = vw_families(names, families)
+    if fams:
+        lines += ["## Vowpal Wabbit: best and range per exploration family (all queries)", ""]
+        lines += [
+            "| family | configs | best | best regret | regret range | recall range |",
+            "|---|---:|---|---:|---|---|",
+        ]
+        for fam, members in fams.items():
+            rs = [by_name[n] for n in members]
+            best = min(rs, key=lambda s: s.regret)
+            lines.append(
+                f"| {fam} | {len(rs)} | {best.policy} | {_f(best.regret, 1)} | "
+                f"{_f(min(s.regret for s in rs), 1)}–{_f(max(s.regret for s in rs), 1)} | "
+                f"{_f(min(s.recall for s in rs))}–{_f(max(s.recall for s in rs))} |"
+            )
+        lines.append("")
+
+    best_vw = list(best_of_family(scored, families).values())
+    shown = [n for n in names if not n.startswith(VW_PREFIX)]
+    shown = shown[:2] + sorted(best_vw) + shown[2:]
+    kinds = scored.kinds()
+    lines += ["## Recall per query kind", "", "| kind | n | " + " | ".join(shown) + " |"]
+    lines.append("|---|---:|" + "---:|" * len(shown))
+    for kind in kinds:
+        rows = scored.kind_rows(kind)
+        cells = [_f(float(scored.trajectories[n].hit[rows].mean())) for n in shown]
+        lines.append(f"| {kind} | {int(rows.sum())} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += ["## Mean regret per query kind", "", "| kind | " + " | ".join(shown) + " |"]
+    lines.append("|---|" + "---:|" * len(shown))
+    for kind in kinds:
+        rows = scored.kind_rows(kind)
+        cells = [_f(float((scored.oracle.value[rows] - scored.trajectories[n].value[rows]).mean()), 4) for n in shown]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    strategies = list(scored.space.strategies)
+    for who in [p for p in (LIVE, ORACLE) if p in scored.trajectories]:
+        lines += [f"## Routing per query kind: share of queries on which **{who}** called each strategy", ""]
+        lines += ["| kind | " + " | ".join(strategies) + " | calls | candidates |"]
+        lines.append("|---|" + "---:|" * (len(strategies) + 2))
+        for kind in [*kinds, "all"]:
+            rows = scored.kind_rows(kind) if kind != "all" else np.ones(T, dtype=bool)
+            share = routing(scored.space, scored.trajectories[who], rows)
+            tr = scored.trajectories[who]
+            lines.append(
+                f"| {kind} | "
+                + " | ".join(_f(share[s], 2) for s in strategies)
+                + f" | {_f(float(tr.calls[rows].mean()), 2)} | {_f(float(tr.candidates[rows].mean()), 1)} |"
+            )
+        lines.append("")
+
+    top = scored.space.ladder[-1]
+    lines += ["## Full information: share of queries whose wanted item is in each strategy's top k", ""]
+    ks = [k for k in scored.space.ladder if k > 0]
+    lines += ["| kind | " + " | ".join(f"{s}@{k}" for s in strategies for k in (ks[0], top)) + f" | any@{top} |"]
+    lines.append("|---|" + "---:|" * (2 * len(strategies) + 1))
+    for kind in [*kinds, "all"]:
+        rows = scored.kind_rows(kind) if kind != "all" else np.ones(T, dtype=bool)
+        r = scored.ranks[rows]
+        cells = [_f(float((r[:, i] <= k).mean()), 2) for i in range(len(strategies)) for k in (ks[0], top)]
+        cells.append(_f(float((r <= top).any(axis=1).mean()), 2))
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def summary(scored: Scored) -> dict[str, Any]:
+    """The tables as JSON: overall, second half, first 200, per kind."""
+    T = len(scored.records)
+    out: dict[str, Any] = {
+        "latency_ms": dict(scored.latency_ms),
+        "best_static": scored.static_budgets(),
+        "overall": [s.to_dict() for s in scored.table()],
+        "second_half": [s.to_dict() for s in scored.table(slice(T // 2, None))],
+        "first_200": [s.to_dict() for s in scored.table(slice(0, FIRST))],
+        "per_kind": {k: [s.to_dict() for s in scored.table(scored.kind_rows(k))] for k in scored.kinds()},
+    }
+    if LIVE in scored.trajectories:
+        out["routing_live"] = {
+            k: routing(scored.space, scored.trajectories[LIVE], scored.kind_rows(k)) for k in scored.kinds()
+        }
+    return out

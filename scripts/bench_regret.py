@@ -1,0 +1,549 @@
+#!/usr/bin/env python
+"""`make bench`: regret of the live retrieval policy against full information, over gRPC.
+
+Simulated users (the held-out Last.fm users, :mod:`ltrr.sim.users`) search the running app. Per
+query:
+
+1. **live**: ``search(k=10, explain=True)``; the policy decides, and its budgets
+   (``StrategyCall.candidates_requested``) and context features are recorded;
+2. **full information**: the same search with ``budgets`` = every strategy at the ladder maximum
+   (forced, so the app logs it but does not learn from it): each strategy's ranked candidate
+   ids, hence the wanted item's rank in each;
+3. the user sees the live top 10 and clicks per the position-based click model
+   (:mod:`ltrr.sim.clicks`); a click is sent as feedback at once (after step 2, so both searches
+   see the same query memory);
+4. every **Vowpal Wabbit** learner (:mod:`ltrr.sim.vw`) picks an action from the same context
+   features; its shown list is RRF (c=60) over the prefixes of the full lists at its budgets; the
+   same examination draw decides its click; it learns cost ``c(a) - click``, with ``c`` at the
+   running mean of the live latencies seen so far.
+
+Afterwards every policy (live, VW, oracle, best static, all at max, uniform) is scored on the same
+full-information ranks with the app's CostConfig at the run's mean live latency per strategy
+(:mod:`ltrr.sim.regret`). Writes ``<out>/regret.md``, ``regret.json`` (per-query records, re-score
+with ``--rescore``), ``regret.png`` (cumulative regret) and ``regret-fullinfo.jsonl.gz`` (the full
+lists, context and draws: ``--offline`` re-runs the VW learners without the server).
+
+Unless ``--no-deploy``, the run deploys a **fresh** copy of the app (:mod:`ltrr.sim.bench_config`:
+its own event log, policy checkpoints, catalog copy and query-memory index under
+``var/bench-regret/``, the memory cold-started by ``ltrr ingest --only memory`` like a fresh
+deployment's) and re-deploys ``--config`` afterwards. ``make up`` must have run.
+
+    .venv/bin/python scripts/bench_regret.py [--queries 3000] [--seed 0] [--algorithm linear_ts]
+        [--target 127.0.0.1:9000] [--no-deploy] [--out bench-out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.chdir(ROOT)
+for _k, _v in {
+    "LTRR_HOME": str(ROOT),
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+import grpc  # noqa: E402
+
+from ltrr.appconfig_io import load_app_config  # noqa: E402
+from ltrr.bandit.actions import ActionSpace  # noqa: E402
+from ltrr.client import LtrrClient  # noqa: E402
+from ltrr.config import AppConfig  # noqa: E402
+from ltrr.sim.bench_config import BENCH_VAR_DIR, app_args, bench_config  # noqa: E402
+from ltrr.sim.clicks import PositionClickModel  # noqa: E402
+from ltrr.sim.regret import QueryRecord, cumulative_regret, score_run  # noqa: E402
+from ltrr.sim.report import LIVE, markdown, summary  # noqa: E402
+from ltrr.sim.users import QueryMix, QueryStream, SimQuery, build_world  # noqa: E402
+from ltrr.sim.vw import DEFAULT_GRID, VWPolicy, VWSpec, shown_list  # noqa: E402
+from ltrr.v1 import search_pb2 as pb  # noqa: E402
+
+BIN = ROOT / ".venv" / "bin"
+T = TypeVar("T")
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+CHECK_EVERY = 100
+
+
+def log(msg: str) -> None:
+    print(f"==> {msg}", file=sys.stderr, flush=True)
+
+
+def retry(call: Callable[[], T], *, patience_s: float = 300.0) -> T:
+    """``call()``, retried while the app is briefly away (a redeploy) for up to ``patience_s``."""
+    deadline = time.monotonic() + patience_s
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            if exc.code() not in RETRYABLE or time.monotonic() > deadline:  # type: ignore[attr-defined]
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+# -- deploying a fresh copy of the app ------------------------------------------------------------
+
+
+def logged(events_path: str, request_id: str) -> bool:
+    """Whether the event log at ``events_path`` holds search ``request_id`` (read-only)."""
+    if not Path(events_path).exists():
+        return False
+    db = sqlite3.connect(f"file:{events_path}?mode=ro", uri=True, timeout=10.0)
+    try:
+        return db.execute("SELECT 1 FROM searches WHERE request_id=?", (request_id,)).fetchone() is not None
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        db.close()
+
+
+def wait_for_app(client: LtrrClient, events_path: str, *, present: bool, timeout_s: float = 600.0) -> float:
+    """Wait until the serving app logs to ``events_path`` (``present``) or no longer does; probe with a
+    forced one-strategy search (not learned from). Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        try:
+            if client.health() == "SERVING":
+                rid = client.search("bench regret probe", k=1, budgets={"lexical": 10}).request_id
+                if logged(events_path, rid) == present:
+                    return time.monotonic() - t0
+        except grpc.RpcError:
+            pass
+        time.sleep(2.0)
+    raise SystemExit(f"timed out after {timeout_s:.0f} s waiting for the {'bench' if present else 'normal'} app")
+
+
+def wait_for_indexes(client: LtrrClient, strategies: list[str], timeout_s: float = 1800.0) -> float:
+    """Wait until no strategy's index lags the catalog (``ltrr.index.<s>`` SERVING; the first
+    ``make up`` builds the vector index in the background). A bench copies the catalog with its
+    watermarks, so it must start from complete indexes. Returns the seconds waited."""
+    t0 = time.monotonic()
+    pending, first = list(strategies), True
+    while pending and time.monotonic() - t0 < timeout_s:
+        still = []
+        for s in pending:
+            try:
+                if client.health(f"ltrr.index.{s}") != "SERVING":
+                    still.append(s)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                    still.append(s)
+        if still and (first or still != pending):
+            log(f"waiting for the index of {', '.join(still)} to catch up with the catalog")
+        pending, first = still, False
+        if pending:
+            time.sleep(10.0)
+    if pending:
+        raise SystemExit(f"the index of {', '.join(pending)} still lags the catalog after {timeout_s:.0f} s")
+    return time.monotonic() - t0
+
+
+def run(cmd: list[str]) -> None:
+    log("$ " + " ".join(shlex.quote(c) for c in cmd))
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def copy_catalog(src: str, dst: Path) -> None:
+    """A consistent copy of the catalog (SQLite online backup), replacing ``dst``."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{dst}{suffix}").unlink(missing_ok=True)
+    with sqlite3.connect(src, timeout=30.0) as s, sqlite3.connect(str(dst)) as d:
+        s.backup(d)
+
+
+def deploy_bench(args: argparse.Namespace, client: LtrrClient) -> tuple[AppConfig, dict[str, float]]:
+    """Fresh bench state, memory cold start, ``serve deploy``; returns the bench app config and timings."""
+    timings: dict[str, float] = {}
+    var = ROOT / BENCH_VAR_DIR
+    var.mkdir(parents=True, exist_ok=True)
+    serve_cfg = yaml.safe_load((ROOT / args.config).read_text())
+    derived = bench_config(serve_cfg, algorithm=args.algorithm)
+    cfg_path = var / "serve_config.yaml"
+    cfg_path.write_text(
+        "# Written by scripts/bench_regret.py from "
+        + args.config
+        + "; see ltrr/sim/bench_config.py.\n"
+        + yaml.safe_dump(derived, sort_keys=False)
+    )
+    bench = AppConfig.model_validate(app_args(derived))
+    normal = AppConfig.model_validate(app_args(serve_cfg))
+    t = time.perf_counter()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{bench.events_path}{suffix}").unlink(missing_ok=True)
+    shutil.rmtree(bench.policy.checkpoint_dir, ignore_errors=True)
+    copy_catalog(normal.catalog_path, Path(bench.catalog_path))
+    timings["fresh state and catalog copy"] = time.perf_counter() - t
+    if "memory" in bench.enabled():
+        from ltrr.strategies._meili import MeiliClient
+
+        t = time.perf_counter()
+        mcfg: Any = bench.strategy_config("memory")
+        MeiliClient(mcfg.url, mcfg.api_key).delete_index(mcfg.index)
+        run([str(BIN / "ltrr"), "ingest", "--config", str(cfg_path), "--skip-catalog", "--only", "memory"])
+        timings["memory index cold start"] = time.perf_counter() - t
+    t = time.perf_counter()
+    run([str(BIN / "serve"), "deploy", str(cfg_path)])
+    timings["bench app deployed and serving"] = (
+        time.perf_counter() - t + wait_for_app(client, bench.events_path, present=True)
+    )
+    return bench, timings
+
+
+def restore(args: argparse.Namespace, client: LtrrClient, bench_events: str) -> float:
+    t = time.perf_counter()
+    run([str(BIN / "serve"), "deploy", args.config])
+    wait_for_app(client, bench_events, present=False)
+    return time.perf_counter() - t
+
+
+# -- the loop --------------------------------------------------------------------------------------
+
+
+class RunningLatency:
+    """Mean live latency per strategy so far (what VW's costs use during the run)."""
+
+    def __init__(self, space: ActionSpace) -> None:
+        self.space = space
+        self.sums = {s: 0.0 for s in space.strategies}
+        self.counts = {s: 0 for s in space.strategies}
+
+    def add(self, lat: dict[str, float]) -> None:
+        for s, ms in lat.items():
+            self.sums[s] += ms
+            self.counts[s] += 1
+
+    def costs(self) -> np.ndarray:
+        lat = {s: self.sums[s] / self.counts[s] for s in self.space.strategies if self.counts[s]}
+        return self.space.costs_for(lat)
+
+
+class VWBank:
+    """The VW learners of one run, stepped on each query's full information."""
+
+    def __init__(self, space: ActionSpace, specs: list[VWSpec], seed: int) -> None:
+        self.space = space
+        self.policies = [VWPolicy(space, spec, seed=seed + i) for i, spec in enumerate(specs)]
+        self.ms: dict[str, list[float]] = {p.spec.name: [] for p in self.policies}
+
+    def reprice(self, costs: np.ndarray) -> None:
+        for p in self.policies:
+            p.reprice(costs)
+
+    def step(
+        self,
+        context: dict[str, float],
+        lists: dict[str, list[str]],
+        wanted: str,
+        draw: np.ndarray,
+        clicks: PositionClickModel,
+        costs: np.ndarray,
+    ) -> tuple[dict[str, dict[str, int]], dict[str, int | None]]:
+        played: dict[str, dict[str, int]] = {}
+        clicked: dict[str, int | None] = {}
+        for p in self.policies:
+            t = time.perf_counter()
+            a, prob = p.choose(context)
+            budgets = self.space.budgets(a)
+            pos = clicks.click(shown_list(lists, budgets), wanted, draw)
+            p.learn(context, a, prob, float(costs[a]) - (pos is not None))
+            self.ms[p.spec.name].append((time.perf_counter() - t) * 1000.0)
+            played[p.spec.name], clicked[p.spec.name] = budgets, pos
+        return played, clicked
+
+
+def stream_queries(args: argparse.Namespace, catalog_path: str) -> list[SimQuery]:
+    from ltrr.catalog.readers import read_lastfm
+    from ltrr.catalog.store import CatalogStore
+
+    store = CatalogStore(catalog_path)
+    try:
+        world = build_world(read_lastfm(ROOT / args.data_dir), store)
+    finally:
+        store.close()
+    return QueryStream(world, QueryMix.parse(args.mix), seed=args.seed).generate(args.queries)
+
+
+def live_loop(
+    args: argparse.Namespace,
+    client: LtrrClient,
+    space: ActionSpace,
+    queries: list[SimQuery],
+    bench_events: str | None,
+    fullinfo: Any,
+) -> tuple[list[QueryRecord], VWBank]:
+    clicks = PositionClickModel(eta=args.eta, depth=10)
+    rng = np.random.default_rng(args.seed)
+    top = {s: space.ladder[-1] for s in space.strategies}
+    bank = VWBank(space, select_vw(args.vw), args.seed)
+    running = RunningLatency(space)
+    records: list[QueryRecord] = []
+    for q in tqdm(queries, desc="regret", unit="q", file=sys.stderr):
+        live = retry(lambda q=q: client.search(q.text, k=10, user_id=q.user_id, explain=True))
+        full = retry(lambda q=q: client.search(q.text, k=10, user_id=q.user_id, explain=True, budgets=top))
+        draw = clicks.draw(rng)
+        shown = [r.entity_id for r in live.results]
+        pos = clicks.click(shown, q.wanted, draw)
+        if pos is not None:
+            retry(lambda rid=live.request_id, pos=pos, q=q: client.feedback(rid, q.wanted, "click", position=pos))
+        if bench_events and q.index % CHECK_EVERY == 0 and not logged(bench_events, live.request_id):
+            raise SystemExit(f"query {q.index}: the serving app no longer logs to {bench_events} (redeployed?)")
+        live_plan = {c.strategy: int(c.candidates_requested) for c in live.strategies}
+        live_lat = {c.strategy: float(c.latency_ms) for c in live.strategies if c.candidates_requested > 0}
+        lists = {c.strategy: list(c.candidate_ids) for c in full.strategies}
+        full_lat = {c.strategy: float(c.latency_ms) for c in full.strategies if c.status != pb.StrategyCall.SKIPPED}
+        status = {c.strategy: int(c.status) for c in full.strategies}
+        ranks = {s: (lists[s].index(q.wanted) + 1 if q.wanted in lists.get(s, []) else None) for s in space.strategies}
+        live_hit = any(q.wanted in c.candidate_ids for c in live.strategies)
+        context = dict(live.context_features)
+        running.add(live_lat)
+        if q.index % 25 == 0:
+            bank.reprice(running.costs())
+        played, clicked = bank.step(context, lists, q.wanted, draw, clicks, running.costs())
+        played[LIVE], clicked[LIVE] = {s: live_plan.get(s, 0) for s in space.strategies}, pos
+        records.append(
+            QueryRecord(
+                q.index,
+                q.user_id,
+                q.kind,
+                q.text,
+                q.wanted,
+                ranks,
+                played,
+                clicked,
+                live_lat,
+                full_lat,
+                live_hit,
+                {"policy_version": live.policy_version, "full_status": status, "degraded": bool(full.degraded)},
+            )
+        )
+        fullinfo.write(json.dumps({"index": q.index, "context": context, "lists": lists, "draw": draw.tolist()}) + "\n")
+    return records, bank
+
+
+def offline_loop(args: argparse.Namespace, space: ActionSpace, records: list[QueryRecord], path: Path) -> VWBank:
+    """Re-run the VW learners on a saved run (its full lists, contexts and draws)."""
+    clicks = PositionClickModel(eta=args.eta, depth=10)
+    bank = VWBank(space, select_vw(args.vw), args.seed)
+    running = RunningLatency(space)
+    with gzip.open(path, "rt") as fh:
+        rows = {int(d["index"]): d for d in map(json.loads, fh)}
+    for i, rec in enumerate(tqdm(records, desc="vw offline", unit="q", file=sys.stderr)):
+        d = rows[rec.index]
+        running.add(dict(rec.live_latency_ms))
+        if rec.index % 25 == 0:
+            bank.reprice(running.costs())
+        played, clicked = bank.step(
+            d["context"], d["lists"], rec.wanted, np.asarray(d["draw"]), clicks, running.costs()
+        )
+        keep = {p: b for p, b in rec.played.items() if not p.startswith("vw ")}
+        keep_c = {p: c for p, c in rec.clicks.items() if not p.startswith("vw ")}
+        records[i] = QueryRecord.from_dict(rec.to_dict() | {"played": keep | played, "clicks": keep_c | clicked})
+    return bank
+
+
+def select_vw(names: str) -> list[VWSpec]:
+    if names == "none":
+        return []
+    if names == "all":
+        return list(DEFAULT_GRID)
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    by_name = {s.name: s for s in DEFAULT_GRID}
+    missing = [n for n in wanted if n not in by_name]
+    if missing:
+        raise SystemExit(f"--vw: unknown {missing[0]!r}; valid: all, none, {', '.join(by_name)}")
+    return [by_name[n] for n in wanted]
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+
+
+def plot(scored: Any, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for name, tr in scored.trajectories.items():
+        if name == "oracle":
+            continue
+        style = {"lw": 2.4, "color": "black"} if name == LIVE else {"lw": 1.2}
+        if name.startswith("vw "):
+            style["ls"] = "--"
+        ax.plot(np.arange(1, len(tr.value) + 1), cumulative_regret(tr, scored.oracle), label=name, **style)
+    ax.set_xlabel("query")
+    ax.set_ylabel("cumulative regret vs the per-query oracle")
+    ax.set_title("Retrieval-plan regret on simulated users (full information)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def vw_timing(bank: VWBank) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, xs in bank.ms.items():
+        if xs:
+            a = np.asarray(xs)
+            out[name] = {
+                "mean_ms": float(a.mean()),
+                "p50_ms": float(np.percentile(a, 50)),
+                "p99_ms": float(np.percentile(a, 99)),
+            }
+    return out
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    return f"{os.cpu_count()} cores, {cpu}"
+
+
+def write_outputs(
+    args: argparse.Namespace, space: ActionSpace, records: list[QueryRecord], bank: VWBank | None, meta: dict[str, Any]
+) -> None:
+    out = ROOT / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    scored = score_run(space, records)
+    families = {s.name: s.family for s in DEFAULT_GRID}
+    if bank is not None:
+        timing = vw_timing(bank)
+        meta["VW time per query (choose + learn, 624 actions)"] = (
+            ", ".join(f"{n}: {t['mean_ms']:.1f} ms (p99 {t['p99_ms']:.1f})" for n, t in timing.items()) or "no VW"
+        )
+        meta["vw_timing"] = timing
+    live_hits = [r.live_hit for r in records if r.live_hit is not None]
+    tr = scored.trajectories.get(LIVE)
+    if tr is not None and live_hits:
+        agree = float(np.mean([bool(h) == bool(s) for h, s in zip(live_hits, tr.hit, strict=False)]))
+        meta["live calls' own candidates agree with the full-information score"] = f"{agree:.3f} of queries"
+    clicked = [r.clicks.get(LIVE) is not None for r in records]
+    meta["live clicks"] = f"{int(np.sum(clicked))} of {len(records)}"
+    md_meta = {k: v for k, v in meta.items() if k != "vw_timing"}
+    (out / "regret.md").write_text(markdown(scored, md_meta, families) + "\n")
+    (out / "regret.json").write_text(
+        json.dumps({"meta": meta, "summary": summary(scored), "records": [r.to_dict() for r in records]}, indent=1)
+        + "\n"
+    )
+    plot(scored, out / "regret.png")
+    log(f"wrote {out}/regret.md, regret.json, regret.png")
+    print((out / "regret.md").read_text())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--queries", type=int, default=3000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--algorithm", default="linear_ts", help="policy.algorithm of the fresh bench deployment")
+    ap.add_argument("--target", default="127.0.0.1:9000")
+    ap.add_argument("--no-deploy", action="store_true", help="use the running app as it is (its policy, logs, memory)")
+    ap.add_argument("--keep-deployed", action="store_true", help="leave the bench app deployed afterwards")
+    ap.add_argument("--config", default=os.environ.get("LTRR_CONFIG", "deployments/serve_config.yaml"))
+    ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--mix", default="", help="query kinds, e.g. 'name=0.3,typo=0.1' (ltrr.sim.users.QueryMix)")
+    ap.add_argument("--eta", type=float, default=1.0, help="click model: examination 1/r^eta over the top 10")
+    ap.add_argument("--vw", default="all", help="VW configs: all, none, or names from ltrr.sim.vw.DEFAULT_GRID")
+    ap.add_argument("--out", default="bench-out")
+    ap.add_argument("--rescore", metavar="DIR", help="re-score DIR/regret.json (no server)")
+    ap.add_argument(
+        "--offline", metavar="DIR", help="re-run the VW learners on DIR's saved run, then score (no server)"
+    )
+    args = ap.parse_args()
+    started = time.perf_counter()
+    normal = load_app_config(args.config)
+    strategies = list(normal.enabled())
+    space = ActionSpace.build(strategies, normal.policy.ladder, normal.policy.costs)
+    command = "scripts/bench_regret.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+    if args.rescore or args.offline:
+        src = ROOT / (args.rescore or args.offline)
+        saved = json.loads((src / "regret.json").read_text())
+        records = [QueryRecord.from_dict(d) for d in saved["records"]]
+        meta = {k: v for k, v in saved["meta"].items() if k != "vw_timing"}
+        bank = None
+        if args.offline:
+            bank = offline_loop(args, space, records, src / "regret-fullinfo.jsonl.gz")
+            meta["VW"] = f"re-run offline from {src} ({command})"
+        write_outputs(args, space, records, bank, meta)
+        return 0
+
+    client = LtrrClient(args.target, timeout=30.0)
+    try:
+        client.health()
+    except grpc.RpcError as exc:
+        raise SystemExit(f"ltrr is not answering on {args.target} ({exc.code()}); run `make up` first") from None  # type: ignore[attr-defined]
+    timings: dict[str, float] = {}
+    bench_events: str | None = None
+    catalog_path = normal.catalog_path
+    if not args.no_deploy:
+        waited = wait_for_indexes(client, strategies)
+        log(f"deploying a fresh bench app (policy {args.algorithm}) from {args.config}")
+        bench, timings = deploy_bench(args, client)
+        timings = {"wait for complete indexes": waited, **timings}
+        bench_events, catalog_path = bench.events_path, bench.catalog_path
+    t = time.perf_counter()
+    queries = stream_queries(args, catalog_path)
+    timings["simulated users"] = time.perf_counter() - t
+    out = ROOT / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    try:
+        with gzip.open(out / "regret-fullinfo.jsonl.gz", "wt") as fh:
+            records, bank = live_loop(args, client, space, queries, bench_events, fh)
+    finally:
+        timings["query loop"] = time.perf_counter() - t
+        if bench_events and not args.keep_deployed:
+            log(f"re-deploying {args.config}")
+            timings["re-deploy the normal app"] = restore(args, client, bench_events)
+    n_q = len(records)
+    mix = QueryMix.parse(args.mix).weights()
+    meta: dict[str, Any] = {
+        "command": command,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "queries": n_q,
+        "seed": args.seed,
+        "policy": f"{args.algorithm} (fresh bench deployment)" if bench_events else "the running app's, as it was",
+        "query mix": ", ".join(f"{k} {v:g}" for k, v in mix.items()),
+        "click model": f"examination 1/r^{args.eta:g} over the top 10; the same draw for every policy",
+        "costs": f"per_call {space.cost_model.per_call}, per_candidate {space.cost_model.per_candidate}, "
+        f"per_ms {space.cost_model.per_ms}",
+        "run time": ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+        + f"; {timings['query loop'] / max(n_q, 1) * 1000:.0f} ms per query in the loop",
+    }
+    write_outputs(args, space, records, bank, meta)
+    log(f"done in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
