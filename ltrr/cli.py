@@ -159,7 +159,7 @@ def _ope(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    space = ActionSpace.build(strategies, cfg.policy.ladder, cfg.policy.costs)
+    space = ActionSpace.build(strategies, cfg.policy.ladder, cfg.policy.costs, cfg.policy.overlap)
     print(f"ope: bootstrapping {len(policies)} policies x {len(estimators)} estimators ...", file=sys.stderr)
     result = evaluate(rounds, space, estimators=estimators, n_bootstrap_samples=args.bootstrap, random_state=args.seed)
     text = format_report(result, estimators)

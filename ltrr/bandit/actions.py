@@ -16,6 +16,17 @@ chance the wanted item is in the union of the candidate sets is
 
     u(a \\mid x) = 1 - \\prod_s \\bigl(1 - p_{s, a_s}(x)\\bigr), \\qquad p_{s,0} = 0,
 
+**Overlap.** Strategies do not miss independently: lexical and memory find the same names.
+With ``overlap`` :math:`\\omega \\in [0, 1]` (``policy.overlap``) the value interpolates between
+independent misses and nested hits (the best strategy's hits contain the others'):
+
+.. math::
+
+    u_\\omega(a \\mid x) = (1 - \\omega)\\, u(a \\mid x) + \\omega \\max_s p_{s, a_s}(x),
+
+so a second strategy that finds what the first finds adds little. Both are equal on 0/1 tables
+(full-information scoring), so only the policy's estimate changes.
+
 and the policy maximises :math:`u(a \\mid x) - c(a)` (cost, :class:`~ltrr.bandit.config.CostConfig`;
 its latency term uses the measured latencies of :mod:`~ltrr.bandit.latency`, installed with
 :meth:`ActionSpace.set_latency`, which re-prices all actions in place).
@@ -48,10 +59,13 @@ class ActionSpace:
     costs: np.ndarray = field(repr=False, compare=False)
     cost_model: CostConfig = field(repr=False, compare=False)
     latency_ms: np.ndarray = field(repr=False, compare=False)
+    overlap: float = 0.0
 
     @classmethod
-    def build(cls, strategies: Sequence[str], ladder: Sequence[int], costs: CostConfig | None = None) -> ActionSpace:
-        """The space with its costs at the prior latencies of ``costs``."""
+    def build(
+        cls, strategies: Sequence[str], ladder: Sequence[int], costs: CostConfig | None = None, overlap: float = 0.0
+    ) -> ActionSpace:
+        """The space with its costs at the prior latencies of ``costs``; ``overlap`` in [0, 1] (module docstring)."""
         strategies, ladder = tuple(strategies), tuple(int(k) for k in ladder)
         if not strategies:
             raise ValueError("`strategies` must name at least one strategy")
@@ -63,9 +77,11 @@ class ActionSpace:
             raise ValueError(
                 f"`ladder` x `strategies` gives {len(ladder)}^{len(strategies)} actions; at most {MAX_ACTIONS}"
             )
+        if not 0.0 <= overlap <= 1.0:
+            raise ValueError(f"`overlap` must be in [0, 1], got {overlap}")
         c = costs or CostConfig()
         latency = np.array([c.prior_latency_ms(s) for s in strategies], dtype=float)
-        return cls(strategies, ladder, _action_costs(ladder, c, latency), c, latency)
+        return cls(strategies, ladder, _action_costs(ladder, c, latency), c, latency, float(overlap))
 
     def latency_vector(self, latency_ms: Mapping[str, float]) -> np.ndarray:
         """``(S,)`` latencies from a ``{strategy: ms}`` dict; a strategy it lacks gets its prior
@@ -156,7 +172,17 @@ class ActionSpace:
         ``out``, if given, receives the result (reusing one buffer avoids a fresh
         page-faulted allocation per call, which costs more than the math here)."""
         res = _outer(1.0 - table, np.multiply, out)
-        return np.subtract(1.0, res, out=res)
+        res = np.subtract(1.0, res, out=res)
+        if self.overlap > 0.0:  # u = u_ind - overlap * (u_ind - max_s p_s)
+            best = _outer(table, np.maximum)
+            res -= self.overlap * (res - best)
+        return res
+
+    def union_value(self, table: np.ndarray, levels: Sequence[int]) -> float:
+        """:math:`u_\\omega(a)` of the one action with level vector ``levels`` (not all :math:`L^S`)."""
+        p = table[np.arange(self.n_strategies), list(levels)]
+        ind = float(1.0 - np.prod(1.0 - p))
+        return ind - self.overlap * (ind - float(p.max()))
 
     def marginals(self, dist: np.ndarray) -> np.ndarray:
         """Per-strategy level probabilities ``(S, L)`` of a distribution over action ids."""

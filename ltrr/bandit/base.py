@@ -233,8 +233,7 @@ class Policy(ABC):
             propensity=float(dist[action]),
             inclusion={s: float(1.0 - marg[i, 0]) for i, s in enumerate(sp.strategies)},
             budget_prob={s: float(marg[i, levels[i]]) for i, s in enumerate(sp.strategies)},
-            # u(a) for the one action played: 1 - prod_s (1 - p[s, a_s]), not all L^S of them
-            expected_recall=float(1.0 - np.prod(1.0 - table[np.arange(sp.n_strategies), levels])),
+            expected_recall=sp.union_value(table, levels),
             cost=float(sp.costs[action]),
             algorithm=self.name,
             latency_ms=sp.latency_dict(),

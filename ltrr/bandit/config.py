@@ -103,6 +103,13 @@ class PolicyConfig(BaseModel):
     prior_hit_rate: float = Field(
         0.3, ge=0.0, le=1.0, description="Prior mean hit probability of every arm (on the bias feature)."
     )
+    overlap: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="How much the strategies' hits overlap in the value of a plan: 0 assumes they miss "
+        "independently, 1 that the best strategy's hits contain the others' (ltrr.bandit.actions).",
+    )
     prior_path: str | None = Field(
         None,
         description="A fitted prior for the arms (ltrr.bandit.prior; `scripts/fit_prior.py` writes one from "

@@ -49,7 +49,7 @@ def new_policy(
 ) -> Policy:
     """A policy over ``strategies`` with ``dim`` context features, its arms at the prior
     (``config.ridge``, ``config.prior_hit_rate``); its action space is ``policy.space``."""
-    space = ActionSpace.build(strategies, config.ladder, config.costs)
+    space = ActionSpace.build(strategies, config.ladder, config.costs, config.overlap)
     arms = LinearArms.zeros(space.n_arms, dim)
     arms.reset(config.ridge, config.prior_hit_rate)
     return make_policy(config, space, arms, rng, algorithm)

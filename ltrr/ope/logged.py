@@ -80,7 +80,7 @@ def collect(
     them only the positive outcomes are settled yet, which would bias every estimate up.
     Searches before ``since_ts`` are skipped (counted in ``skipped``); targets do not learn from them."""
     featurizer = ContextFeaturizer(strategies)
-    space = ActionSpace.build(strategies, config.ladder, config.costs)
+    space = ActionSpace.build(strategies, config.ladder, config.costs, config.overlap)
     cfg = config.model_copy(update={"ts_resamples": ts_resamples})
     targets = {
         algo: new_policy(cfg, strategies, featurizer.dim, np.random.default_rng(seed + i), algo)

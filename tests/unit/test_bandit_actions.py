@@ -283,3 +283,17 @@ def test_uniform_level_floor_brute_force(n_strategies: int, n_levels: int, expec
     possible = probs[:, 1:] if n_strategies == 1 else probs
     assert sp.uniform_level_floor() == pytest.approx(possible.min())
     assert sp.uniform_level_floor() == pytest.approx(expected)
+
+
+def test_overlap_interpolates_between_independent_misses_and_nested_hits():
+    table = np.array([[0.0, 0.9], [0.0, 0.6]])  # two strategies, one budget each
+    both = 3  # levels (1, 1)
+    for overlap, expected in ((0.0, 1 - 0.1 * 0.4), (1.0, 0.9), (0.5, 0.5 * 0.96 + 0.5 * 0.9)):
+        sp = ActionSpace.build(("a", "b"), (0, 10), overlap=overlap)
+        assert sp.union_values(table)[both] == pytest.approx(expected)
+        assert sp.union_value(table, (1, 1)) == pytest.approx(expected)
+        assert sp.union_values(table)[sp.action((1, 0))] == pytest.approx(0.9), "one strategy: its own p"
+    zero_one = np.array([[0.0, 1.0], [0.0, 0.0]])
+    assert ActionSpace.build(("a", "b"), (0, 10), overlap=0.7).union_values(zero_one)[both] == 1.0
+    with pytest.raises(ValueError, match=r"`overlap` must be in \[0, 1\], got 1.5"):
+        ActionSpace.build(("a", "b"), (0, 10), overlap=1.5)
