@@ -174,10 +174,10 @@ class PolicyLearner:
                 return opened
             with self._lock:
                 for seq, event in batch:
-                    obs = observe(event, None, self.featurizer, self.cfg.ladder)
+                    obs = observe(event, None, self.featurizer, self.cfg.ladder, self.cfg.position_bias)
                     latencies = latency_samples(event.calls, self.deadlines_ms)
                     if obs is not None and self.cfg.learns(obs.decision.forced):
-                        self.module.open(obs.decision, obs.rewards, obs.query_class, latencies)
+                        self.module.open(obs.decision, obs.rewards, obs.query_class, latencies, obs.visibility)
                         opened += 1
                     elif latencies:
                         self.module.learn_latencies(latencies)
@@ -195,9 +195,9 @@ class PolicyLearner:
                 for st, event, search_seq in batch:
                     if search_seq > int(self.module.open_cursor):
                         return credited
-                    obs = observe(event, st.entity_id, self.featurizer, self.cfg.ladder)
+                    obs = observe(event, st.entity_id, self.featurizer, self.cfg.ladder, self.cfg.position_bias)
                     if obs is not None and self.cfg.learns(obs.decision.forced):
-                        self.module.credit(obs.decision, obs.rewards, obs.query_class, obs.hits)
+                        self.module.credit(obs.decision, obs.rewards, obs.query_class, obs.hits, obs.visibility)
                         credited += 1
                     self.module.cursor.fill_(st.seq)
 

@@ -154,13 +154,14 @@ class BanditRLModule(TorchRLModule):
         query_class: int,
         hits: Mapping[str, bool],
         latencies: Sequence[Sample] = (),
+        visibility: ArmRewards | None = None,
     ) -> int:
         """Apply one settled search: arm rewards, per-class hit counts, its calls' latency
         samples (:func:`ltrr.bandit.latency.latency_samples`), version + 1. Returns arms updated."""
         self._check_class(query_class)
         known = {(s, k): r for (s, k), r in rewards.items() if s in self.space.strategies and k in self.space.ladder}
         samples = self.latency.check(latencies)  # validate everything before anything changes
-        n = self.policy.update(decision, known) if known else 0
+        n = self.policy.update(decision, known, visibility) if known else 0
         self._apply_latencies(samples)
         for s, hit in hits.items():
             if s in self.space.strategies:
@@ -170,25 +171,39 @@ class BanditRLModule(TorchRLModule):
         self.updates += 1
         return n
 
-    def open(self, decision: Decision, observed: ArmRewards, query_class: int, latencies: Sequence[Sample] = ()) -> int:
+    def open(
+        self,
+        decision: Decision,
+        observed: ArmRewards,
+        query_class: int,
+        latencies: Sequence[Sample] = (),
+        visibility: ArmRewards | None = None,
+    ) -> int:
         """Count one logged search before its outcome is known: every arm it observed as a reward-0
         observation, a trial for each strategy it called successfully, its calls' latency samples;
         version + 1. :meth:`credit` adds its positive rewards if a click settles it. Returns arms counted."""
         self._check_class(query_class)
         known = {(s, k): r for (s, k), r in observed.items() if s in self.space.strategies and k in self.space.ladder}
         samples = self.latency.check(latencies)
-        n = self.policy.open(decision, known) if known else 0
+        n = self.policy.open(decision, known, visibility) if known else 0
         self._apply_latencies(samples)
         for s in {s for s, _ in known}:
             self.class_trials[query_class, self.space.strategies.index(s)] += 1.0
         self.updates += 1
         return n
 
-    def credit(self, decision: Decision, rewards: ArmRewards, query_class: int, hits: Mapping[str, bool]) -> int:
+    def credit(
+        self,
+        decision: Decision,
+        rewards: ArmRewards,
+        query_class: int,
+        hits: Mapping[str, bool],
+        visibility: ArmRewards | None = None,
+    ) -> int:
         """Add the positive rewards of a search :meth:`open` counted; version + 1. Returns arms credited."""
         self._check_class(query_class)
         known = {(s, k): r for (s, k), r in rewards.items() if s in self.space.strategies and k in self.space.ladder}
-        n = self.policy.credit(decision, known) if known else 0
+        n = self.policy.credit(decision, known, visibility) if known else 0
         for s, hit in hits.items():
             if s in self.space.strategies and hit:
                 self.class_hits[query_class, self.space.strategies.index(s)] += 1.0

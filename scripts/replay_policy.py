@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 def replay(run: Path, overrides: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
     from ltrr.bandit.prior import load_prior
-    from ltrr.bandit.rewards import semi_bandit_rewards
+    from ltrr.bandit.rewards import arm_visibility, semi_bandit_rewards
     from ltrr.fusion import rrf
     from ltrr.sim.clicks import PositionClickModel
     from ltrr.sim.regret import (
@@ -60,6 +60,7 @@ def replay(run: Path, overrides: dict[str, Any], seed: int = 0) -> dict[str, Any
     overrides = dict(overrides)
     feedback = overrides.pop("_feedback", "click")
     keep = overrides.pop("_features", None)
+    eta = overrides.pop("_position_bias", None)  # None: plain updates
     cfg = PolicyConfig.model_validate({"seed": seed, **overrides})
     strategies = ("lexical", "vector", "graph", "memory")
     fz = ContextFeaturizer(strategies)
@@ -93,8 +94,9 @@ def replay(run: Path, overrides: dict[str, Any], seed: int = 0) -> dict[str, Any
         elif feedback == "visible-neg":  # negatives only for fully shown arms, positives always
             seen = set(shown)
             rewards = {(s_, k): r for (s_, k), r in rewards.items() if r or set(lists[s_][:k]) <= seen}
+        vis = None if eta is None else arm_visibility(dec.budgets, cfg.ladder, lists, ok, shown, float(eta))
         if feedback != "none":
-            pol.update(dec, rewards)
+            pol.update(dec, rewards, vis)
         actions.append(dec.action)
     hits = action_hits(pol.space, rank_matrix(pol.space, records))
     costs = pol.space.costs.copy()

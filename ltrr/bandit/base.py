@@ -159,33 +159,53 @@ class Policy(ABC):
         """Alias of :meth:`select` (the name Open Bandit Pipeline uses)."""
         return self.select(x)
 
-    def update(self, decision: Decision, rewards: ArmRewards) -> int:
-        """Apply semi-bandit rewards ``{(strategy, k): r}`` observed for ``decision``; returns arms updated."""
+    def update(self, decision: Decision, rewards: ArmRewards, visibility: ArmRewards | None = None) -> int:
+        """Apply semi-bandit rewards ``{(strategy, k): r}`` observed for ``decision``; returns arms updated.
+
+        ``visibility`` ``{(strategy, k): v}``, v in (0, 1]: how likely a hit of that arm was to be
+        seen and clicked (:func:`ltrr.bandit.rewards.arm_visibility`); the arm's observation then
+        weighs :math:`v^2` and its reward :math:`v r` (weighted least squares of the click on
+        :math:`v p(x)`). Absent: 1, the plain update."""
         x, arms = self._arms_of(decision, rewards)
-        for arm, r in zip(arms, rewards.values(), strict=True):
-            self.arms.update(arm, x, float(r))
+        vis = self._visibility(rewards, visibility)
+        for arm, r, v in zip(arms, rewards.values(), vis, strict=True):
+            self.arms.observe(arm, x, v * v)
+            if r:
+                self.arms.reward(arm, x, float(r) * v)
         return len(arms)
 
-    def open(self, decision: Decision, observed: ArmRewards) -> int:
+    def open(self, decision: Decision, observed: ArmRewards, visibility: ArmRewards | None = None) -> int:
         """Count the arms ``decision`` observed as reward-0 observations, before its outcome is known
         (the keys of ``observed`` name them; the values must be 0). :meth:`credit` adds the
-        positives later; the two together equal :meth:`update` exactly."""
+        positives later (with the same ``visibility``); the two together equal :meth:`update` exactly."""
         if any(r for r in observed.values()):
             raise ValueError("`observed` must hold only 0 rewards; credit the positives with `credit`")
         x, arms = self._arms_of(decision, observed)
-        for arm in arms:
-            self.arms.observe(arm, x)
+        for arm, v in zip(arms, self._visibility(observed, visibility), strict=True):
+            self.arms.observe(arm, x, v * v)
         return len(arms)
 
-    def credit(self, decision: Decision, rewards: ArmRewards) -> int:
+    def credit(self, decision: Decision, rewards: ArmRewards, visibility: ArmRewards | None = None) -> int:
         """Add the positive rewards of a decision already counted by :meth:`open`; returns arms credited."""
         x, arms = self._arms_of(decision, rewards)
         n = 0
-        for arm, r in zip(arms, rewards.values(), strict=True):
+        for arm, r, v in zip(arms, rewards.values(), self._visibility(rewards, visibility), strict=True):
             if r:
-                self.arms.reward(arm, x, float(r))
+                self.arms.reward(arm, x, float(r) * v)
                 n += 1
         return n
+
+    @staticmethod
+    def _visibility(rewards: ArmRewards, visibility: ArmRewards | None) -> list[float]:
+        if visibility is None:
+            return [1.0] * len(rewards)
+        out = []
+        for key in rewards:
+            v = float(visibility.get(key, 1.0))
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"`visibility` must be in [0, 1], got {v!r} for {key!r}")
+            out.append(v)
+        return out
 
     def _arms_of(self, decision: Decision, rewards: ArmRewards) -> tuple[np.ndarray, list[int]]:
         """The context vector and the arm ids of ``rewards``, all validated before anything changes."""

@@ -110,6 +110,14 @@ class PolicyConfig(BaseModel):
         description="How much the strategies' hits overlap in the value of a plan: 0 assumes they miss "
         "independently, 1 that the best strategy's hits contain the others' (ltrr.bandit.actions).",
     )
+    position_bias: float | None = Field(
+        None,
+        ge=0.0,
+        le=4.0,
+        description="Read clicks through what the user could see (ltrr.bandit.rewards.arm_visibility): a "
+        "candidate the fused list did not show could not be clicked, one shown at position r was examined "
+        "with chance r^-position_bias (0: every shown result was looked at). None: every miss is a plain 0.",
+    )
     prior_path: str | None = Field(
         None,
         description="A fitted prior for the arms (ltrr.bandit.prior; `scripts/fit_prior.py` writes one from "

@@ -61,20 +61,28 @@ class LinearArms:
         v = self.a_inv @ x
         return np.sqrt(np.maximum(v @ x, 0.0))
 
-    def update(self, arm: int, x: np.ndarray, reward: float) -> None:
-        """Add one observation to arm ``arm`` (in place): :meth:`observe` then :meth:`reward`."""
-        self.observe(arm, x)
-        if reward:
-            self.reward(arm, x, reward)
+    def update(self, arm: int, x: np.ndarray, reward: float, weight: float = 1.0) -> None:
+        """Add one observation to arm ``arm`` (in place): :meth:`observe` then :meth:`reward`.
 
-    def observe(self, arm: int, x: np.ndarray) -> None:
-        """Count one observation of arm ``arm`` at ``x`` with reward 0 (:math:`A \\mathrel{+}= x x^\\top`).
+        ``weight`` :math:`w`: a weighted least-squares observation of a reward scaled by
+        :math:`\\sqrt w` (see :meth:`observe`); 1 is the plain update."""
+        self.observe(arm, x, weight)
+        if reward:
+            self.reward(arm, x, reward * np.sqrt(weight))
+
+    def observe(self, arm: int, x: np.ndarray, weight: float = 1.0) -> None:
+        """Count one observation of arm ``arm`` at ``x`` with reward 0 (:math:`A \\mathrel{+}= w\\, x x^\\top`).
 
         The statistics are sums, so a reward that arrives later is exactly :meth:`reward` on top:
-        ``observe`` now and ``reward(r)`` later leave ``A``, ``b`` and ``theta`` as ``update(r)`` would."""
+        ``observe`` now and ``reward(r)`` later leave ``A``, ``b`` and ``theta`` as ``update(r)`` would.
+        A weight :math:`w = v^2` with the later reward scaled by :math:`v` fits :math:`y \\approx v\\,\\theta^\\top x`
+        by weighted least squares: how the learner reads a click that the reward was only
+        :math:`v`-likely to produce (``ltrr.bandit.rewards``, position bias)."""
+        if weight <= 0.0:
+            return
         ai = self.a_inv[arm]
         u = ai @ x
-        ai -= np.outer(u, u) / (1.0 + float(x @ u))
+        ai -= weight * np.outer(u, u) / (1.0 + weight * float(x @ u))
         self.theta[arm] = ai @ self.b[arm]
         self.count[arm] += 1.0
 

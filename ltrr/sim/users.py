@@ -184,9 +184,16 @@ def _artist_ids(lfm: LastfmData) -> dict[int, str]:
     return out
 
 
-def build_world(lfm: LastfmData, store: CatalogStore) -> SimWorld:
-    """The held-out users of ``lfm`` (the full data, split here) joined with the catalog ``store``."""
+def build_world(lfm: LastfmData, store: CatalogStore, population: str = "held_out") -> SimWorld:
+    """The held-out users of ``lfm`` (the full data, split here) joined with the catalog ``store``.
+
+    ``population="imported"`` draws the users whose listening *is* in the catalog instead: what
+    `scripts/fit_prior.py` fits the policy's prior on, so the held-out users stay unseen."""
+    if population not in ("held_out", "imported"):
+        raise InvalidRequest("population", f"must be 'held_out' or 'imported', got {population!r}")
     imported, held = split_held_out(lfm)
+    if population == "imported":
+        held = imported
     eid_of = _artist_ids(lfm)
     entities = [e for _, batch in store.entities_since(0, batch_size=5000) for e in batch]
     in_catalog = {e.entity_id for e in entities if e.entity_type == "artist"}

@@ -180,3 +180,38 @@ def test_observe_without_features_is_text_class(fz: ContextFeaturizer) -> None:
 @pytest.mark.parametrize("decision", [None, {}])
 def test_observe_without_decision(fz: ContextFeaturizer, decision: dict[str, Any] | None) -> None:
     assert observe(event(decision), "e1", fz, LADDER) is None
+
+
+def test_arm_visibility_by_hand():
+    from ltrr.bandit.rewards import arm_visibility
+
+    cands = {"lexical": ["a", "b", "x", "y"], "graph": ["c"], "vector": []}
+    shown = ["a", "c", "b"]  # x and y were retrieved but not shown
+    ok = {"lexical": True, "graph": True, "vector": True, "memory": False}
+    budgets = {"lexical": 4, "graph": 2, "vector": 2, "memory": 2}
+    v = arm_visibility(budgets, (0, 2, 4), cands, ok, shown, position_bias=1.0)
+    assert v == pytest.approx(
+        {
+            ("lexical", 2): (1 + 1 / 3) / 2,  # a at 1, b at 3
+            ("lexical", 4): (1 + 1 / 3 + 0 + 0) / 4,
+            ("graph", 2): 1 / 2,  # its one candidate, c, at 2
+            ("vector", 2): 1.0,  # nothing to see: an exact miss
+        }
+    ), "memory failed: not observed"
+    flat = arm_visibility(budgets, (0, 2, 4), cands, ok, shown, position_bias=0.0)
+    assert flat[("lexical", 4)] == 0.5 and flat[("lexical", 2)] == 1.0, "0: what was shown was seen"
+
+
+def test_a_hidden_hit_teaches_little_and_a_seen_miss_teaches_fully():
+    from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
+
+    fz = ContextFeaturizer(["lexical"])
+    x = fz.vector({"bias": 1.0})
+    pol = new_policy(PolicyConfig(ladder=(0, 10), ridge=1.0, prior_hit_rate=0.5), ["lexical"], fz.dim)
+    d = pol.forced(x, {"lexical": 10})
+    pol.update(d, {("lexical", 10): 0.0}, {("lexical", 10): 0.1})  # nearly invisible: barely moves
+    assert pol.arms.mean(x)[0] == pytest.approx(0.5 / (1 + 0.01), rel=1e-9)
+    pol.update(d, {("lexical", 10): 0.0}, {("lexical", 10): 1.0})  # seen and not clicked: a full miss
+    assert pol.arms.mean(x)[0] == pytest.approx(0.5 / 2.01, rel=1e-9)
+    with pytest.raises(ValueError, match=r"`visibility` must be in \[0, 1\], got 2.0"):
+        pol.update(d, {("lexical", 10): 1.0}, {("lexical", 10): 2.0})
