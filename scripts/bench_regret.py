@@ -433,7 +433,7 @@ def write_outputs(
 ) -> None:
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
-    scored = score_run(space, records)
+    scored = score_run(space, records, default_k=args.default_k)
     families = {s.name: s.family for s in DEFAULT_GRID}
     if bank is not None:
         timing = vw_timing(bank)
@@ -482,6 +482,9 @@ def main() -> int:
     normal = load_app_config(args.config)
     strategies = list(normal.enabled())
     space = ActionSpace.build(strategies, normal.policy.ladder, normal.policy.costs)
+    args.default_k = {n: s.default_k for n, s in normal.enabled().items()}
+    if any(k not in normal.policy.ladder for k in args.default_k.values()):
+        args.default_k = None  # a default k off the ladder is not an action of the space
     command = "scripts/bench_regret.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
     if args.rescore or args.offline:

@@ -41,6 +41,7 @@ from ltrr.bandit.actions import ActionSpace
 from ltrr.errors import InvalidRequest
 
 ORACLE, STATIC, ALL_MAX, UNIFORM = "oracle", "best static", "all at max", "uniform"
+ALL_DEFAULT = "all at default k"
 
 
 @dataclass(frozen=True)
@@ -192,19 +193,25 @@ def uniform(space: ActionSpace, hits: np.ndarray, costs: np.ndarray) -> Trajecto
     return Trajectory(h - c, h, np.full(t, cand[1:].mean()), np.full(t, calls[1:].mean()), np.full(t, c))
 
 
-def reference_trajectories(space: ActionSpace, hits: np.ndarray, costs: np.ndarray) -> dict[str, Trajectory]:
-    """The oracle, best static, all-at-max and uniform trajectories."""
+def reference_trajectories(
+    space: ActionSpace, hits: np.ndarray, costs: np.ndarray, default_k: Mapping[str, int] | None = None
+) -> dict[str, Trajectory]:
+    """The oracle, best static, all-at-max and uniform trajectories, and every strategy at its
+    ``default_k`` (what a forced search calls) when given."""
     values = action_values(hits, costs)
     oracle = np.argmax(values, axis=1)
     static = int(np.argmax(values.sum(axis=0)))
     top = space.action_for_budgets({s: space.ladder[-1] for s in space.strategies})
     t = hits.shape[0]
-    return {
+    out = {
         ORACLE: played(space, hits, costs, oracle),
         STATIC: played(space, hits, costs, np.full(t, static)),
         ALL_MAX: played(space, hits, costs, np.full(t, top)),
         UNIFORM: uniform(space, hits, costs),
     }
+    if default_k:
+        out[ALL_DEFAULT] = played(space, hits, costs, np.full(t, space.action_for_budgets(default_k)))
+    return out
 
 
 def run_latency(space: ActionSpace, records: Iterable[QueryRecord]) -> dict[str, float]:
@@ -294,7 +301,11 @@ class Scored:
 
 
 def score_run(
-    space: ActionSpace, records: Sequence[QueryRecord], *, latency_ms: Mapping[str, float] | None = None
+    space: ActionSpace,
+    records: Sequence[QueryRecord],
+    *,
+    latency_ms: Mapping[str, float] | None = None,
+    default_k: Mapping[str, int] | None = None,
 ) -> Scored:
     """Score every policy in ``records[*].played`` and the references (module docstring).
 
@@ -310,7 +321,7 @@ def score_run(
     for rec in records:
         names += [p for p in rec.played if p not in names]
     trajectories: dict[str, Trajectory] = {}
-    refs = reference_trajectories(space, hits, costs)
+    refs = reference_trajectories(space, hits, costs, default_k)
     trajectories[ORACLE] = refs.pop(ORACLE)
     for p in names:
         missing = [r.index for r in records if p not in r.played]

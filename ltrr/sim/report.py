@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ltrr.sim.regret import ALL_MAX, ORACLE, STATIC, UNIFORM, PolicyScore, Scored, routing
+from ltrr.sim.regret import ALL_DEFAULT, ALL_MAX, ORACLE, STATIC, UNIFORM, PolicyScore, Scored, routing
 
 LIVE = "live"
 VW_PREFIX = "vw "
@@ -49,7 +49,7 @@ def score_table(rows: Sequence[PolicyScore]) -> list[str]:
 def _order(names: Sequence[str]) -> list[str]:
     head = [n for n in (ORACLE, LIVE) if n in names]
     vw = sorted(n for n in names if n.startswith(VW_PREFIX))
-    tail = [n for n in (STATIC, ALL_MAX, UNIFORM) if n in names]
+    tail = [n for n in (STATIC, ALL_DEFAULT, ALL_MAX, UNIFORM) if n in names]
     rest = [n for n in names if n not in head + vw + tail]
     return head + rest + vw + tail
 

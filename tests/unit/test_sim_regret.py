@@ -156,3 +156,13 @@ def test_report_renders_every_table() -> None:
     assert "| live | 1.4 | 0.4500 | 0.333 | 18.3 | 1.33 |" in md  # cumulative regret 1.35, one decimal
     js = summary(scored)
     assert js["best_static"] == {"a": 25, "b": 0} and js["routing_live"]["like"] == {"a": 1.0, "b": 0.0}
+
+
+def test_every_strategy_at_its_default_k_is_scored_when_given() -> None:
+    from ltrr.sim.regret import ALL_DEFAULT
+
+    scored = score_run(_space(), _records(), latency_ms={"a": 0.0, "b": 0.0}, default_k={"a": 10, "b": 10})
+    tr = scored.trajectories[ALL_DEFAULT]  # id 4 (10, 10): values 0.6, 0.6, -0.4 against the oracle's 1.4
+    assert tr.actions.tolist() == [4, 4, 4] and tr.candidates.tolist() == [20.0, 20.0, 20.0]
+    assert float(cumulative_regret(tr, scored.oracle)[-1]) == pytest.approx(1.4 - 0.8)
+    assert ALL_DEFAULT not in score_run(_space(), _records()).trajectories
