@@ -167,11 +167,8 @@ class Policy(ABC):
         weighs :math:`v^2` and its reward :math:`v r` (weighted least squares of the click on
         :math:`v p(x)`). Absent: 1, the plain update."""
         x, arms = self._arms_of(decision, rewards)
-        vis = self._visibility(rewards, visibility)
-        for arm, r, v in zip(arms, rewards.values(), vis, strict=True):
-            self.arms.observe(arm, x, v * v)
-            if r:
-                self.arms.reward(arm, x, float(r) * v)
+        for arm, r, v in zip(arms, rewards.values(), self._visibility(rewards, visibility), strict=True):
+            self.arms.update(arm, x, float(r), v * v)
         return len(arms)
 
     def open(self, decision: Decision, observed: ArmRewards, visibility: ArmRewards | None = None) -> int:
