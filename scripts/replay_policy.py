@@ -12,13 +12,15 @@ position-based draw), and it learns from the semi-bandit rewards of that click.
 Prints a table of regret against the run's oracle (all queries and the second half) and the
 best static plan, and writes replay.md next to the run.
 
-Besides PolicyConfig fields, a variant may set two diagnostic keys:
+Besides PolicyConfig fields, a variant may set three diagnostic keys:
 
 * ``"_feedback"``: what the replayed policy learns from. ``"click"`` (default: the user's click,
   as live), ``"shown"`` (the wanted item is revealed whenever it is shown in the top 10: no
   examination bias), ``"union"`` (revealed whenever any called strategy retrieved it: no ranking
   censoring at all), ``"none"`` (no learning: the prior alone);
-* ``"_features"``: a list of the only context features the policy sees (the others read as 0).
+* ``"_features"``: a list of the only context features the policy sees (the others read as 0);
+* ``"_position_bias"``: learn through each arm's visibility with this examination exponent
+  (:func:`ltrr.bandit.rewards.arm_visibility`; what ``policy.position_bias`` does in the learner).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ def replay(run: Path, overrides: dict[str, Any], seed: int = 0) -> dict[str, Any
     from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
     from ltrr.bandit.prior import load_prior
     from ltrr.bandit.rewards import arm_visibility, semi_bandit_rewards
-    from ltrr.fusion import rrf
     from ltrr.sim.clicks import PositionClickModel
     from ltrr.sim.regret import (
         QueryRecord,
@@ -51,7 +52,7 @@ def replay(run: Path, overrides: dict[str, Any], seed: int = 0) -> dict[str, Any
         run_latency,
         score,
     )
-    from ltrr.types import Candidate
+    from ltrr.sim.vw import shown_list
 
     doc = json.loads((run / "regret.json").read_text())
     records = [QueryRecord.from_dict(r) for r in doc["records"]]
@@ -78,8 +79,7 @@ def replay(run: Path, overrides: dict[str, Any], seed: int = 0) -> dict[str, Any
         x = fz.vector(ctx)
         dec = pol.select(x)
         lists = {s: d["lists"].get(s, [])[: dec.budgets[s]] for s in strategies if dec.budgets[s] > 0}
-        cands = {s: [Candidate(e, "", "", "", 0.0, i) for i, e in enumerate(ids, 1)] for s, ids in lists.items()}
-        shown = [f.entity_id for f in rrf(cands, k=10)]
+        shown = shown_list(lists, dec.budgets)
         pos = clicks.click(shown, rec.wanted, np.asarray(d["draw"]))
         ok = dict.fromkeys(lists, True)
         found = (
@@ -88,12 +88,6 @@ def replay(run: Path, overrides: dict[str, Any], seed: int = 0) -> dict[str, Any
             or (feedback == "shown" and rec.wanted in shown)
         )
         rewards = semi_bandit_rewards(dec.budgets, cfg.ladder, lists, ok, rec.wanted if found else None)
-        if feedback == "visible":  # learn only the arms whose whole top k was shown
-            seen = set(shown)
-            rewards = {(s_, k): r for (s_, k), r in rewards.items() if set(lists[s_][:k]) <= seen}
-        elif feedback == "visible-neg":  # negatives only for fully shown arms, positives always
-            seen = set(shown)
-            rewards = {(s_, k): r for (s_, k), r in rewards.items() if r or set(lists[s_][:k]) <= seen}
         vis = None if eta is None else arm_visibility(dec.budgets, cfg.ladder, lists, ok, shown, float(eta))
         if feedback != "none":
             pol.update(dec, rewards, vis)
