@@ -77,7 +77,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 from ltrr.errors import BackendUnavailable, InvalidRequest, NotFound
 from ltrr.events import EXPIRED, POSITIVE, EventLog, FeedbackEvent, SearchEvent, Settlement
@@ -404,42 +404,44 @@ class SQLiteEventLog:
 
     def settlements_since(self, seq: int, limit: int = 1000) -> list[tuple[Settlement, SearchEvent]]:
         """Settlements with ``seq`` above ``seq``, oldest first, each joined to its search."""
+        rows = self._rows_since(
+            "SELECT st.seq, st.request_id, st.outcome, st.entity_id, st.action, st.ts, s.doc "
+            "FROM settlements st JOIN searches s ON s.request_id = st.request_id "
+            "WHERE st.seq > ? ORDER BY st.seq LIMIT ?",
+            seq,
+            limit,
+        )
+        return [(Settlement(*r[:6]), SearchEvent.from_dict(json.loads(r[6]))) for r in rows]
+
+    def _rows_since(self, sql: str, seq: int, limit: int, *params: object) -> list[tuple[Any, ...]]:
+        """The rows of a reader query ``sql`` whose placeholders are ``seq``, then ``params``, then ``limit``."""
         _check_int("seq", seq, 0, 2**63 - 1)
         _check_int("limit", limit, 1, _MAX_LIMIT)
         with self._read() as db:
-            rows = db.execute(
-                "SELECT st.seq, st.request_id, st.outcome, st.entity_id, st.action, st.ts, s.doc "
-                "FROM settlements st JOIN searches s ON s.request_id = st.request_id "
-                "WHERE st.seq > ? ORDER BY st.seq LIMIT ?",
-                (seq, limit),
-            ).fetchall()
-        return [(Settlement(*r[:6]), SearchEvent.from_dict(json.loads(r[6]))) for r in rows]
+            return db.execute(sql, (seq, *params, limit)).fetchall()
 
     def searches_since(self, seq: int, limit: int = 1000) -> list[tuple[int, SearchEvent]]:
         """Searches logged after position ``seq`` of ``search_seq``, in log order: (seq, event)."""
-        _check_int("seq", seq, 0, 2**63 - 1)
-        _check_int("limit", limit, 1, _MAX_LIMIT)
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT q.seq, s.doc FROM search_seq q JOIN searches s ON s.request_id = q.request_id "
-                "WHERE q.seq > ? ORDER BY q.seq LIMIT ?",
-                (seq, limit),
-            ).fetchall()
+        rows = self._rows_since(
+            "SELECT q.seq, s.doc FROM search_seq q JOIN searches s ON s.request_id = q.request_id "
+            "WHERE q.seq > ? ORDER BY q.seq LIMIT ?",
+            seq,
+            limit,
+        )
         return [(int(r[0]), SearchEvent.from_dict(json.loads(r[1]))) for r in rows]
 
     def positive_settlements_since(self, seq: int, limit: int = 1000) -> list[tuple[Settlement, SearchEvent, int]]:
         """Positive settlements with ``seq`` above ``seq``, oldest first, each with its search and
         that search's ``search_seq`` position (to credit it only once it was counted)."""
-        _check_int("seq", seq, 0, 2**63 - 1)
-        _check_int("limit", limit, 1, _MAX_LIMIT)
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT st.seq, st.request_id, st.outcome, st.entity_id, st.action, st.ts, s.doc, q.seq "
-                "FROM settlements st JOIN searches s ON s.request_id = st.request_id "
-                "JOIN search_seq q ON q.request_id = st.request_id "
-                "WHERE st.seq > ? AND st.outcome = ? ORDER BY st.seq LIMIT ?",
-                (seq, POSITIVE, limit),
-            ).fetchall()
+        rows = self._rows_since(
+            "SELECT st.seq, st.request_id, st.outcome, st.entity_id, st.action, st.ts, s.doc, q.seq "
+            "FROM settlements st JOIN searches s ON s.request_id = st.request_id "
+            "JOIN search_seq q ON q.request_id = st.request_id "
+            "WHERE st.seq > ? AND st.outcome = ? ORDER BY st.seq LIMIT ?",
+            seq,
+            limit,
+            POSITIVE,
+        )
         return [(Settlement(*r[:6]), SearchEvent.from_dict(json.loads(r[6])), int(r[7])) for r in rows]
 
     def iter_settled(
@@ -461,15 +463,14 @@ class SQLiteEventLog:
 
     def positives_since(self, seq: int, limit: int = 1000) -> list[tuple[int, FeedbackEvent, str]]:
         """Positive feedback with ``seq`` above ``seq``, oldest first: (feedback seq, event, the search's query)."""
-        _check_int("seq", seq, 0, 2**63 - 1)
-        _check_int("limit", limit, 1, _MAX_LIMIT)
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT f.seq, f.event_id, f.request_id, f.entity_id, f.action, f.position, f.ts, s.query "
-                "FROM feedback f JOIN searches s ON s.request_id = f.request_id "
-                f"WHERE f.seq > ? AND f.action IN {self._in_positive} ORDER BY f.seq LIMIT ?",
-                (seq, *self.positive_actions, limit),
-            ).fetchall()
+        rows = self._rows_since(
+            "SELECT f.seq, f.event_id, f.request_id, f.entity_id, f.action, f.position, f.ts, s.query "
+            "FROM feedback f JOIN searches s ON s.request_id = f.request_id "
+            f"WHERE f.seq > ? AND f.action IN {self._in_positive} ORDER BY f.seq LIMIT ?",
+            seq,
+            limit,
+            *self.positive_actions,
+        )
         return [(int(r[0]), FeedbackEvent(*r[1:7]), r[7]) for r in rows]
 
     @staticmethod
