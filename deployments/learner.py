@@ -1,7 +1,9 @@
 r"""The policy learner: the one place parameters change (RLlib's Learner, to the deciders' EnvRunners).
 
-One replica. A background thread, woken by ``notify`` (each acknowledged
-feedback) or every ``policy.poll_interval_s``:
+One replica. Two background threads, each woken by ``notify`` (each acknowledged
+feedback) or every ``policy.poll_interval_s``. The *policy* thread does steps 1-3 and 5; the
+*side* thread does step 4, which writes to Meilisearch and waits for its tasks (about a second
+per batch on 2 cores), so that the policy never waits for the query memory's indexing:
 
 1. **settles** searches in the durable event log (first positive action, or the
    reward window passing: :meth:`ltrr.eventlog.SQLiteEventLog.settle`);
@@ -91,6 +93,7 @@ class PolicyLearner:
         self.profiles = ProfileLearner(self.events, self.store)
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._side_wake = threading.Event()
         self._stop = threading.Event()
         self._saved_version = self.module.version
         self._last_save = time.monotonic()
@@ -103,9 +106,19 @@ class PolicyLearner:
             "checkpoints": 0,
             "errors": 0,
         }
-        self._thread = threading.Thread(target=self._loop, name="policy-learner", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(self._wake, self.step_policy), name="policy-learner", daemon=True
+        )
+        self._side_thread = threading.Thread(
+            target=self._loop, args=(self._side_wake, self.step_side), name="memory-profile-learner", daemon=True
+        )
         if start:
-            self._thread.start()
+            self.start()
+
+    def start(self) -> None:
+        """Start both background threads (``__init__`` does, unless ``start=False``)."""
+        self._thread.start()
+        self._side_thread.start()
 
     # -- state ------------------------------------------------------------------------------------
     def _restore(self) -> BanditRLModule | None:
@@ -134,18 +147,22 @@ class PolicyLearner:
         return str(final)
 
     # -- the loop -----------------------------------------------------------------------------------
-    def _loop(self) -> None:
+    def _loop(self, wake: threading.Event, step: Any) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.cfg.poll_interval_s)
-            self._wake.clear()
+            wake.wait(self.cfg.poll_interval_s)
+            wake.clear()
             try:
-                self.step()
+                step()
             except Exception:  # noqa: BLE001 - keep learning; the log keeps what was not applied
                 self.totals["errors"] += 1
-                log.exception("learner: step failed; will retry")
+                log.exception("learner: %s failed; will retry", step.__name__)
 
     def step(self) -> dict[str, int]:
-        """One round of settle, learn, teach memory, maybe checkpoint; returns what it did."""
+        """One round of both threads' work, in order (what tests and shutdown call); returns what it did."""
+        return {**self.step_policy(), **self.step_side()}
+
+    def step_policy(self) -> dict[str, int]:
+        """Settle, count the new searches, credit the new clicks, maybe checkpoint."""
         settled = 0
         while True:  # small batches: settle holds the log's write lock, and searches wait behind it
             n = len(self.events.settle(limit=BATCH))
@@ -154,12 +171,16 @@ class PolicyLearner:
                 break
         opened = self._open_searches()
         credited = self._credit_positives()
-        remembered = self._teach_memory()
-        profiled = self.profiles.step()
         due = time.monotonic() - self._last_save >= self.cfg.checkpoint_interval_s
         if self.module.version != self._saved_version and due:
             self.checkpoint()
-        out = {"settled": settled, "learned": opened, "credited": credited, "memory": remembered, "profiles": profiled}
+        return self._count({"settled": settled, "learned": opened, "credited": credited})
+
+    def step_side(self) -> dict[str, int]:
+        """Teach the query memory and the users' profiles the new positive feedback."""
+        return self._count({"memory": self._teach_memory(), "profiles": self.profiles.step()})
+
+    def _count(self, out: dict[str, int]) -> dict[str, int]:
         for k, v in out.items():
             self.totals[k] += v
         return out
@@ -220,6 +241,7 @@ class PolicyLearner:
     def notify(self) -> None:
         """New feedback was acknowledged: learn now rather than at the next poll."""
         self._wake.set()
+        self._side_wake.set()
 
     def snapshot(self, since_version: int = -1) -> dict[str, Any] | None:
         """The module state if its version differs from ``since_version``, else None."""
@@ -248,8 +270,10 @@ class PolicyLearner:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+        self._side_wake.set()
+        for thread in (self._thread, self._side_thread):
+            if thread.is_alive():
+                thread.join(timeout=10)
         try:
             self.step()
             self.checkpoint()
@@ -265,5 +289,6 @@ class PolicyLearner:
                 log.exception("learner: final checkpoint failed")
 
     async def check_health(self) -> None:
-        if not self._thread.is_alive() and not self._stop.is_set():
-            raise RuntimeError("learner thread died")
+        for thread in (self._thread, self._side_thread):
+            if not thread.is_alive() and not self._stop.is_set():
+                raise RuntimeError(f"learner thread {thread.name} died")

@@ -23,7 +23,10 @@ pytestmark = pytest.mark.integration
 ALL = ["lexical", "vector", "graph", "memory"]
 OTHERS = ["lexical", "vector", "memory"]
 ROUNDS = 40
-N_QUERIES = ROUNDS + 20
+HELD_OUT = 20
+#: Learning rounds, then held-out queries for the first test, then others for the restart test: a
+#: clicked query is remembered (its memory candidates and ``mem_*`` features change), so none repeats.
+N_QUERIES = ROUNDS + 2 * HELD_OUT
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +91,36 @@ def seed_queries(client, ltrr_app) -> list[tuple[str, str]]:
     pytest.fail(f"only {len(out)} artists have a graph-only neighbour")
 
 
+def learner_status() -> dict:
+    from ray import serve
+
+    return serve.get_deployment_handle("learner", app_name="ltrr").status.remote().result(timeout_s=30)
+
+
+def wait_learned(client: LtrrClient, credited: int, probe: str, timeout_s: float = 60.0) -> int:
+    """Block until the learner has credited ``credited`` clicks in all and the deciders serve its
+    version (probed with a forced search, which the policy does not learn from); returns that version."""
+    deadline = time.monotonic() + timeout_s
+    while (status := learner_status())["credited"] < credited:
+        assert time.monotonic() < deadline, f"learner credited {status['credited']} of {credited} clicks"
+        time.sleep(0.2)
+    want = int(status["policy_version"].rpartition("-")[2])
+    while version(client.search(probe, k=10, strategies=["memory"])) < want:
+        assert time.monotonic() < deadline, f"deciders still behind learner version {want}"
+        time.sleep(0.2)
+    return want
+
+
+def search_and_click(client: LtrrClient, queries: list[tuple[str, str]]) -> list[pb.SearchResponse]:
+    """Each user searches and clicks the neighbour they came for (graph's, whether or not it was called)."""
+    out = []
+    for query, target in queries:
+        resp = client.search(query, k=10)
+        out.append(resp)
+        client.feedback(resp.request_id, target, "click", event_id=uuid.uuid4().hex)
+    return out
+
+
 def recall(events_path: str, responses: list[pb.SearchResponse], targets: list[str]) -> float:
     """How often the union of the called strategies' candidates held the target."""
     events = logged(events_path, [r.request_id for r in responses])
@@ -99,19 +132,19 @@ def test_clicks_on_one_strategys_items_shift_decisions_toward_it(client, ltrr_ap
     """Users of "artists like X" always click a neighbour that only graph retrieves: the policy
     learns to call graph for such queries, stops calling the others, and recall of the clicked item rises."""
     events_path = ltrr_app.args["events_path"]
-    trace = []
-    for query, target in seed_queries[:ROUNDS]:
-        resp = client.search(query, k=10)
-        trace.append(resp)
-        client.feedback(resp.request_id, target, "click", event_id=uuid.uuid4().hex)
-    time.sleep(1.5)  # learner poll + decider sync
-    held_out = seed_queries[ROUNDS:]
-    after = [client.search(q, k=10) for q, _ in held_out]
+    credited = learner_status()["credited"]
+    trace = search_and_click(client, seed_queries[:ROUNDS])
+    wait_learned(client, credited + ROUNDS, seed_queries[0][0])
+    # New users of new X, who click as the others did: each search counts as a miss for the arms it
+    # called until its click lands, so an unclicked search here would honestly teach graph a miss.
+    held_out = seed_queries[ROUNDS : ROUNDS + HELD_OUT]
+    after = search_and_click(client, held_out)
     assert version(after[-1]) > version(trace[0]), "policy_version advances as feedback is learned"
     first = trace[:10]
     g_first = np.mean([inclusion(r)["graph"] for r in first])
     g_after = np.mean([inclusion(r)["graph"] for r in after])
-    assert g_after > 0.85 and g_after > g_first + 0.15, (g_first, g_after)
+    trend = [round(inclusion(r)["graph"], 2) for r in trace + after]
+    assert g_after > 0.85 and g_after > g_first + 0.15, (g_first, g_after, trend)
     for s in OTHERS:
         first_s = np.mean([inclusion(r)[s] for r in first])
         after_s = np.mean([inclusion(r)[s] for r in after])
@@ -130,7 +163,7 @@ def test_restart_resumes_from_the_saved_parameters(client, ltrr_app, seed_querie
 
     from deployments.app import build_app
 
-    before = client.search(seed_queries[-1][0], k=10)
+    before = client.search(seed_queries[0][0], k=10)  # a learning query: the held-out ones stay unseen
     ckpts = CheckpointDir(ltrr_app.args["policy"]["checkpoint_dir"])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -146,13 +179,13 @@ def test_restart_resumes_from_the_saved_parameters(client, ltrr_app, seed_querie
 
     serve.run(build_app(ltrr_app.args), name="ltrr", route_prefix="/", blocking=False)
     wait_serving(ltrr_app.target)
-    held_out = seed_queries[ROUNDS:]
-    after = [client.search(q, k=10) for q, _ in held_out]
+    held_out = seed_queries[ROUNDS + HELD_OUT :]
+    after = search_and_click(client, held_out)
     assert version(after[0]) >= saved.version, "decisions continue from the checkpoint, not from the prior"
     # What was learned before the restart still decides: graph is called for "artists like X" far
-    # more often than before the clicks (about 0.3 in development runs). Not exactly the pre-restart
-    # level: the unclicked held-out searches have since settled as zeros, honestly.
-    assert np.mean([inclusion(r)["graph"] for r in after]) > 0.75
+    # more often than before the clicks (about 0.4 in development runs).
+    g_after = [round(inclusion(r)["graph"], 2) for r in after]
+    assert np.mean(g_after) > 0.75, g_after
     assert recall(ltrr_app.args["events_path"], after, [t for _, t in held_out]) >= 0.8
     greedy = saved.forward_inference({"obs": np.zeros((1, saved.arms.dim))})  # the module itself still works
     assert greedy["actions"].shape == (1, len(ALL))

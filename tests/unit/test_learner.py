@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -10,7 +12,9 @@ import pytest
 
 from deployments.learner import PolicyLearner
 from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
+from ltrr.catalog.store import CatalogStore
 from ltrr.eventlog import FeedbackEvent, SearchEvent, SQLiteEventLog, now
+from ltrr.types import Entity
 
 NAMES = ["lexical", "graph"]
 
@@ -187,3 +191,42 @@ def test_one_learner_only(tmp_path, replicas):
 
     with pytest.raises(ValueError, match="learner.num_replicas: must be 1"):
         AppConfig.model_validate({**app_args(tmp_path), "learner": {"num_replicas": replicas}})
+
+
+class StuckMemory:
+    """A query memory whose writes hang until released (Meilisearch's tasks take about a second each)."""
+
+    def __init__(self) -> None:
+        self.entered, self.release, self.recorded = threading.Event(), threading.Event(), []
+
+    def record_many(self, events, entities) -> None:
+        self.entered.set()
+        assert self.release.wait(30)
+        self.recorded.extend(events)
+
+
+def test_a_slow_query_memory_does_not_hold_back_the_policy(tmp_path):
+    log_searches(tmp_path, 3)
+    store = CatalogStore(tmp_path / "catalog.sqlite")
+    store.upsert_entities([Entity("g3", "artist", "G3")])  # the clicked item, so the memory is taught it
+    store.close()
+    learner = PolicyLearner(app_args(tmp_path), start=False)
+    learner.memory = memory = StuckMemory()
+    learner.start()
+    try:
+        assert memory.entered.wait(10), "the memory is being taught the first clicks"
+        log_searches(tmp_path, 2, start=3)  # two more searches and clicks arrive meanwhile
+        learner.notify()
+        deadline = time.monotonic() + 10
+        while int(learner.module.cursor) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert int(learner.module.cursor) == 5 and learner.module.version == 10, "all five counted and credited"
+        assert memory.recorded == [] and learner.status()["memory"] == 0, "while the memory write still hangs"
+        memory.release.set()
+        deadline = time.monotonic() + 10
+        while learner.status()["memory"] < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [(q, e) for q, e, _ in memory.recorded] == [("q", "g3")] * 5
+    finally:
+        memory.release.set()
+        learner.close()
