@@ -14,6 +14,7 @@ from ray.serve import Application
 from deployments.ingress import Ingress
 from deployments.learner import PolicyLearner
 from deployments.strategy import server_class
+from deployments.trainer import RankerTrainer
 from ltrr.config import AppConfig, DeploymentOptions
 
 
@@ -44,4 +45,7 @@ def build_app(args: dict[str, Any]) -> Application:
     ingress = serve.deployment(Ingress).options(  # type: ignore[attr-defined]
         name="ingress", **_options(cfg.ingress.deployment)
     )
-    return ingress.bind(handles, learner.bind(plain), plain)
+    trainer = serve.deployment(RankerTrainer).options(  # type: ignore[attr-defined]
+        name="trainer", **_options(cfg.trainer)
+    )
+    return ingress.bind(handles, learner.bind(plain), plain, trainer.bind(plain))

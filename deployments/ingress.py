@@ -28,16 +28,15 @@ from ray.serve.handle import DeploymentHandle
 from deployments.rlmodule import BanditRLModule, ModulePlanner
 from deployments.strategy import InProcessHandle, server_class
 from ltrr.bandit import ContextFeaturizer
+from ltrr.builder import build_service
 from ltrr.catalog.store import CatalogStore
 from ltrr.config import AppConfig
 from ltrr.eventlog import SQLiteEventLog
-from ltrr.fanout import Caller, Fanout
+from ltrr.fanout import Caller
 from ltrr.grpc_status import status_for
 from ltrr.index_status import INDEX_SERVICE_PREFIX, IndexBacklog
 from ltrr.ingest import index_target
-from ltrr.query_understanding import QueryUnderstanding, Vocabulary
-from ltrr.service import SearchService
-from ltrr.types import Candidate, Entity, UserProfile
+from ltrr.types import Candidate, Entity
 from ltrr.v1 import search_pb2 as pb
 from ltrr.validation import entity_from_fields, user_from_fields, validate_feedback, validate_search
 
@@ -68,10 +67,15 @@ def _fail(ctx: RayServegRPCContext, exc: BaseException) -> None:
 
 class Ingress:
     def __init__(
-        self, strategies: dict[str, DeploymentHandle], learner: DeploymentHandle, app_config: dict[str, Any]
+        self,
+        strategies: dict[str, DeploymentHandle],
+        learner: DeploymentHandle,
+        app_config: dict[str, Any],
+        trainer: DeploymentHandle | None = None,
     ) -> None:
         """``strategies`` holds the handles of the strategies with their own deployment; those with
-        ``placement: ingress`` are built here, in this replica."""
+        ``placement: ingress`` are built here, in this replica. ``trainer`` (the ranker trainer) is
+        bound here so Serve deploys it; the ingress only reads the models it publishes."""
         app = AppConfig.model_validate(app_config)
         enabled = app.enabled()
         local = {
@@ -80,43 +84,39 @@ class Ingress:
         strategies = {**strategies, **local}  # type: ignore[dict-item]
         self.handles = strategies
         self.learner = learner
+        self.trainer = trainer
         self.sync_interval_s = app.policy.sync_interval_s
         self.ladder = app.policy.ladder
         self.store = CatalogStore(app.catalog_path)
         self.backlog = IndexBacklog(self.store, {n: index_target(n, app.strategy_config(n)) for n in enabled})
-        vocab = Vocabulary.from_store(self.store)
-        qu = QueryUnderstanding(vocab)
-        featurizer = ContextFeaturizer(list(enabled), vocab.names)
-        self.planner = ModulePlanner(BanditRLModule.build(list(enabled), featurizer.dim, app.policy), featurizer)
-        fanout = Fanout(
-            {name: _caller(strategies[name]) for name in enabled},
-            {name: spec.timeout_ms / 1000.0 for name, spec in enabled.items()},
-        )
         self.events = SQLiteEventLog(
             app.events_path,
             feedback_window_s=app.feedback_window_s,
             reward_window_s=app.policy.reward_window_s,
             positive_actions=app.policy.positive_actions,
         )
-        self.service = SearchService(
-            fanout,
-            qu.parse,
+
+        def planner(featurizer: ContextFeaturizer) -> ModulePlanner:
+            return ModulePlanner(BanditRLModule.build(list(enabled), featurizer.dim, app.policy), featurizer)
+
+        built = build_service(
+            app,
+            {name: _caller(strategies[name]) for name in enabled},
             self.events,
-            {n: s.default_k for n, s in enabled.items()},
-            self.planner,
-            users=self._user,
-            rrf_c=app.ingress.rrf_c,
+            self.store,
+            planner,
             on_feedback=self._wake_learner,
             backlog=self.backlog,
         )
+        self.service, self.ranker, self.facts = built.service, built.ranker, built.facts
+        self.planner: ModulePlanner = self.service.planner  # type: ignore[assignment]
+        self.reload_interval_s = app.ranking.reload_interval_s
+        self._ranker_task: asyncio.Task[None] | None = None
         self.ready = False
         self.synced = False
         self._sync_task: asyncio.Task[None] | None = None
 
     # -- the policy ---------------------------------------------------------------------------------
-    def _user(self, user_id: str) -> UserProfile | None:
-        return self.store.user(user_id)
-
     def _wake_learner(self) -> None:
         self.learner.notify.remote()  # fire and forget; the learner also polls the durable log
 
@@ -135,9 +135,20 @@ class Ingress:
                 log.warning("ingress: policy sync failed (%s); keeping version %d", exc, self.planner.version)
             await asyncio.sleep(self.sync_interval_s)
 
+    async def _ranker_loop(self) -> None:
+        """Pick up a newly published ranker: loaded in a thread, then swapped in one assignment."""
+        while True:
+            await asyncio.sleep(self.reload_interval_s)
+            try:
+                await asyncio.to_thread(self.ranker.refresh)
+            except Exception as exc:  # noqa: BLE001 - keep serving with the ranker we have
+                log.warning("ingress: ranker refresh failed (%s); keeping %s", exc, self.ranker.version)
+
     def _ensure_sync(self) -> None:
         if self._sync_task is None or self._sync_task.done():
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop())
+        if self._ranker_task is None or self._ranker_task.done():
+            self._ranker_task = asyncio.get_running_loop().create_task(self._ranker_loop())
 
     # -- ltrr.v1.SearchService ------------------------------------------------
     async def Search(self, request: pb.SearchRequest, grpc_context: RayServegRPCContext) -> pb.SearchResponse:
@@ -231,6 +242,7 @@ class Ingress:
                     )
                 )
             changed = await asyncio.to_thread(self.store.upsert_entities, entities)
+            self.facts.forget([e.entity_id for e in entities])  # this replica ranks them with the new facts
             names = list(self.handles)
             results = await asyncio.gather(*(self.handles[n].sync.remote() for n in names), return_exceptions=True)
         except Exception as exc:  # noqa: BLE001

@@ -1,7 +1,10 @@
 """``ltrr``: command-line entry point.
 
-ltrr ingest   [--config F] [--max-artists N] [--only S] [--skip S] [--skip-catalog]
-              build the catalog and every index (incremental)
+ltrr ingest   [--config F] [--max-artists N] [--only S] [--skip S] [--skip-catalog] [--no-cold-start]
+              build the catalog and every index (incremental), then the cold-start ranker if needed
+ltrr train-ranker [--config F] [--cold-start] [--rollback] [--json]
+              train the ranker on the event log (or on predicted queries), validate it on the
+              newest searches against the current model and RRF, publish it if not worse
 ltrr search   QUERY [-k N] [--type T] [--strategy S] [--explain] [--target H:P]
 ltrr health   [--target H:P]
 ltrr catalog  summary | synthetic --n N --out F
@@ -50,7 +53,41 @@ def _ingest(args: argparse.Namespace) -> int:
         stats = build_catalog(store, args.data_dir, max_artists=args.max_artists, progress=True)
         print(f"==> catalog in {time.perf_counter() - t0:.1f} s: {json.dumps(stats.to_dict())}", file=sys.stderr)
     sync_all(cfg, store, progress=True, only=chosen)
+    if not args.no_cold_start:
+        from ltrr.ranking.retrain import cold_start, needs_cold_start
+
+        if needs_cold_start(cfg, store):
+            report = cold_start(cfg, store, progress=True)
+            print(report.table() or f"cold-start ranker: {report.reason}", file=sys.stderr)
     print(f"ingest done in {time.perf_counter() - t0:.1f} s; catalog has {store.count()} entities", file=sys.stderr)
+    return 0
+
+
+def _train_ranker(args: argparse.Namespace) -> int:
+    from ltrr.appconfig_io import load_app_config
+    from ltrr.catalog.store import CatalogStore
+    from ltrr.ranking.catboost import open_registry
+    from ltrr.ranking.retrain import cold_start, retrain_from_log
+
+    cfg = load_app_config(args.config)
+    if args.rollback:
+        version = open_registry(cfg.ranking).rollback()
+        print(f"now serving {version} (replicas pick it up within {cfg.ranking.reload_interval_s:g} s)")
+        return 0
+    if args.cold_start:
+        store = CatalogStore(cfg.catalog_path)
+        try:
+            report = cold_start(cfg, store, progress=True)
+        finally:
+            store.close()
+    else:
+        report = retrain_from_log(cfg, progress=True)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        if report.table():
+            print(report.table())
+        print(f"{'published ' + report.published if report.published else 'not published'}: {report.reason}")
     return 0
 
 
@@ -310,7 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     pi.add_argument("--only", action="append", default=[], metavar="STRATEGY", help="index only these (repeatable)")
     pi.add_argument("--skip", action="append", default=[], metavar="STRATEGY", help="do not index these (repeatable)")
     pi.add_argument("--skip-catalog", action="store_true", help="index the catalog as it is; do not rebuild it")
+    pi.add_argument("--no-cold-start", action="store_true", help="do not train the cold-start ranker")
     pi.set_defaults(fn=_ingest)
+
+    pt = sub.add_parser("train-ranker", help="train, validate and publish the ranker")
+    pt.add_argument("--config", default=DEFAULT_CONFIG)
+    pt.add_argument("--cold-start", action="store_true", help="train on predicted queries, not the event log")
+    pt.add_argument("--rollback", action="store_true", help="serve the previous published model again")
+    pt.add_argument("--json", action="store_true", help="print the full report as JSON")
+    pt.set_defaults(fn=_train_ranker)
 
     for name, fn in (("search", _search), ("health", _health)):
         ps = sub.add_parser(name)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ltrr import constants as C
 from ltrr.bandit.config import PolicyConfig
+from ltrr.ranking.config import RankingConfig
 from ltrr.strategies.registry import STRATEGY_NAMES, config_class, make_config
 
 
@@ -78,9 +79,14 @@ class AppConfig(_Strict):
     feedback_window_s: float = Field(86400.0, gt=0, description="How long after a search its feedback is accepted.")
     ingress: IngressOptions = Field(default_factory=IngressOptions, description="The gRPC ingress.")
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="The learned retrieval policy.")
+    ranking: RankingConfig = Field(default_factory=RankingConfig, description="The learned ranker.")
     learner: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_replicas=1),
         description="Serve options of the policy learner (always one replica: it owns the parameters).",
+    )
+    trainer: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(num_replicas=1),
+        description="Serve options of the ranker trainer (always one replica: it publishes the models).",
     )
     strategies: dict[str, StrategySpec] = Field(
         default_factory=lambda: {name: StrategySpec() for name in STRATEGY_NAMES},
@@ -110,7 +116,12 @@ class AppConfig(_Strict):
             raise ValueError(
                 f"learner.num_replicas: must be 1 (one learner owns the parameters), got {self.learner.num_replicas}"
             )
+        if self.trainer.num_replicas != 1:
+            raise ValueError(
+                f"trainer.num_replicas: must be 1 (one trainer publishes the models), got {self.trainer.num_replicas}"
+            )
         self.policy.checkpoint_dir = C.resolve_path(self.policy.checkpoint_dir)
+        self.ranking.model_dir = C.resolve_path(self.ranking.model_dir)
         return self
 
     def enabled(self) -> dict[str, StrategySpec]:

@@ -22,7 +22,8 @@ class SearchEvent:
     ``candidates[s]`` lists strategy ``s``'s candidate ids and ``scores[s]`` their
     scores (same length and order). ``features`` are the context features the
     policy saw, ``decision`` its decision as a plain dict (opaque to the log),
-    ``context`` the request context.
+    ``context`` the request context. ``ranking`` holds the ranker's feature rows of the top of the
+    served order (:func:`ltrr.ranking.features.pack`), what the ranker trainer learns from.
     """
 
     request_id: str
@@ -38,6 +39,7 @@ class SearchEvent:
     decision: dict[str, Any] | None = None
     scores: dict[str, list[float]] | None = None
     context: dict[str, str] = field(default_factory=dict)
+    ranking: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain copy (containers copied; ``decision`` deep-copied). Hand-written: ``asdict`` takes ~1 ms here."""
@@ -55,6 +57,7 @@ class SearchEvent:
             "decision": copy.deepcopy(self.decision),
             "scores": None if self.scores is None else {s: list(v) for s, v in self.scores.items()},
             "context": dict(self.context),
+            "ranking": None if self.ranking is None else dict(self.ranking),
         }
 
     @classmethod

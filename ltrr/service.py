@@ -1,12 +1,17 @@
-"""The search service: validate, understand, decide, fan out, fuse, log.
+"""The search service: validate, understand, decide, fan out, rank, log.
 
 The decision (each strategy's candidate budget) comes from a
 :class:`~ltrr.bandit.planner.Planner` given the context features
 (:class:`~ltrr.bandit.features.ContextFeaturizer`); a request that forces
 strategies gets them at their configured ``default_k`` with propensity 1. The
 logged event carries the features, the decision with its propensities, every
-strategy's ranked candidates with scores, the shown list and the versions: all
-the learner and off-policy evaluation need, durably, before the answer leaves.
+strategy's ranked candidates with scores, the shown list, the ranker's feature
+rows of the top of the served order and the versions: all the policy learner,
+the ranker trainer and off-policy evaluation need, durably, before the answer leaves.
+
+The union is ordered by the current ranker (:mod:`ltrr.ranking`): the feature rows
+(:class:`~ltrr.ranking.features.RankFeaturizer`) are computed for every search,
+whichever ranker serves, so a log served by RRF trains the first learned model.
 
 This is the whole request path without Ray. The Serve ingress
 (``deployments/ingress.py``) is a thin shim over it, and the in-process
@@ -16,9 +21,12 @@ benchmark drives it directly, so the two differ only by transport.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
+
+import numpy as np
 
 from ltrr.bandit.base import Decision
 from ltrr.bandit.planner import Planner
@@ -26,10 +34,14 @@ from ltrr.eventlog import EventLog, FeedbackEvent, SearchEvent, now
 from ltrr.fanout import OK, SKIPPED, CallReport, Fanout
 from ltrr.fusion import FusedCandidate, rrf
 from ltrr.index_status import IndexBacklog
+from ltrr.ranking import features as rank_features
+from ltrr.ranking.base import RankContext, Ranker, rank
+from ltrr.ranking.features import RankFeaturizer
+from ltrr.ranking.rrf import RRFRanker
 from ltrr.types import ParsedQuery, Query, UserProfile
 from ltrr.validation import FeedbackParams, SearchParams
 
-RRF_RANKER_VERSION = "rrf-c60"
+log = logging.getLogger("ltrr.service")
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,12 @@ class SearchService:
     """Orchestrates one search and records feedback.
 
     ``parse`` is the query-understanding function; ``events`` the durable log;
-    ``planner`` decides the budgets; ``users`` looks up a listening profile.
+    ``planner`` decides the budgets; ``users`` looks up a listening profile;
+    ``ranker`` orders the union: a :class:`~ltrr.ranking.base.Ranker`, or a source of one
+    with ``current()`` (:class:`~ltrr.ranking.catboost.LiveRanker`, which hot-swaps models),
+    RRF with ``rrf_c`` if None; ``featurizer`` computes its features (default: without catalog
+    facts); ``log_top`` feature rows (at least ``k``) of the served order are logged.
+    ``features=False`` computes and logs none (RRF only: what ``make bench`` compares against).
     """
 
     def __init__(
@@ -72,6 +89,10 @@ class SearchService:
         rrf_c: float = 60.0,
         on_feedback: Callable[[], None] | None = None,
         backlog: IndexBacklog | None = None,
+        ranker: Any = None,
+        featurizer: RankFeaturizer | None = None,
+        log_top: int = 50,
+        features: bool = True,
     ) -> None:
         self.fanout = fanout
         self.parse = parse
@@ -82,6 +103,11 @@ class SearchService:
         self.rrf_c = rrf_c
         self.on_feedback = on_feedback
         self.backlog = backlog
+        self.fallback = RRFRanker(rrf_c)
+        ranker = ranker if ranker is not None else self.fallback
+        self._ranker: Callable[[], Ranker] = ranker.current if hasattr(ranker, "current") else (lambda: ranker)
+        self.featurizer = (featurizer or RankFeaturizer(lambda _ids: {})) if features else None
+        self.log_top = int(log_top)
         self.strategies = list(fanout.callers)
         if tuple(self.strategies) != planner.featurizer.strategies:
             raise ValueError(
@@ -89,12 +115,15 @@ class SearchService:
             )
 
     def decide(
-        self, query: Query, forced: tuple[str, ...], budgets: Mapping[str, int] | None = None
+        self,
+        query: Query,
+        forced: tuple[str, ...],
+        budgets: Mapping[str, int] | None = None,
+        user: UserProfile | None = None,
     ) -> tuple[Decision, dict[str, float]]:
-        """The context features of ``query`` and the planner's decision, or the forced plan:
-        ``budgets`` (each strategy's k) if given, else ``forced`` strategies at their default k."""
+        """The context features of ``query`` (asked by ``user``) and the planner's decision, or the forced
+        plan: ``budgets`` (each strategy's k) if given, else ``forced`` strategies at their default k."""
         fz = self.planner.featurizer
-        user = self.users(query.user_id) if query.user_id else None
         stats = self.events.query_stats(query.text)
         features = fz.features(query, user=user, stats=stats, class_rates=self.planner.class_rates())
         x = fz.vector(features)
@@ -112,13 +141,34 @@ class SearchService:
             entity_types=p.entity_types,
             context=p.context,
         )
-        decision, context = self.decide(query, p.strategies, p.budgets)
+        user = self.users(query.user_id) if query.user_id else None
+        decision, context = self.decide(query, p.strategies, p.budgets, user)
         results, calls = await self.fanout.run(query, decision.budgets, decision.inclusion)
-        fused = rrf(results, k=p.k, c=self.rrf_c)
+        union = rrf(results, c=self.rrf_c)
+        if p.entity_types:  # a strategy that cannot filter by type must not leak other types
+            union = [f for f in union if f.entity_type in p.entity_types]
+        ranker = self._ranker()  # once: the order and ranker_version come from the same model
+        x = (
+            self.featurizer.extract(RankContext(query, user, context, decision.budgets), union)
+            if self.featurizer is not None
+            else np.zeros((len(union), 0), dtype=np.float32)
+        )
+        try:
+            order = rank(ranker, x, union, None)
+        except Exception:  # a ranker that fails must not fail the search: RRF orders it, and says so
+            log.exception("ranker %s failed; this search is ordered by %s", ranker.version, self.fallback.version)
+            ranker = self.fallback  # rank() sets scores only once the ranker has given them: still RRF's
+            order = rank(ranker, x, union, None)
+        fused = [union[i] for i in order[: p.k]]
+        logged = order[: max(p.k, self.log_top)]
         calls, behind = self._note_backlog(calls)
         degraded = behind or any(c.status not in (OK, SKIPPED) for c in calls)
         request_id = uuid.uuid4().hex
-        features = {f.entity_id: _features(f) for f in fused} if p.explain else {}
+        features = (
+            {union[i].entity_id: {**_named(x[i]), "model.score": union[i].score} for i in order[: p.k]}
+            if p.explain
+            else {}
+        )
         candidates = {s: [c.entity_id for c in cs] for s, cs in results.items()}
         event = SearchEvent(
             request_id=request_id,
@@ -133,7 +183,8 @@ class SearchService:
             decision=decision.to_dict(),
             context=dict(p.context),
             policy_version=decision.policy_version,
-            ranker_version=RRF_RANKER_VERSION,
+            ranker_version=ranker.version,
+            ranking=rank_features.pack([union[i].entity_id for i in logged], x[logged]) if x.shape[1] else None,
         )
         await asyncio.to_thread(self.events.record_search, event)
         return SearchOutcome(
@@ -142,7 +193,7 @@ class SearchService:
             calls,
             degraded,
             decision.policy_version,
-            RRF_RANKER_VERSION,
+            ranker.version,
             features,
             decision,
             candidates if p.explain else {},
@@ -171,12 +222,8 @@ class SearchService:
         return duplicate
 
 
-def _features(f: FusedCandidate) -> dict[str, float]:
-    out: dict[str, float] = {"rrf": f.score, "n_strategies": float(len(f.ranks))}
-    for s, r in f.ranks.items():
-        out[f"{s}.rank"] = float(r)
-        out[f"{s}.score"] = float(f.scores[s])
-    return out
+def _named(row: np.ndarray) -> dict[str, float]:
+    return rank_features.as_dict(row) if row.shape[0] else {}
 
 
 def _call_dict(c: CallReport) -> dict[str, Any]:

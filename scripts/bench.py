@@ -173,42 +173,28 @@ def serve_hop(n: int) -> dict[str, Any]:
 def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
     """The same SearchService, with strategies called directly in threads (no Serve, no gRPC)."""
     from ltrr.appconfig_io import load_app_config
-    from ltrr.bandit import ContextFeaturizer, new_policy
+    from ltrr.bandit import new_policy
     from ltrr.bandit.planner import PolicyPlanner
+    from ltrr.builder import build_service, thread_caller
     from ltrr.catalog.store import CatalogStore
     from ltrr.eventlog import SQLiteEventLog
-    from ltrr.fanout import Fanout
-    from ltrr.query_understanding import QueryUnderstanding, Vocabulary
-    from ltrr.service import SearchService
     from ltrr.strategies.registry import make_strategy
     from ltrr.types import Query
     from ltrr.validation import validate_search
 
     cfg = load_app_config(config_path)
     enabled = cfg.enabled()
-    strategies = {n: make_strategy(n, cfg.strategy_config(n)) for n in enabled}
-
-    def caller(name: str):
-        s = strategies[name]
-
-        async def call(qd: dict[str, Any], k: int) -> list[dict[str, Any]]:
-            cands = await asyncio.to_thread(s.search, Query.from_dict(qd), k)
-            return [c.to_dict() for c in cands]
-
-        return call
-
-    fan = Fanout({n: caller(n) for n in enabled}, {n: s.timeout_ms / 1000 for n, s in enabled.items()})
-    store = CatalogStore(cfg.catalog_path)
-    vocab = Vocabulary.from_store(store)
     names = list(enabled)
-    featurizer = ContextFeaturizer(names, vocab.names)
-    planner = PolicyPlanner(new_policy(cfg.policy, names, featurizer.dim), featurizer)
+    strategies = {n: make_strategy(n, cfg.strategy_config(n)) for n in enabled}
+    store = CatalogStore(cfg.catalog_path)
     events = SQLiteEventLog(ROOT / "var" / "bench-events.sqlite")
-    qu = QueryUnderstanding(vocab)
-    svc = SearchService(
-        fan, qu.parse, events, {n: s.default_k for n, s in enabled.items()}, planner,
-        users=store.user,
-    )  # fmt: skip
+    svc = build_service(
+        cfg,
+        {n: thread_caller(s) for n, s in strategies.items()},
+        events,
+        store,
+        lambda fz: PolicyPlanner(new_policy(cfg.policy, names, fz.dim), fz),
+    ).service
     every = tuple(names)
 
     async def one(q: str, forced: tuple[str, ...] = every) -> float:
@@ -253,7 +239,7 @@ def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
     for n, s in strategies.items():
         ls = []
         for q in qs[:100]:
-            query = Query(q, qu.parse(q))
+            query = Query(q, svc.parse(q))
             t = time.perf_counter()
             try:
                 s.search(query, enabled[n].default_k)

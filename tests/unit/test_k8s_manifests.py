@@ -70,6 +70,7 @@ EXPECTED_CONFIG_DIFF = {
     f"{APP}.args.strategies.vector.config.uri",
     f"{APP}.args.strategies.graph.config.cache_dir",
     f"{APP}.args.policy.checkpoint_dir",
+    f"{APP}.args.ranking.model_dir",
 }
 
 

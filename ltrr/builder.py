@@ -1,0 +1,89 @@
+"""One way to build the search service, for the ingress, the in-process benchmark and the cold-start ranker.
+
+Each of them needs the same parts wired the same way: query understanding over the catalog's
+vocabulary, the policy's context featurizer, the ranker (the registry's current model with RRF as
+fallback) with its feature extractor, and the event log. They differ only in how strategies are
+called (Serve handles in the ingress, direct calls in threads here) and in which planner decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from ltrr.bandit import ContextFeaturizer
+from ltrr.bandit.planner import Planner
+from ltrr.catalog.store import CatalogStore
+from ltrr.config import AppConfig
+from ltrr.eventlog import EventLog
+from ltrr.fanout import Caller, Fanout
+from ltrr.index_status import IndexBacklog
+from ltrr.query_understanding import QueryUnderstanding, Vocabulary
+from ltrr.ranking.catboost import LiveRanker, open_registry
+from ltrr.ranking.features import FactsCache, RankFeaturizer
+from ltrr.ranking.rrf import RRFRanker
+from ltrr.service import SearchService
+from ltrr.strategies.base import Strategy
+from ltrr.types import Query
+
+
+@dataclass
+class Built:
+    service: SearchService
+    ranker: LiveRanker
+    facts: FactsCache
+    vocabulary: Vocabulary
+
+
+def live_ranker(app: AppConfig) -> LiveRanker:
+    """The registry's current model (loaded now), RRF with ``ingress.rrf_c`` when there is none."""
+    ranker = LiveRanker(open_registry(app.ranking), RRFRanker(app.ingress.rrf_c))
+    ranker.refresh()
+    return ranker
+
+
+def build_service(
+    app: AppConfig,
+    callers: Mapping[str, Caller],
+    events: EventLog,
+    store: CatalogStore,
+    planner: Callable[[ContextFeaturizer], Planner],
+    *,
+    on_feedback: Callable[[], None] | None = None,
+    backlog: IndexBacklog | None = None,
+    ranker: Any = None,
+) -> Built:
+    """The service over ``callers`` (one per enabled strategy); ``planner`` is built from the featurizer.
+    ``ranker`` defaults to :func:`live_ranker`."""
+    enabled = app.enabled()
+    vocab = Vocabulary.from_store(store)
+    featurizer = ContextFeaturizer(list(enabled), vocab.names)
+    fanout = Fanout(dict(callers), {n: s.timeout_ms / 1000.0 for n, s in enabled.items()})
+    live = ranker if ranker is not None else live_ranker(app)
+    facts = FactsCache(store.get_many)
+    service = SearchService(
+        fanout,
+        QueryUnderstanding(vocab).parse,
+        events,
+        {n: s.default_k for n, s in enabled.items()},
+        planner(featurizer),
+        users=store.user,
+        rrf_c=app.ingress.rrf_c,
+        on_feedback=on_feedback,
+        backlog=backlog,
+        ranker=live,
+        featurizer=RankFeaturizer(facts),
+        log_top=app.ranking.log_top,
+    )
+    return Built(service, live, facts, vocab)
+
+
+def thread_caller(strategy: Strategy) -> Caller:
+    """Call a strategy built in this process, in a thread (what the in-process paths use)."""
+
+    async def call(qd: dict[str, Any], k: int) -> list[dict[str, Any]]:
+        cands = await asyncio.to_thread(strategy.search, Query.from_dict(qd), k)
+        return [c.to_dict() for c in cands]
+
+    return call

@@ -1,0 +1,112 @@
+"""The learned ranker: a CatBoost model over :mod:`ltrr.ranking.features`, and its hot swap.
+
+Scoring runs in-process in each ingress replica. CatBoost's ``predict`` on a
+``FeaturesData`` block of 200 rows costs about 0.9 ms on one core (a plain numpy
+array costs ~20% more: it is copied into a Pool first), while a Serve hop to a
+scoring deployment costs several milliseconds on 2 cores, so there is no
+separate scoring deployment.
+
+:class:`LiveRanker` serves the registry's current model and swaps in a newly
+published one without a failed or slowed request: a background task loads the
+new model (seconds at most, off the request path) and then replaces one
+reference; a search takes the reference once, so its order and its
+``ranker_version`` come from the same model. If no model is published, or the
+published one cannot be loaded (another feature schema, a corrupt file), the
+fallback (RRF) serves and the reason is logged and reported in :meth:`LiveRanker.status`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from catboost import CatBoost, FeaturesData
+
+from ltrr.fusion import FusedCandidate
+from ltrr.ranking import features as F
+from ltrr.ranking.base import Ranker
+from ltrr.ranking.config import RankingConfig
+from ltrr.ranking.features import SchemaMismatch
+from ltrr.ranking.registry import ModelRegistry
+
+log = logging.getLogger("ltrr.ranking")
+
+
+class CatBoostRanker:
+    """Scores with a trained CatBoost model; ``version`` is its registry version."""
+
+    def __init__(self, model: CatBoost, version: str, meta: Mapping[str, Any] | None = None) -> None:
+        self.model = model
+        self.version = version
+        self.meta = dict(meta or {})
+        n = len(model.feature_names_ or [])
+        if n and n != F.DIM:
+            raise SchemaMismatch(f"model {version} takes {n} features; schema {F.SCHEMA_VERSION} has {F.DIM}")
+
+    @classmethod
+    def from_registry(cls, registry: ModelRegistry, version: str) -> CatBoostRanker:
+        """Load ``version`` (the registry refuses a model of another feature schema)."""
+        loaded = registry.load(version)
+        return cls(loaded.model, loaded.version, loaded.meta.to_dict())
+
+    def score(self, x: np.ndarray, candidates: Sequence[FusedCandidate]) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros(0)
+        data = FeaturesData(num_feature_data=np.ascontiguousarray(x, dtype=np.float32))
+        return np.asarray(self.model.predict(data, thread_count=1), dtype=float)  # a ranker's raw score
+
+
+def open_registry(cfg: RankingConfig) -> ModelRegistry:
+    """The model registry of ``cfg``, for the feature schema this ltrr computes."""
+    return ModelRegistry(cfg.model_dir, schema_version=F.SCHEMA_VERSION, feature_names=F.NAMES, keep=cfg.keep)
+
+
+class LiveRanker:
+    """The registry's current model, or ``fallback``; :meth:`refresh` picks up a newly published one.
+
+    ``registry`` needs ``current_version() -> str | None`` (cheap: a pointer file) and
+    ``load(version)`` (:class:`ltrr.ranking.registry.ModelRegistry`).
+    """
+
+    def __init__(self, registry: Any, fallback: Ranker) -> None:
+        self.registry = registry
+        self.fallback = fallback
+        self._ranker: Ranker = fallback
+        self._seen: str | None = None  # the registry version last tried, loaded or not
+        self.error = ""
+
+    def current(self) -> Ranker:
+        return self._ranker
+
+    @property
+    def version(self) -> str:
+        return self._ranker.version
+
+    def refresh(self) -> bool:
+        """Load the registry's current model if it changed; True if the serving ranker changed.
+        Blocking (file reads, model load): call it off the request path."""
+        try:
+            version = self.registry.current_version()
+        except Exception as exc:  # noqa: BLE001 - an unreadable registry keeps what serves
+            self.error = f"registry unreadable: {exc}"
+            return False
+        if version == self._seen:
+            return False
+        self._seen = version
+        if version is None:
+            changed, self._ranker, self.error = self._ranker is not self.fallback, self.fallback, ""
+            return changed
+        try:
+            ranker = CatBoostRanker.from_registry(self.registry, version)
+        except Exception as exc:  # noqa: BLE001 - a model that cannot serve must not take searches down
+            self.error = f"cannot load ranker {version}: {exc}; serving {self.fallback.version}"
+            log.error("%s", self.error)
+            self._ranker = self.fallback
+            return True
+        self._ranker, self.error = ranker, ""
+        log.info("ranker: now serving %s", ranker.version)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {"ranker_version": self.version, "registry_version": self._seen, "error": self.error}

@@ -1,0 +1,130 @@
+"""Training groups from the event log: the logged feature rows of each search, labelled by its feedback.
+
+Each search logs the ranker's feature rows of the top of its served order
+(:func:`ltrr.ranking.features.pack`); its feedback grades them
+(:func:`ltrr.ranking.labels.search_labels`). A row's position is its place in the
+served order, which is what the user saw. With ``position_bias="regression_em"``
+the examination probability per position is estimated from the same log
+(:func:`ltrr.ranking.position_bias.estimate_by_regression_em`, relevance
+regressed on the standardised features) and each labelled row is weighted by its
+inverse. The examination model is fitted on every search that showed results,
+clicked or not (``LogGroups.unclicked`` keeps the top rows of those without a
+positive): fitted on clicked searches only, it would read "somebody clicked" into
+every list. Searches logged under another feature schema are counted and skipped,
+never read with the wrong meaning.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ltrr.events import FeedbackEvent, SearchEvent
+from ltrr.ranking import features as F
+from ltrr.ranking.labels import is_labelled, search_labels
+from ltrr.ranking.position_bias import Examination, estimate_by_regression_em
+from ltrr.ranking.train import Group
+
+log = logging.getLogger("ltrr.ranking")
+#: positions the examination model covers (deeper rows take position 10's weight)
+EXAMINED = 10
+
+
+@dataclass
+class LogGroups:
+    """What :func:`groups_from_log` read: the groups, their served positions, and what it skipped."""
+
+    groups: list[Group] = field(default_factory=list)
+    positions: list[np.ndarray] = field(default_factory=list)
+    #: how many searches were skipped, by reason
+    skipped: dict[str, int] = field(default_factory=dict)
+    #: the top :data:`EXAMINED` feature rows of each search shown without a positive (for the examination fit)
+    unclicked: list[np.ndarray] = field(default_factory=list)
+
+    def skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+
+def group_of(event: SearchEvent, feedback: Sequence[FeedbackEvent]) -> tuple[Group, np.ndarray] | str:
+    """The training group of one search and its rows' served positions (1-based), or why there is none."""
+    if not event.ranking:
+        return "no ranking features"
+    try:
+        ids, x = F.unpack(event.ranking)
+    except F.SchemaMismatch:
+        return f"feature schema {event.ranking.get('schema')}"
+    labels = search_labels(feedback)
+    if not is_labelled(labels):
+        return "no positive feedback"
+    y = np.array([labels.get(i, 0.0) for i in ids], dtype=float)
+    if not (y > 0).any():
+        return "clicked item not among the logged rows"
+    group = Group(
+        group_id=event.request_id,
+        ts=float(event.ts),
+        ids=tuple(ids),
+        x=x,
+        labels=y,
+        weights=np.ones(len(ids)),
+        baseline=x[:, F.INDEX["rrf"]].astype(float),
+    )
+    return group, np.arange(1, len(ids) + 1)
+
+
+def groups_from_log(rows: Iterable[tuple[SearchEvent, Sequence[FeedbackEvent]]]) -> LogGroups:
+    """Every labelled search of ``rows`` (``SQLiteEventLog.labelled_searches``) as a group."""
+    out = LogGroups()
+    for event, feedback in rows:
+        got = group_of(event, feedback)
+        if isinstance(got, str):
+            out.skip(got)
+            if got == "no positive feedback" and event.shown:
+                out.unclicked.append(F.unpack(event.ranking)[1][: min(EXAMINED, len(event.shown))])
+            continue
+        out.groups.append(got[0])
+        out.positions.append(got[1])
+    return out
+
+
+def estimate_examination(data: LogGroups, *, max_position: int = EXAMINED, seed: int = 0) -> Examination | None:
+    """Regression-EM over the top ``max_position`` rows of every group; None when the log cannot
+    identify it yet (some position never shown, or no click in the top positions)."""
+    xs, ps, cs = [], [], []
+    for g, pos in zip(data.groups, data.positions, strict=True):
+        top = pos <= max_position
+        xs.append(g.x[top])
+        ps.append(pos[top])
+        cs.append((g.labels[top] > 0).astype(int))
+    for x in data.unclicked:
+        xs.append(x[:max_position])
+        ps.append(np.arange(1, len(xs[-1]) + 1))
+        cs.append(np.zeros(len(xs[-1]), dtype=int))
+    if not xs:
+        return None
+    x = np.nan_to_num(np.concatenate(xs).astype(float), nan=0.0)
+    missing = np.isnan(np.concatenate(xs)).astype(float)
+    design = np.column_stack([x, missing])
+    sd = design.std(axis=0)
+    keep = sd > 0
+    design = (design[:, keep] - design[:, keep].mean(axis=0)) / sd[keep]
+    try:
+        return estimate_by_regression_em(
+            np.concatenate(ps), np.concatenate(cs), features=design, max_position=max_position, seed=seed
+        )
+    except ValueError as exc:
+        log.info("ranker: examination not estimated (%s)", exc)
+        return None
+
+
+def weighted(data: LogGroups, examination: Examination | None) -> list[Group]:
+    """The groups with each labelled row weighted by its inverse examination probability (1 if None)."""
+    if examination is None:
+        return list(data.groups)
+    out = []
+    for g, pos in zip(data.groups, data.positions, strict=True):
+        w = np.where(g.labels > 0, examination.weight(pos), 1.0)
+        out.append(Group(g.group_id, g.ts, g.ids, g.x, g.labels, w, g.baseline))
+    return out

@@ -1,0 +1,250 @@
+"""Train, validate and publish a ranker: from the event log (the trainer, ``ltrr train-ranker``) or, before
+any clicks exist, from predicted queries run through the real strategies (the cold start, at ingest).
+
+Both end the same way (:func:`fit_and_publish`): train on the older searches, score the newest
+``ranking.holdout`` share with the new model, the current model and RRF (nDCG@10 and MRR@10, by
+ranx), and publish only if the new model is not worse than either (``ranking.tolerance``). The
+previous model stays in the registry for ``ltrr train-ranker --rollback``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ltrr.catalog.store import CatalogStore
+from ltrr.config import AppConfig
+from ltrr.eventlog import SQLiteEventLog
+from ltrr.ranking import features as F
+from ltrr.ranking.catboost import open_registry
+from ltrr.ranking.coldstart import PredictedQuery, predicted_queries
+from ltrr.ranking.dataset import estimate_examination, groups_from_log, weighted
+from ltrr.ranking.registry import ModelMeta, ModelRegistry
+from ltrr.ranking.train import Group, compare, format_table, should_publish, split_recent, train_ranker
+
+log = logging.getLogger("ltrr.ranking")
+
+
+@dataclass
+class Report:
+    """What one training run did; ``published`` is the new version, or "" with ``reason`` saying why not."""
+
+    source: str
+    searches: int = 0
+    train: int = 0
+    holdout: int = 0
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    published: str = ""
+    reason: str = ""
+    examination: list[float] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def table(self) -> str:
+        return format_table(self.metrics) if self.metrics else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"==> {msg}", file=sys.stderr, flush=True)
+
+
+def fit_and_publish(
+    app: AppConfig,
+    groups: Sequence[Group],
+    registry: ModelRegistry,
+    report: Report,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> Report:
+    cfg = app.ranking
+    train, hold = split_recent(list(groups), cfg.holdout)
+    report.searches, report.train, report.holdout = len(groups), len(train), len(hold)
+    if not train or not hold:
+        report.reason = f"{len(groups)} labelled searches: too few to train and validate"
+        return report
+    _say(progress, f"train {cfg.loss} on {len(train)} searches, validate on the newest {len(hold)}")
+    t0 = time.perf_counter()
+    model = train_ranker(
+        train, list(F.NAMES), loss=cfg.loss, iterations=cfg.iterations, depth=cfg.depth, seed=cfg.seed
+    )
+    train_s = time.perf_counter() - t0
+    rankers: dict[str, Any] = {"new": model}
+    version = registry.current_version()
+    if version is not None:
+        try:
+            rankers["current"] = registry.load(version).model
+        except Exception as exc:  # noqa: BLE001 - an unloadable current model is no bar to replace it
+            log.warning("ranker: current model %s not comparable: %s", version, exc)
+    report.metrics = compare(hold, rankers)
+    ok, why = should_publish(
+        report.metrics["new"], report.metrics.get("current"), report.metrics["rrf"], tolerance=cfg.tolerance
+    )
+    report.reason = why
+    if ok:
+        info = ModelMeta(
+            schema_version=F.SCHEMA_VERSION,
+            feature_names=tuple(F.NAMES),
+            loss=cfg.loss,
+            validation_metrics=report.metrics,
+            examination=tuple(report.examination) if report.examination else None,
+            training={
+                "source": report.source,
+                "searches": {"train": len(train), "holdout": len(hold)},
+                "iterations": cfg.iterations,
+                "depth": cfg.depth,
+                "seconds": round(train_s, 2),
+                "decision": why,
+                **dict(meta or {}),
+            },
+        )
+        report.published = registry.publish(model, info)
+        _say(progress, f"published {report.published}: {why}")
+    else:
+        _say(progress, f"not published: {why}")
+    return report
+
+
+def retrain_from_log(app: AppConfig, *, progress: bool = False, registry: ModelRegistry | None = None) -> Report:
+    """Train on the labelled ones of the newest ``ranking.max_searches`` searches of the event log (all of them
+    fit the examination model); publish if not worse."""
+    t0 = time.perf_counter()
+    cfg = app.ranking
+    registry = registry or open_registry(cfg)
+    report = Report("event log")
+    events = SQLiteEventLog(app.events_path)
+    try:
+        _say(progress, f"read the labelled searches of {app.events_path}")
+        data = groups_from_log(events.labelled_searches(cfg.max_searches, with_feedback=False))
+    finally:
+        events.close()
+    report.skipped = dict(data.skipped)
+    if len(data.groups) < cfg.min_searches:
+        report.searches = len(data.groups)
+        report.reason = f"{len(data.groups)} labelled searches, fewer than ranking.min_searches ({cfg.min_searches})"
+        report.seconds = time.perf_counter() - t0
+        return report
+    exam = estimate_examination(data, seed=cfg.seed) if cfg.position_bias == "regression_em" else None
+    if exam is not None:
+        report.examination = [round(float(t), 4) for t in exam.theta]
+        _say(progress, f"examination by position (regression-EM): {report.examination}")
+    fit_and_publish(app, weighted(data, exam), registry, report, progress=progress)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+# -- the cold start ---------------------------------------------------------------------------------
+def ready_strategies(app: AppConfig, store: CatalogStore) -> list[str]:
+    """The enabled strategies whose index holds the whole catalog (what the cold start can run)."""
+    from ltrr.ingest import index_target
+
+    done = {n: store.count_since(store.watermark(index_target(n, app.strategy_config(n)))) == 0 for n in app.enabled()}
+    return [n for n, ok in done.items() if ok]
+
+
+def needs_cold_start(app: AppConfig, store: CatalogStore, registry: ModelRegistry | None = None) -> bool:
+    """No model yet, or the current one is a cold-start model made without a strategy that is ready now."""
+    registry = registry or open_registry(app.ranking)
+    current = registry.current()
+    if current is None:
+        return True
+    made_with = set(current.meta.training.get("strategies", ()))
+    return current.meta.training.get("source") == "cold start" and not set(ready_strategies(app, store)) <= made_with
+
+
+def _groups_of(outcomes: list[tuple[PredictedQuery, Any]]) -> list[Group]:
+    out = []
+    for i, (pq, event) in enumerate(outcomes):
+        if event is None or not event.ranking:
+            continue
+        ids, x = F.unpack(event.ranking)
+        y = np.array([pq.relevant.get(e, 0.0) for e in ids])
+        if (y > 0).any():
+            out.append(Group(event.request_id, float(i), tuple(ids), x, y, np.ones(len(ids)), x[:, F.INDEX["rrf"]]))
+    return out
+
+
+async def _run_queries(
+    app: AppConfig, store: CatalogStore, names: list[str], queries: list[PredictedQuery], events_path: Path,
+    progress: Callable[[int], None],
+) -> list[tuple[PredictedQuery, Any]]:  # fmt: skip
+    from ltrr.bandit import new_policy
+    from ltrr.bandit.planner import PolicyPlanner
+    from ltrr.builder import build_service, thread_caller
+    from ltrr.ranking.rrf import RRFRanker
+    from ltrr.strategies.registry import make_strategy
+    from ltrr.validation import validate_search
+
+    strategies = {n: make_strategy(n, app.strategy_config(n)) for n in names}
+    events = SQLiteEventLog(events_path)
+    sub = app.model_copy(update={"strategies": {n: s for n, s in app.strategies.items() if n in names}})
+    try:
+        svc = build_service(
+            sub,
+            {n: thread_caller(s) for n, s in strategies.items()},
+            events,
+            store,
+            lambda fz: PolicyPlanner(new_policy(app.policy, names, fz.dim), fz),
+            ranker=RRFRanker(app.ingress.rrf_c),
+        ).service
+        sem = asyncio.Semaphore(4)
+
+        async def one(pq: PredictedQuery) -> tuple[PredictedQuery, Any]:
+            async with sem:
+                try:
+                    p = validate_search(query=pq.text, k=10, strategies=names, known_strategies=names)
+                    out = await svc.search(p)
+                except Exception as exc:  # noqa: BLE001 - a query a strategy rejects is left out
+                    log.info("cold start: %r failed: %s", pq.text, exc)
+                    return pq, None
+                progress(1)
+                return pq, await asyncio.to_thread(events.search, out.request_id)
+
+        return list(await asyncio.gather(*(one(q) for q in queries)))
+    finally:
+        events.close()
+        for s in strategies.values():
+            s.close()
+
+
+def cold_start(app: AppConfig, store: CatalogStore, *, progress: bool = False, n: int | None = None) -> Report:
+    """Predicted queries from the catalog, searched with every ready strategy at its default k; the
+    intended entities are the labels; train, validate against RRF, publish."""
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    cfg = app.ranking
+    n = cfg.cold_start_queries if n is None else n
+    report = Report("cold start")
+    names = ready_strategies(app, store)
+    if not names or n <= 0:
+        report.reason = "no strategy is indexed yet" if not names else "ranking.cold_start_queries is 0"
+        return report
+    queries = predicted_queries(store, n, seed=cfg.seed)
+    _say(progress, f"cold-start ranker: {len(queries)} predicted queries through {', '.join(names)}")
+    bar = tqdm(total=len(queries), desc="cold-start searches", unit="q", file=sys.stderr, disable=not progress)
+    with tempfile.TemporaryDirectory(prefix="ltrr-coldstart-") as tmp:
+        outcomes = asyncio.run(_run_queries(app, store, names, queries, Path(tmp) / "events.sqlite", bar.update))
+    bar.close()
+    groups = _groups_of(outcomes)
+    kinds: dict[str, int] = {}
+    for pq, _ in outcomes:
+        kinds[pq.kind] = kinds.get(pq.kind, 0) + 1
+    fit_and_publish(
+        app, groups, open_registry(cfg), report,
+        meta={"strategies": names, "queries": kinds}, progress=progress,
+    )  # fmt: skip
+    report.seconds = time.perf_counter() - t0
+    return report
