@@ -65,6 +65,7 @@ bench: install meili
 	$(PY) scripts/bench_eventlog.py
 	$(PY) scripts/bench_embed.py
 	$(PY) scripts/bench.py
+	$(PY) scripts/bench_ranker.py
 	$(PY) scripts/bench_regret.py
 
 clean: down

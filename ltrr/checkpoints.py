@@ -39,7 +39,7 @@ class CheckpointDir:
         with open(pointer, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(pointer, self.root / LATEST)
-        _fsync_dir(self.root)  # make the rename and the new pointer durable
+        fsync_dir(self.root)  # make the rename and the new pointer durable
         self._prune(final)
         return final
 
@@ -62,7 +62,8 @@ class CheckpointDir:
             stale.unlink(missing_ok=True)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (renames, new files) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -100,6 +100,10 @@ WHOLE_UNION = 400
 SIZES = (50, 200, 400)
 #: The issue's budget for ranking 200 candidates, features included (p50).
 TARGET_MS = 2.0
+#: Columns of the model tables (evaluate's ips_dcg@10 is the plain DCG here: held-out labels are true grades).
+COLUMNS = ("ndcg@10", "mrr@10", "searches", "train_s")
+ESTIMATED = "clicks, IPS (estimated θ)"
+RULES = {"first": "the first examined relevant result", "all": "every examined relevant result (the PBM exactly)"}
 #: A predicted query and its logged SearchEvent (None if the search failed).
 Outcome = tuple[PredictedQuery, Any]
 
@@ -221,6 +225,38 @@ def draw_queries(store: CatalogStore, n: int, seed: int, exclude: set[str]) -> t
     return kept, left_out
 
 
+def preflight(cfg: AppConfig, names: list[str]) -> None:
+    """Fail at once, not after minutes of empty searches, if a strategy's server does not accept connections."""
+    import socket
+    from urllib.parse import urlsplit
+
+    for name in names:
+        conf = cfg.strategy_config(name)
+        url = getattr(conf, "url", None) or getattr(conf, "uri", None)
+        parts = urlsplit(str(url)) if url else None
+        if parts is None or parts.scheme not in ("http", "https", "tcp", "grpc") or not parts.hostname:
+            continue  # an in-process backend (the graph, Milvus Lite)
+        try:
+            socket.create_connection((parts.hostname, parts.port or 80), timeout=3).close()
+        except OSError as exc:
+            raise SystemExit(f"{name}: nothing answers at {url} ({exc}); is `make up` running?") from None
+
+
+def call_status(outcomes: list[Outcome], limit: float = 0.02) -> dict[str, dict[str, int]]:
+    """Each strategy's calls by status; exits if more than ``limit`` of a strategy's calls failed
+    (a server went away: the figures would describe the failure, not the ranker)."""
+    out: dict[str, dict[str, int]] = {}
+    for _, event in outcomes:
+        for c in event.calls if event is not None else ():
+            row = out.setdefault(c["strategy"], {})
+            row[c["status"]] = row.get(c["status"], 0) + 1
+    for name, row in out.items():
+        failed = sum(v for k, v in row.items() if k not in ("ok", "skipped"))
+        if failed > limit * sum(row.values()):
+            raise SystemExit(f"{name}: {failed} of {sum(row.values())} calls failed ({row}); are its servers up?")
+    return out
+
+
 def run_searches(cfg: AppConfig, store: CatalogStore, names: list[str], qs: list[PredictedQuery]) -> list[Outcome]:
     """Every query through every ready strategy at its default k (RRF order, whole union logged)."""
     app = sub_app(cfg, names, WHOLE_UNION)
@@ -290,7 +326,7 @@ def click_logs(
         counts["clicked"] += 1
         counts["clicks"] += len(clicked)
         data.groups.append(
-            Group(event.request_id, float(i), ids_t, x_t, y, np.ones(len(ids_t)), x_t[:, F.INDEX["rrf"]])
+            Group(event.request_id, float(i), ids_t, x_t, y, np.ones(len(ids_t)), x_t[:, F.INDEX["rrf"]].astype(float))
         )
         data.positions.append(np.arange(1, len(ids_t) + 1))
     return data, counts
@@ -421,9 +457,15 @@ def ranking_cost(
 # -- section 4: Search before and after the ranker -----------------------------------------------------
 
 
+#: The services of section 4, in the order of the first query (then rotated).
+BEFORE, AFTER, FRESH = "before", "after", "after, fresh replica"
+
+
 def search_latency(
     cfg: AppConfig, store: CatalogStore, names: list[str], model: CatBoostRanker, info: dict[str, Any], n: int
 ) -> dict[str, Any]:
+    """The same queries through RRF without features, the model with a warm facts cache (a replica's
+    steady state: the cache outgrows the catalog), and the model in a fresh replica (empty cache)."""
     from bench import queries
 
     from ltrr.bandit import new_policy
@@ -437,40 +479,49 @@ def search_latency(
     app = sub_app(cfg, names)
     strategies = {s: make_strategy(s, app.strategy_config(s)) for s in names}
     callers = {s: thread_caller(st) for s, st in strategies.items()}
+    rrf = RRFRanker(app.ingress.rrf_c)
 
     def planner(fz: Any) -> Any:
         return PolicyPlanner(new_policy(app.policy, names, fz.dim), fz)
 
     def service(events: Any, ranker: Any, features: bool) -> Any:
         kw = {"features": features} if "features" in inspect.signature(build_service).parameters else {}
-        svc = build_service(app, callers, events, store, planner, ranker=ranker, **kw).service
+        built = build_service(app, callers, events, store, planner, ranker=ranker, **kw)
         if not features:
-            svc.featurizer = None  # what SearchService(features=False) sets: no features computed or logged
-        return svc
+            built.service.featurizer = None  # what SearchService(features=False) sets: no features computed or logged
+        return built
 
     qs = queries(app.catalog_path, n, seed=0)
-    warm = queries(app.catalog_path, 20, seed=1)
-    lat: dict[str, list[float]] = {"before": [], "after": []}
+    warm_up = queries(app.catalog_path, 20, seed=1)
+    sides = (BEFORE, AFTER, FRESH)
+    lat: dict[str, list[float]] = {side: [] for side in sides}
+    degraded = dict.fromkeys(sides, 0)
     with tempfile.TemporaryDirectory(prefix="ltrr-bench-ranker-e2e-") as tmp:
         events = SQLiteEventLog(Path(tmp) / "events.sqlite")
-        svcs = {"before": service(events, RRFRanker(app.ingress.rrf_c), False), "after": service(events, model, True)}
+        built = {BEFORE: service(events, rrf, False), AFTER: service(events, model, True)}
+        ids = [e.entity_id for _, batch in store.entities_since(0, batch_size=5000) for e in batch]
+        for i in range(0, len(ids), 5000):
+            built[AFTER].facts(ids[i : i + 5000])
+        svcs = {side: b.service for side, b in built.items()}
+        want = {BEFORE: rrf.version, AFTER: model.version, FRESH: model.version}
 
         async def one(side: str, q: str) -> float:
             p = validate_search(query=q, k=10, strategies=names, known_strategies=names)
             t = time.perf_counter()
             out = await svcs[side].search(p)
             ms = (time.perf_counter() - t) * 1000
-            want = RRFRanker(app.ingress.rrf_c).version if side == "before" else model.version
-            if out.ranker_version != want:
-                raise SystemExit(f"the {side} service ranked with {out.ranker_version}, not {want}")
+            degraded[side] += bool(out.degraded)
+            if out.ranker_version != want[side]:
+                raise SystemExit(f"the {side} service ranked with {out.ranker_version}, not {want[side]}")
             return ms
 
         async def run() -> None:
-            for q in warm:
-                for side in svcs:
+            for q in warm_up:  # connections, Milvus and Meilisearch caches; the fresh replica does not exist yet
+                for side in (BEFORE, AFTER):
                     await one(side, q)
+            svcs[FRESH] = service(events, model, True).service
             for i, q in enumerate(tqdm(qs, desc="search before/after", unit="q", file=sys.stderr)):
-                for side in ("before", "after") if i % 2 == 0 else ("after", "before"):
+                for side in sides[i % 3 :] + sides[: i % 3]:
                     lat[side].append(await one(side, q))
 
         try:
@@ -479,15 +530,27 @@ def search_latency(
             events.close()
             for st in strategies.values():
                 st.close()
-    b, a = pcts(lat["before"]), pcts(lat["after"])
+    if max(degraded.values()) > 0.02 * (n + len(warm_up)):
+        raise SystemExit(f"degraded searches (a strategy failed or timed out): {degraded}; are the servers up?")
+    rows = {side: pcts(v) | {"degraded": degraded[side]} for side, v in lat.items()}
+    b = rows[BEFORE]
+    setups = {
+        BEFORE: f"RRF ({rrf.version}), no features",
+        AFTER: f"cold-start model {info['version']}, features, facts cache holding the catalog",
+        FRESH: f"cold-start model {info['version']}, features, facts cache empty at the first query",
+    }
     return {
         "queries": len(qs),
         "strategies": names,
-        "before": b | {"setup": f"RRF ({RRFRanker(app.ingress.rrf_c).version}), no features"},
-        "after": a | {"setup": f"cold-start model {info['version']}, features"},
-        "ratio_p50": a["p50_ms"] / max(b["p50_ms"], 1e-9),
-        "ratio_p99": a["p99_ms"] / max(b["p99_ms"], 1e-9),
-        "delta_p50_ms": a["p50_ms"] - b["p50_ms"],
+        "rows": {side: rows[side] | {"setup": setups[side]} for side in sides},
+        "ratios": {
+            side: {
+                "p50": rows[side]["p50_ms"] / max(b["p50_ms"], 1e-9),
+                "p99": rows[side]["p99_ms"] / max(b["p99_ms"], 1e-9),
+                "delta_p50_ms": rows[side]["p50_ms"] - b["p50_ms"],
+            }
+            for side in (AFTER, FRESH)
+        },
         "lat": lat,
     }
 
@@ -524,8 +587,10 @@ def markdown(r: dict[str, Any]) -> str:
             f"{fmt(t['rrf']['ndcg@10'])} | {fmt(t['cold start']['ndcg@10'])} | {fmt(t['rrf']['mrr@10'])} | "
             f"{fmt(t['cold start']['mrr@10'])} |"
         )
+    calls = "; ".join(f"{n} " + ", ".join(f"{k} {v}" for k, v in row.items()) for n, row in s1["calls"].items())
+    L += ["", f"Strategy calls of sections 1 and 2 by status: {calls}."]
     L += ["", "Known-item MRR@10 (the intended entity only):", ""]
-    L += ["| queries | n | found | RRF | cold start | RRF, misses as 0 | cold start, misses as 0 |"]
+    L += ["| kind | queries | found | RRF | cold start | RRF, misses as 0 | cold start, misses as 0 |"]
     L += ["|---|---|---|---|---|---|---|"]
     for kind, row in s1["known_item"].items():
         L.append(
@@ -544,17 +609,21 @@ def markdown(r: dict[str, Any]) -> str:
         f"model's order; examination r^-{s2['eta']:g} over the top {s2['depth']}; clicks: {s2['clicks_rule']}. "
         f"{c['searches']} searches, {c['clicked']} with a click ({c['clicks']} clicks), {c['unclicked']} without.",
         "",
-        "| position | true θ | estimated θ (regression-EM) | estimated / true |",
-        "|---|---|---|---|",
+        "| position | true θ | estimated θ (regression-EM) | estimated / true | estimated θ, clicking "
+        f"{s2['other_rule']} ({s2['counts_other_rule']['clicks']} clicks) | estimated / true |",
+        "|---|---|---|---|---|---|",
     ]
-    est = s2["theta_estimated"] or [None] * len(s2["theta_true"])
-    for k, (t, e) in enumerate(zip(s2["theta_true"], est, strict=True), 1):
-        L.append(f"| {k} | {t:.4f} | {fmt(e)} | {fmt(None if e is None else e / t, 3)} |")
+    none = [None] * len(s2["theta_true"])
+    est, alt = s2["theta_estimated"] or none, s2["theta_estimated_other_rule"] or none
+    for k, (t, e, o) in enumerate(zip(s2["theta_true"], est, alt, strict=True), 1):
+        ratio, ratio_o = (None if v is None else v / t for v in (e, o))
+        L.append(f"| {k} | {t:.4f} | {fmt(e)} | {fmt(ratio, 3)} | {fmt(o)} | {fmt(ratio_o, 3)} |")
     L += ["", f"Examination fit: {s2['examination_fit']}.", ""]
     L += [f"Held-out (section 1's {s1['found']} searches, true grades):", "", s2["table_md"], ""]
     if s2.get("losses_md"):
         L += [
-            "Losses, each trained on the clicks with estimated-θ weights, scored on the held-out searches:",
+            f"Losses, each trained on {s2['losses_on']} ({s2['loss']}: the model of the table above), scored on "
+            "the held-out searches:",
             "",
             s2["losses_md"],
             "",
@@ -582,13 +651,15 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     L += ["## 4. Search latency before and after the ranker (in-process, one run)", ""]
     L += ["| setup | n | p50 ms | p99 ms | mean ms |", "|---|---|---|---|---|"]
-    for side in ("before", "after"):
-        row = s4[side]
+    for side, row in s4["rows"].items():
         L.append(f"| {side}: {row['setup']} | {row['n']} | {row['p50_ms']} | {row['p99_ms']} | {row['mean_ms']} |")
+    L += [""]
+    for side, q in s4["ratios"].items():
+        L.append(f"- {side} / before: p50 {q['p50']:.2f}x ({q['delta_p50_ms']:+.2f} ms), p99 {q['p99']:.2f}x")
     L += [
         "",
-        f"after / before: p50 {s4['ratio_p50']:.2f}x ({s4['delta_p50_ms']:+.2f} ms), p99 {s4['ratio_p99']:.2f}x; "
-        f"{s4['queries']} queries with {', '.join(s4['strategies'])} forced, alternating which goes first.",
+        f"{s4['queries']} queries (scripts/bench.py's mix), {', '.join(s4['strategies'])} forced, the three services "
+        "taking turns per query (rotating which goes first); one temporary event log for all.",
     ]
     return "\n".join(L)
 
@@ -605,12 +676,14 @@ def plot(path: Path, r: dict[str, Any]) -> None:
     a = ax[0, 0]
     a.plot(pos, s2["theta_true"], "o-", label=f"simulator: r^-{s2['eta']:g}")
     if s2["theta_estimated"]:
-        a.plot(pos, s2["theta_estimated"], "s--", label="regression-EM from the click log")
+        a.plot(pos, s2["theta_estimated"], "s--", label=f"regression-EM, users click {s2['clicks_rule']}")
+    if s2["theta_estimated_other_rule"]:
+        a.plot(pos, s2["theta_estimated_other_rule"], "^:", label=f"regression-EM, users click {s2['other_rule']}")
     a.set_xlabel("position")
     a.set_ylabel("examination θ_k / θ_1")
     a.set_title("Position bias: true vs estimated")
     a.grid(alpha=0.3)
-    a.legend()
+    a.legend(fontsize=8)
     a = ax[0, 1]
     table = s2["table"]
     names = list(table)
@@ -636,9 +709,9 @@ def plot(path: Path, r: dict[str, Any]) -> None:
     a.grid(alpha=0.3)
     a.legend(fontsize=8)
     a = ax[1, 1]
-    for side in ("before", "after"):
-        xs = sorted(r["search"]["lat"][side])
-        a.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=f"{side}: {r['search'][side]['setup']}")
+    for side, xs in r["search"]["lat"].items():
+        xs = sorted(xs)
+        a.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=side)
     a.set_xscale("log")
     a.set_xlabel("Search latency (ms, log scale)")
     a.set_ylabel("fraction of searches")
@@ -680,6 +753,7 @@ def main() -> int:
     missing = [s for s in cfg.enabled() if s not in names]
     if missing:
         log(f"not fully indexed, left out: {', '.join(missing)}")
+    preflight(cfg, names)
 
     # 1. held-out quality
     t = time.perf_counter()
@@ -693,6 +767,7 @@ def main() -> int:
     t = time.perf_counter()
     outcomes = run_searches(cfg, store, names, held_q + train_q)
     timings["simulated searches"] = time.perf_counter() - t
+    calls = call_status(outcomes)
     held_out, train_out = outcomes[: len(held_q)], outcomes[len(held_q) :]
     held = _groups_of(held_out)
     kinds = {ev.request_id: pq.kind for pq, ev in held_out if ev is not None}
@@ -708,6 +783,7 @@ def main() -> int:
         "strategies": names,
         "found": len(held),
         "failed": sum(ev is None for _, ev in held_out),
+        "calls": calls,
         "asked": asked,
         "union": {
             "p50": float(np.percentile(sizes, 50)),
@@ -718,7 +794,7 @@ def main() -> int:
         "known_item": known_item(held, kinds, asked, model),
         "model": info,
     }
-    print(T.format_table(by_kind["all"]), flush=True)
+    print(T.format_table(by_kind["all"], COLUMNS[:3]), flush=True)
 
     # 2. clicks
     t = time.perf_counter()
@@ -729,25 +805,43 @@ def main() -> int:
     truth = Examination(clicks.examination() / clicks.examination()[0])
     exam = estimate_examination(data, seed=cfg.ranking.seed)
     log(f"examination: estimated {None if exam is None else np.round(exam.theta, 3).tolist()}")
+    # the same users and draws under the other click rule: only theta is estimated from it
+    other_rule = "all" if args.clicks == "first" else "first"
+    data_other, counts_other = click_logs(
+        train_out, model, clicks, np.random.default_rng(args.train_seed), other_rule, cfg.ranking.log_top
+    )
+    exam_other = estimate_examination(data_other, seed=cfg.ranking.seed)
     models: dict[str, Any] = {"cold start": model.model}
-    models["clicks, no weights"] = fit(data.groups, cfg, "clicks, no weights")
+    seconds: dict[str, float] = {}
+    train_sets = {"clicks, no weights": data.groups, "clicks, IPS (true θ)": weighted(data, truth)}
     if exam is not None:
-        models["clicks, IPS (estimated θ)"] = fit(weighted(data, exam), cfg, "clicks, IPS estimated")
-    models["clicks, IPS (true θ)"] = fit(weighted(data, truth), cfg, "clicks, IPS true")
+        train_sets = {"clicks, no weights": data.groups, ESTIMATED: weighted(data, exam), **train_sets}
+    for name, groups in train_sets.items():
+        t0 = time.perf_counter()
+        models[name] = fit(groups, cfg, name)
+        seconds[name] = time.perf_counter() - t0
     table = T.compare(held, models)
+    for name, s in seconds.items():
+        table[name]["train_s"] = s
     timings["click models"] = time.perf_counter() - t
-    print(T.format_table(table), flush=True)
+    print(T.format_table(table, COLUMNS), flush=True)
     losses_md, losses = "", None
     compare_losses = getattr(T, "compare_losses", None)
     if compare_losses is not None and not args.no_losses:
+        # cfg's loss on these groups is the model trained above (same data, seed and parameters): reuse it
+        base = ESTIMATED if exam is not None else "clicks, no weights"
+        others = [loss for loss in T.LOSSES if loss != cfg.ranking.loss]
         t = time.perf_counter()
-        bar = tqdm(total=cfg.ranking.iterations * len(T.LOSSES), desc="losses", unit="tree", file=sys.stderr)
-        losses = compare_losses(
-            weighted(data, exam), held, list(F.NAMES), iterations=cfg.ranking.iterations, depth=cfg.ranking.depth,
-            seed=cfg.ranking.seed, progress=lambda _d, _t: bar.update(1),
+        bar = tqdm(total=cfg.ranking.iterations * len(others), desc="losses", unit="tree", file=sys.stderr)
+        other = compare_losses(
+            train_sets[base], held, list(F.NAMES), losses=others, iterations=cfg.ranking.iterations,
+            depth=cfg.ranking.depth, seed=cfg.ranking.seed, progress=lambda _d, _t: bar.update(1),
         )  # fmt: skip
         bar.close()
-        losses_md = T.format_table(losses)
+        losses = {"rrf": other["rrf"]}
+        for loss in T.LOSSES:
+            losses[loss] = table[base] if loss == cfg.ranking.loss else other[loss]
+        losses_md = T.format_table(losses, COLUMNS)
         timings["loss comparison"] = time.perf_counter() - t
         print(losses_md, flush=True)
     fit_note = "not identified (too few clicks at some position)"
@@ -759,14 +853,19 @@ def main() -> int:
         "seed": args.train_seed,
         "eta": args.eta,
         "depth": clicks.depth,
-        "clicks_rule": "the first examined relevant result" if args.clicks == "first" else "every examined relevant",
+        "clicks_rule": RULES[args.clicks],
         "served_by": f"cold-start model {info['version']}",
         "counts": counts,
         "theta_true": [round(float(v), 4) for v in truth.theta],
         "theta_estimated": None if exam is None else [round(float(v), 4) for v in exam.theta],
+        "other_rule": RULES[other_rule],
+        "counts_other_rule": counts_other,
+        "theta_estimated_other_rule": None if exam_other is None else [round(float(v), 4) for v in exam_other.theta],
         "examination_fit": fit_note,
         "table": table,
-        "table_md": T.format_table(table),
+        "table_md": T.format_table(table, COLUMNS),
+        "loss": cfg.ranking.loss,
+        "losses_on": "the clicks with estimated-θ weights" if exam is not None else "the clicks, unweighted",
         "losses": losses,
         "losses_md": losses_md,
     }

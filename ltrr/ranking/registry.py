@@ -48,6 +48,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from catboost import CatBoost, CatBoostError, CatBoostRanker
 
+from ltrr.checkpoints import fsync_dir
 from ltrr.errors import LtrrError, NotFound
 from ltrr.ranking import features
 
@@ -58,6 +59,7 @@ META_FILE = "meta.json"
 PREFIX = "catboost-"
 _VERSION = re.compile(rf"^{PREFIX}(\d{{6,}})$")
 _TMP = ".tmp-"
+_TRASH = ".trash-"
 
 
 class RegistryError(LtrrError):
@@ -248,11 +250,11 @@ class ModelRegistry:
             model.save_model(str(tmp / MODEL_FILE), format="cbm")
             _write_durably(tmp / META_FILE, json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
             _fsync_file(tmp / MODEL_FILE)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             os.rename(tmp, self.root / version)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             self._point(version)
-            self._prune({version, parent} - {None})
+            self._prune({version} if parent is None else {version, parent})
         return version
 
     def rollback(self) -> str:
@@ -306,18 +308,21 @@ class ModelRegistry:
         pointer = self.root / f".{CURRENT}.{uuid.uuid4().hex}"
         _write_durably(pointer, version + "\n")
         os.replace(pointer, self.root / CURRENT)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def _prune(self, protected: set[str]) -> None:
         """Remove all but the newest ``keep`` versions (never ``protected``), and what crashed writers left.
 
-        Runs under the lock, so a temporary directory or pointer found here is no live writer's."""
+        Runs under the lock, so a temporary directory or pointer found here is no live writer's. A reader
+        that read ``CURRENT`` just before its version was pruned gets NotFound (:meth:`load_current` retries)."""
         versions = sorted((p.name for p in self.root.iterdir() if _VERSION.match(p.name)), key=version_number)
         for old in versions[: max(0, len(versions) - self.keep)]:
-            if old not in protected:
-                shutil.rmtree(self.root / old, ignore_errors=True)
-        for tmp in self.root.glob(f"{_TMP}*"):
-            shutil.rmtree(tmp, ignore_errors=True)
+            if old not in protected:  # renamed away first, so no reader sees a half-deleted version
+                trash = self.root / f"{_TRASH}{uuid.uuid4().hex}"
+                os.rename(self.root / old, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+        for debris in (*self.root.glob(f"{_TMP}*"), *self.root.glob(f"{_TRASH}*")):
+            shutil.rmtree(debris, ignore_errors=True)
         for stale in self.root.glob(f".{CURRENT}.*"):
             stale.unlink(missing_ok=True)
 
@@ -332,11 +337,3 @@ def _write_durably(path: Path, text: str) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -68,7 +68,12 @@ def fit_and_publish(
     *,
     meta: Mapping[str, Any] | None = None,
     progress: bool = False,
+    metric: str = "ndcg@10",
 ) -> Report:
+    """Train on all but the newest ``ranking.holdout`` of ``groups``, compare on those by ``metric``, publish
+    if not worse. On click labels the metric must be ``ips_dcg@10``: plain nDCG on clicks favours whichever
+    ranker served the log (clicks only land on what it showed, near where it showed them), so it would keep
+    refusing a better model; the inverse-examination-weighted DCG estimates the DCG of true relevance."""
     cfg = app.ranking
     train, hold = split_recent(list(groups), cfg.holdout)
     report.searches, report.train, report.holdout = len(groups), len(train), len(hold)
@@ -90,7 +95,11 @@ def fit_and_publish(
             log.warning("ranker: current model %s not comparable: %s", version, exc)
     report.metrics = compare(hold, rankers)
     ok, why = should_publish(
-        report.metrics["new"], report.metrics.get("current"), report.metrics["rrf"], tolerance=cfg.tolerance
+        report.metrics["new"],
+        report.metrics.get("current"),
+        report.metrics["rrf"],
+        metric=metric,
+        tolerance=cfg.tolerance,
     )
     report.reason = why
     if ok:
@@ -140,7 +149,7 @@ def retrain_from_log(app: AppConfig, *, progress: bool = False, registry: ModelR
     if exam is not None:
         report.examination = [round(float(t), 4) for t in exam.theta]
         _say(progress, f"examination by position (regression-EM): {report.examination}")
-    fit_and_publish(app, weighted(data, exam), registry, report, progress=progress)
+    fit_and_publish(app, weighted(data, exam), registry, report, progress=progress, metric="ips_dcg@10")
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -40,7 +40,18 @@ and not CatBoost's weights, per loss (measured on catboost 1.2.10):
   (Saito et al., 2020).
 
 Large weights (small :math:`\\theta_k`) raise the variance of all three; clipping them is the
-examination model's business, before they reach a :class:`Group`.
+examination model's business (:class:`ltrr.ranking.position_bias.Examination`), before they reach
+a :class:`Group`.
+
+Judging a model
+---------------
+The held-out labels are clicks too, collected under the order that was served. nDCG and MRR on
+them favour that order: what it put low was seldom examined, so a ranker that promotes it is
+charged for results that were merely unseen. In the seeded simulation of
+``tests/unit/test_ranking_train.py`` click nDCG@10 ranks RRF above a model that is far better in
+true nDCG@10, and an unweighted model above the weighted one. :func:`evaluate` therefore also
+reports ``ips_dcg@k``, the inverse-propensity DCG, which is unbiased for the true DCG and there ranks
+the model above RRF, as the truth does; :func:`should_publish` takes either as its ``metric``.
 
 References
 ----------
@@ -278,8 +289,8 @@ def evaluate(groups: Sequence[Group], scores_by_group: Mapping[str, np.ndarray],
     return {**{m: float(result[m]) for m in names}, ips: float(ips_dcg), "searches": float(len(qrels))}
 
 
-def _doc(i: int) -> str:
-    return f"{i:0{_DOC_WIDTH}d}"
+def _doc(i: int | np.integer) -> str:
+    return f"{int(i):0{_DOC_WIDTH}d}"
 
 
 def predict_groups(model: Scorer, groups: Sequence[Group]) -> dict[str, np.ndarray]:

@@ -129,8 +129,9 @@ def test_semantic_query_is_found_by_the_vector_strategy(client):
 def test_explain_returns_features(client):
     resp = client.search("radiohead", k=3, explain=True, strategies=ALL)
     f = resp.results[0].features
-    assert f["rrf"] == pytest.approx(resp.results[0].score)
-    assert f["lexical.rank"] == 1.0
+    assert f["model.score"] == pytest.approx(resp.results[0].score), "the score is the ranker's"
+    assert resp.ranker_version.startswith("catboost-"), "the cold-start model ranks"
+    assert 0 < f["rrf"] <= 4 / 61 and f["lexical.rank"] == 1.0 and f["title.exact"] == 1.0
 
 
 INVALID = [

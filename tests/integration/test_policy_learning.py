@@ -12,12 +12,11 @@ import uuid
 import numpy as np
 import pytest
 
-from ltrr.catalog.store import CatalogStore
 from ltrr.checkpoints import CheckpointDir
 from ltrr.client import LtrrClient
 from ltrr.eventlog import SQLiteEventLog
 from ltrr.v1 import search_pb2 as pb
-from tests.fixtures.app import wait_serving
+from tests.fixtures.app import popular_artists, wait_serving
 
 pytestmark = pytest.mark.integration
 ALL = ["lexical", "vector", "graph", "memory"]
@@ -69,16 +68,8 @@ def seed_queries(client, ltrr_app) -> list[tuple[str, str]]:
 
     Each learning round uses a new X, so the query memory (which learns every click) never
     holds the target for the query it is asked next: only graph does, for this kind of query."""
-    store = CatalogStore(ltrr_app.catalog_path)
-    try:
-        artists = sorted(
-            (e for _, batch in store.entities_since(0, 2000) for e in batch if e.entity_type == "artist"),
-            key=lambda e: -e.popularity,
-        )
-    finally:
-        store.close()
     out = []
-    for e in artists:
+    for e in popular_artists(ltrr_app.catalog_path):
         name = e.title.strip()
         if not name.isascii() or not name.replace(" ", "").isalnum():
             continue

@@ -16,13 +16,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ltrr.catalog.store import CatalogStore
 from ltrr.client import LtrrClient
 from ltrr.config import AppConfig
 from ltrr.ranking.catboost import open_registry
 from ltrr.ranking.registry import ModelRegistry
 from ltrr.v1 import search_pb2 as pb
-from tests.fixtures.app import ROOT
+from tests.fixtures.app import ROOT, popular_artists
 
 pytestmark = pytest.mark.integration
 ALL = ["lexical", "vector", "graph", "memory"]
@@ -64,14 +63,7 @@ def test_the_cold_start_model_ranks_from_the_first_query(client, registry):
 
 
 def artist_names(ltrr_app, n: int) -> list[str]:
-    store = CatalogStore(ltrr_app.catalog_path)
-    try:
-        artists = sorted(
-            (e for _, batch in store.entities_since(0, 2000) for e in batch if e.entity_type == "artist"),
-            key=lambda e: -e.popularity,
-        )
-    finally:
-        store.close()
+    artists = popular_artists(ltrr_app.catalog_path)
     return [e.title.lower() for e in artists if e.title.isascii() and e.title.replace(" ", "").isalnum()][:n]
 
 

@@ -14,6 +14,7 @@ import pytest
 from catboost import CatBoostRanker
 
 from ltrr.errors import NotFound
+from ltrr.ranking import features as F
 from ltrr.ranking.registry import (
     CURRENT,
     META_FILE,
@@ -204,8 +205,9 @@ def test_a_model_of_another_schema_is_refused(
     registry(tmp_path).publish(model, meta())
     other = registry(tmp_path, schema=schema, names=names)
     assert other.current_version() == V[1]  # polling still works: the check is on load
-    with pytest.raises(SchemaMismatch, match=re.escape(f"{V[1]} {message}")):
+    with pytest.raises(SchemaMismatch, match=re.escape(f"{V[1]} {message}")) as caught:
         other.load(V[1])
+    assert isinstance(caught.value, F.SchemaMismatch)  # one except covers logged features and models
     with pytest.raises(SchemaMismatch, match=re.escape(message)):
         other.load_current()
 
@@ -229,6 +231,24 @@ def test_a_dangling_pointer_is_an_error_not_nothing(tmp_path: Path, model: CatBo
     (tmp_path / CURRENT).write_text(V[7] + "\n")
     with pytest.raises(NotFound, match=re.escape(f"model {V[7]} is not in the registry")):
         reg.load_current()
+
+
+def test_load_current_retries_a_version_pruned_after_it_was_read(tmp_path: Path, model: CatBoostRanker) -> None:
+    reg = registry(tmp_path, keep=1)
+    for _ in range(3):
+        reg.publish(model, meta())
+    assert reg.versions() == [V[2], V[3]]  # V[1] pruned; V[2] kept as the current one's parent
+
+    class StaleOnce(ModelRegistry):
+        """Read CURRENT when it still named V[1], then two publishes pruned V[1] before the load."""
+
+        answers = [V[1]]
+
+        def current_version(self) -> str | None:
+            return self.answers.pop() if self.answers else super().current_version()
+
+    loaded = StaleOnce(tmp_path, schema_version=SCHEMA, feature_names=NAMES).load_current()
+    assert loaded is not None and loaded.version == V[3]
 
 
 def test_readers_never_see_a_version_without_its_files(tmp_path: Path, model: CatBoostRanker) -> None:
