@@ -23,10 +23,14 @@ searches are logged to a temporary directory.
    (``--clicks all``: every examined relevant one). The searches are logged as serving logs them:
    the top 50 rows of the served order, positions = served order, and the unclicked searches kept
    for the examination fit. Regression-EM estimates theta from these logs alone; the table puts it
-   next to the simulator's true theta. CatBoost models trained on the clicks (the trainer's loss,
-   trees and depth) without weights, with the estimated inverse-examination weights and with the
-   true ones are scored on section 1's held-out searches against their true grades, next to RRF and
-   the cold-start model. Then the losses are compared on the estimated-weight clicks.
+   next to the simulator's true theta, and next to the estimate from the same users and draws
+   under the other click rule (one click per search breaks the position-based model the estimator
+   assumes: an examined relevant result below the clicked one goes unclicked). CatBoost models
+   trained on the clicks (the trainer's loss, trees and depth) without weights, with the
+   estimated inverse-examination weights and with the true ones are scored on section 1's
+   held-out searches against their true grades, next to RRF and the cold-start model. Then the
+   losses are compared on the estimated-weight clicks (the loss of ``ranking.loss`` is the model
+   already trained, not trained twice).
 3. **Ranking cost** for unions of 50, 200 and 400 real catalog entities, each retrieved by 1-4
    strategies as often as in section 1's real unions, with real ranks and plausible per-strategy
    scores: feature extraction (warm facts cache, and a cold one for reference), CatBoost scoring of
@@ -34,15 +38,18 @@ searches are logged to a temporary directory.
    RRF (sort only). The issue's target is a p50 of at most 2 ms for 200 candidates, features included.
 4. **Search latency before and after the ranker**, in-process, in one run: the same realistic
    queries (scripts/bench.py's ``queries()``) through the service built with RRF and no features
-   (before) and with the cold-start model and features (after), every strategy forced, the two
-   alternating per query (and which goes first), so drift and caches hit both alike.
+   (before), with the cold-start model and features and a facts cache holding the whole catalog
+   (after: a replica's steady state, the cache being larger than the catalog), and the same in a
+   fresh replica whose cache starts empty. Every strategy is forced; the services take turns per
+   query, rotating which goes first, so drift and the backends' caches hit all alike.
 
-How to read it: sections 1-2 are deterministic given the catalog, the indexes and the seeds (the
-model orders are; ranx's metrics too). Sections 3-4 are timings on a shared, noisy machine: compare
-the ratios of one run (after / before, features / total), not absolute times across runs. Held-out
-nDCG in section 2 is against true grades, so a click model that beats the cold start here learned
-something the predicted labels did not say; the estimated theta tells how far the regression-EM
-weights are from the truth, and the "IPS, true theta" row how much that distance costs.
+How to read it: sections 1-2 are reproducible given the catalog, the indexes and the seeds, up
+to the few strategy calls that time out on a loaded machine (counted in section 1). Sections 3-4
+are timings on a shared, noisy machine: compare the ratios of one run (after / before, features /
+total), not absolute times across runs. Held-out nDCG in section 2 is against true grades, so a
+click model that beats the cold start there learned something the predicted labels did not say;
+the estimated theta tells how far the regression-EM weights are from the truth, and the "IPS,
+true theta" row how much that distance costs.
 
 Figures go to stdout and to <out>/ranker.md, ranker.json and ranker.png.
 
