@@ -45,6 +45,7 @@ class Report:
     published: str = ""
     reason: str = ""
     examination: list[float] = field(default_factory=list)
+    examination_estimator: str = ""
     skipped: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -116,6 +117,7 @@ def fit_and_publish(
                 "depth": cfg.depth,
                 "seconds": round(train_s, 2),
                 "decision": why,
+                "examination_estimator": report.examination_estimator or None,
                 **dict(meta or {}),
             },
         )
@@ -148,7 +150,8 @@ def retrain_from_log(app: AppConfig, *, progress: bool = False, registry: ModelR
     exam = estimate_examination(data, seed=cfg.seed) if cfg.position_bias == "regression_em" else None
     if exam is not None:
         report.examination = [round(float(t), 4) for t in exam.theta]
-        _say(progress, f"examination by position (regression-EM): {report.examination}")
+        report.examination_estimator = exam.estimator
+        _say(progress, f"examination by position ({exam.estimator}): {report.examination}")
     fit_and_publish(app, weighted(data, exam), registry, report, progress=progress, metric="ips_dcg@10")
     report.seconds = time.perf_counter() - t0
     return report
