@@ -278,12 +278,15 @@ def evaluate(groups: Sequence[Group], scores_by_group: Mapping[str, np.ndarray],
     ips = f"ips_dcg@{k}"
     if not qrels:
         return {**dict.fromkeys([*names, ips], math.nan), "searches": 0.0}
+    from numba.core.errors import NumbaTypeSafetyWarning
     from ranx import Qrels, Run
     from ranx import evaluate as ranx_evaluate
 
     with warnings.catch_warnings():
-        # ranx's kernels warn "unsafe cast from uint64 to int64" while numba compiles them (not ours to fix).
-        warnings.filterwarnings("ignore", message="unsafe cast from uint64 to int64")
+        # ranx's kernels warn "unsafe cast from uint64 to int64" while numba compiles them (not ours to fix;
+        # the message starts with terminal colour codes, so it is matched anywhere, not at its start).
+        warnings.filterwarnings("ignore", message=".*unsafe cast from uint64 to int64")
+        warnings.simplefilter("ignore", NumbaTypeSafetyWarning)
         result = ranx_evaluate(Qrels(qrels), Run(run), names)
         ips_dcg = ranx_evaluate(Qrels(ips_qrels), Run(run), f"dcg@{k}") / _MILLI
     return {**{m: float(result[m]) for m in names}, ips: float(ips_dcg), "searches": float(len(qrels))}
