@@ -53,9 +53,11 @@ def build_service(
     on_feedback: Callable[[], None] | None = None,
     backlog: IndexBacklog | None = None,
     ranker: Any = None,
+    features: bool = True,
 ) -> Built:
     """The service over ``callers`` (one per enabled strategy); ``planner`` is built from the featurizer.
-    ``ranker`` defaults to :func:`live_ranker`."""
+    ``ranker`` defaults to :func:`live_ranker`; ``features=False`` computes and logs no ranking features
+    (RRF only: the "before the ranker" path of ``scripts/bench_ranker.py``)."""
     enabled = app.enabled()
     vocab = Vocabulary.from_store(store)
     featurizer = ContextFeaturizer(list(enabled), vocab.names)
@@ -75,8 +77,33 @@ def build_service(
         ranker=live,
         featurizer=RankFeaturizer(facts),
         log_top=app.ranking.log_top,
+        features=features,
     )
     return Built(service, live, facts, vocab)
+
+
+def local_service(
+    app: AppConfig, store: CatalogStore, events: EventLog, *, names: list[str] | None = None, ranker: Any = None
+) -> tuple[Built, dict[str, Strategy]]:
+    """The service over strategies built in this process (``names``, default every enabled one), called in
+    threads, deciding with a fresh policy: what the benchmark and the cold start search with. The caller
+    closes the returned strategies."""
+    from ltrr.bandit import new_policy
+    from ltrr.bandit.planner import PolicyPlanner
+    from ltrr.strategies.registry import make_strategy
+
+    names = list(app.enabled()) if names is None else list(names)
+    sub = app.model_copy(update={"strategies": {n: s for n, s in app.strategies.items() if n in names}})
+    strategies = {n: make_strategy(n, app.strategy_config(n)) for n in names}
+    built = build_service(
+        sub,
+        {n: thread_caller(s) for n, s in strategies.items()},
+        events,
+        store,
+        lambda fz: PolicyPlanner(new_policy(app.policy, names, fz.dim), fz),
+        ranker=ranker,
+    )
+    return built, strategies
 
 
 def thread_caller(strategy: Strategy) -> Caller:

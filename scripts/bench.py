@@ -173,28 +173,19 @@ def serve_hop(n: int) -> dict[str, Any]:
 def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
     """The same SearchService, with strategies called directly in threads (no Serve, no gRPC)."""
     from ltrr.appconfig_io import load_app_config
-    from ltrr.bandit import new_policy
-    from ltrr.bandit.planner import PolicyPlanner
-    from ltrr.builder import build_service, thread_caller
+    from ltrr.builder import local_service
     from ltrr.catalog.store import CatalogStore
     from ltrr.eventlog import SQLiteEventLog
-    from ltrr.strategies.registry import make_strategy
     from ltrr.types import Query
     from ltrr.validation import validate_search
 
     cfg = load_app_config(config_path)
     enabled = cfg.enabled()
     names = list(enabled)
-    strategies = {n: make_strategy(n, cfg.strategy_config(n)) for n in enabled}
     store = CatalogStore(cfg.catalog_path)
     events = SQLiteEventLog(ROOT / "var" / "bench-events.sqlite")
-    svc = build_service(
-        cfg,
-        {n: thread_caller(s) for n, s in strategies.items()},
-        events,
-        store,
-        lambda fz: PolicyPlanner(new_policy(cfg.policy, names, fz.dim), fz),
-    ).service
+    built, strategies = local_service(cfg, store, events)
+    svc = built.service
     every = tuple(names)
 
     async def one(q: str, forced: tuple[str, ...] = every) -> float:

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import math
 import os
@@ -156,32 +155,19 @@ def sub_app(cfg: AppConfig, names: Sequence[str], log_top: int | None = None) ->
 # -- the cold-start model ---------------------------------------------------------------------------
 
 
-def open_registry(cfg: AppConfig) -> Any:
-    """The model registry of ``ranking.model_dir`` for this feature schema (only read here)."""
-    from ltrr.ranking import catboost as cb
-    from ltrr.ranking.registry import ModelRegistry
-
-    if hasattr(cb, "open_registry"):
-        return cb.open_registry(cfg.ranking)
-    params = inspect.signature(ModelRegistry).parameters
-    kw: dict[str, Any] = {"keep": cfg.ranking.keep} if "keep" in params else {}
-    if "schema_version" in params:
-        kw |= {"schema_version": F.SCHEMA_VERSION, "feature_names": list(F.NAMES)}
-    return ModelRegistry(cfg.ranking.model_dir, **kw)
-
-
 def meta_dict(published: Any) -> dict[str, Any]:
-    meta = published.meta
-    return meta.to_dict() if hasattr(meta, "to_dict") else dict(meta or {})
+    return dict(published.meta.to_dict())
 
 
 def source_of(meta: dict[str, Any]) -> str:
-    return str(meta.get("source") or (meta.get("training") or {}).get("source") or "")
+    return str((meta.get("training") or {}).get("source") or "")
 
 
 def cold_start_model(cfg: AppConfig) -> tuple[CatBoostRanker, dict[str, Any]]:
     """The registry's current model if it is the cold start's, else the newest cold-start version."""
-    registry = open_registry(cfg)
+    from ltrr.ranking.catboost import open_registry
+
+    registry = open_registry(cfg.ranking)
     current = registry.current()
     chosen = current if current is not None and source_of(meta_dict(current)) == "cold start" else None
     if chosen is None:
@@ -193,16 +179,13 @@ def cold_start_model(cfg: AppConfig) -> tuple[CatBoostRanker, dict[str, Any]]:
     if chosen is None:
         raise SystemExit(f"no cold-start model in {cfg.ranking.model_dir}: run `ltrr ingest` (make up) first")
     meta = meta_dict(chosen)
-    if hasattr(CatBoostRanker, "from_registry"):
-        ranker = CatBoostRanker.from_registry(registry, chosen.version)
-    else:
-        ranker = CatBoostRanker.load(chosen.model_path, chosen.version, meta)
+    ranker = CatBoostRanker.from_registry(registry, chosen.version)
     info = {
         "version": chosen.version,
         "current": current is not None and current.version == chosen.version,
         "current_version": None if current is None else current.version,
         "loss": meta.get("loss"),
-        "strategies": meta.get("strategies") or (meta.get("training") or {}).get("strategies"),
+        "strategies": (meta.get("training") or {}).get("strategies"),
         "validation": meta.get("validation") or meta.get("validation_metrics"),
     }
     return ranker, info
@@ -492,11 +475,7 @@ def search_latency(
         return PolicyPlanner(new_policy(app.policy, names, fz.dim), fz)
 
     def service(events: Any, ranker: Any, features: bool) -> Any:
-        kw = {"features": features} if "features" in inspect.signature(build_service).parameters else {}
-        built = build_service(app, callers, events, store, planner, ranker=ranker, **kw)
-        if not features:
-            built.service.featurizer = None  # what SearchService(features=False) sets: no features computed or logged
-        return built
+        return build_service(app, callers, events, store, planner, ranker=ranker, features=features)
 
     qs = queries(app.catalog_path, n, seed=0)
     warm_up = queries(app.catalog_path, 20, seed=1)

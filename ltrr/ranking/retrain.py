@@ -192,25 +192,14 @@ async def _run_queries(
     app: AppConfig, store: CatalogStore, names: list[str], queries: list[PredictedQuery], events_path: Path,
     progress: Callable[[int], None],
 ) -> list[tuple[PredictedQuery, Any]]:  # fmt: skip
-    from ltrr.bandit import new_policy
-    from ltrr.bandit.planner import PolicyPlanner
-    from ltrr.builder import build_service, thread_caller
+    from ltrr.builder import local_service
     from ltrr.ranking.rrf import RRFRanker
-    from ltrr.strategies.registry import make_strategy
     from ltrr.validation import validate_search
 
-    strategies = {n: make_strategy(n, app.strategy_config(n)) for n in names}
     events = SQLiteEventLog(events_path)
-    sub = app.model_copy(update={"strategies": {n: s for n, s in app.strategies.items() if n in names}})
+    built, strategies = local_service(app, store, events, names=names, ranker=RRFRanker(app.ingress.rrf_c))
+    svc = built.service
     try:
-        svc = build_service(
-            sub,
-            {n: thread_caller(s) for n, s in strategies.items()},
-            events,
-            store,
-            lambda fz: PolicyPlanner(new_policy(app.policy, names, fz.dim), fz),
-            ranker=RRFRanker(app.ingress.rrf_c),
-        ).service
         sem = asyncio.Semaphore(4)
 
         async def one(pq: PredictedQuery) -> tuple[PredictedQuery, Any]:
