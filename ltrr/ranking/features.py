@@ -240,9 +240,13 @@ class RankFeaturizer:
     def _match(x: np.ndarray, prefix: str, q: str, texts: list[str], which: Sequence[str]) -> None:
         if not q:
             return
+        # each distinct text once: a name query's tracks mostly share one subtitle (their artist)
+        distinct = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+        back = np.fromiter((distinct[t] for t in texts), dtype=np.intp, count=len(texts))
+        choices = list(distinct)
         for m in which:
-            sims = process.cdist([q], texts, scorer=_SCORERS[m], dtype=np.float32, workers=1)[0]
-            x[:, INDEX[f"{prefix}.{m}"]] = sims / 100.0
+            sims = process.cdist([q], choices, scorer=_SCORERS[m], dtype=np.float32, workers=1)[0]
+            x[:, INDEX[f"{prefix}.{m}"]] = sims[back] / 100.0
         empty = [i for i, t in enumerate(texts) if not t]
         if empty:  # no subtitle is missing, not a mismatch
             x[np.ix_(empty, [INDEX[f"{prefix}.{m}"] for m in which])] = np.nan

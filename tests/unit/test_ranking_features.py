@@ -224,3 +224,17 @@ def test_a_failing_ranker_degrades_to_rrf_instead_of_failing_the_search(service,
     assert [r.entity_id for r in out.results] == ["b", "a", "d"] and out.ranker_version == "rrf-c60"
     assert service.events.search(out.request_id).ranker_version == "rrf-c60"
     assert "broken-1 failed" in caplog.text
+
+
+def test_shared_subtitles_are_matched_once_and_mapped_back_to_every_row():
+    from rapidfuzz import fuzz
+
+    cands = [cand("track:creep", {"lexical": 1}, 0.03), cand("artist:muse", {"lexical": 2}, 0.02)]
+    cands.append(FusedCandidate("track:2", "track", "Nude", "Radiohead", 0.01, {"lexical": 3}, {"lexical": 0.3}))
+    x = featurize("radiohead creep", ParsedQuery("radiohead creep", "radiohead creep"), cands)
+    for row, sub in ((0, "radiohead"), (2, "radiohead")):
+        assert col(x, row, "subtitle.token_set_ratio") == pytest.approx(
+            fuzz.token_set_ratio("radiohead creep", sub) / 100
+        )
+    assert math.isnan(col(x, 1, "subtitle.ratio")), "Muse has no subtitle"
+    assert col(x, 2, "title.ratio") == pytest.approx(fuzz.ratio("radiohead creep", "nude") / 100, abs=1e-6)
