@@ -235,7 +235,9 @@ def cold_start(app: AppConfig, store: CatalogStore, *, progress: bool = False, n
         return report
     queries = predicted_queries(store, n, seed=cfg.seed)
     _say(progress, f"cold-start ranker: {len(queries)} predicted queries through {', '.join(names)}")
-    bar = tqdm(total=len(queries), desc="cold-start searches", unit="q", file=sys.stderr, disable=not progress)
+    bar = tqdm(
+        total=len(queries), desc="cold-start searches", unit="q", file=sys.stderr, disable=not progress, mininterval=2
+    )
     with tempfile.TemporaryDirectory(prefix="ltrr-coldstart-") as tmp:
         outcomes = asyncio.run(_run_queries(app, store, names, queries, Path(tmp) / "events.sqlite", bar.update))
     bar.close()
