@@ -88,6 +88,8 @@ def _train_ranker(args: argparse.Namespace) -> int:
         if report.table():
             print(report.table())
         print(f"{'published ' + report.published if report.published else 'not published'}: {report.reason}")
+        if report.skipped:
+            print("searches not trained on: " + ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())))
     return 0
 
 

@@ -15,19 +15,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ltrr.catalog.store import CatalogStore
-from ltrr.client import LtrrClient
 from ltrr.v1 import search_pb2 as pb
 
 pytestmark = pytest.mark.integration
 OK = pb.StrategyCall.OK
 #: Forcing every strategy makes a test independent of what the learned policy would call.
 ALL = ["lexical", "vector", "graph", "memory"]
-
-
-@pytest.fixture(scope="module")
-def client(ltrr_app):
-    with LtrrClient(ltrr_app.target, timeout=20.0) as c:
-        yield c
 
 
 def titles(resp):

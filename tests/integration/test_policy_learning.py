@@ -28,12 +28,6 @@ HELD_OUT = 20
 N_QUERIES = ROUNDS + 2 * HELD_OUT
 
 
-@pytest.fixture(scope="module")
-def client(ltrr_app):
-    with LtrrClient(ltrr_app.target, timeout=20.0) as c:
-        yield c
-
-
 def version(resp: pb.SearchResponse) -> int:
     algo, _, n = resp.policy_version.rpartition("-")
     assert algo == "linear_ts", resp.policy_version

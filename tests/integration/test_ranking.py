@@ -28,12 +28,6 @@ ALL = ["lexical", "vector", "graph", "memory"]
 
 
 @pytest.fixture(scope="module")
-def client(ltrr_app):
-    with LtrrClient(ltrr_app.target, timeout=20.0) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def registry(ltrr_app) -> ModelRegistry:
     return open_registry(AppConfig.model_validate(ltrr_app.args).ranking)
 
