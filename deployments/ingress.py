@@ -35,7 +35,7 @@ from ltrr.eventlog import SQLiteEventLog
 from ltrr.fanout import Caller
 from ltrr.grpc_status import status_for
 from ltrr.index_status import INDEX_SERVICE_PREFIX, IndexBacklog
-from ltrr.ingest import index_target
+from ltrr.ingest import index_targets
 from ltrr.types import Candidate, Entity
 from ltrr.v1 import search_pb2 as pb
 from ltrr.validation import entity_from_fields, user_from_fields, validate_feedback, validate_search
@@ -88,7 +88,7 @@ class Ingress:
         self.sync_interval_s = app.policy.sync_interval_s
         self.ladder = app.policy.ladder
         self.store = CatalogStore(app.catalog_path)
-        self.backlog = IndexBacklog(self.store, {n: index_target(n, app.strategy_config(n)) for n in enabled})
+        self.backlog = IndexBacklog(self.store, index_targets(app))
         self.events = SQLiteEventLog(
             app.events_path,
             feedback_window_s=app.feedback_window_s,

@@ -32,7 +32,7 @@ class RankerTrainer:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._tried_at = time.monotonic()
-        self._tried_count = self.events.feedback_watermark()[1]
+        self._tried_count = self.events.searches_with_feedback()
         self.last: dict[str, Any] = {}
         self.runs = 0
         self._thread = threading.Thread(target=self._loop, name="ranker-trainer", daemon=True)
@@ -41,15 +41,14 @@ class RankerTrainer:
 
     def due(self) -> bool:
         """Enough new labelled searches, or the interval passed with some."""
-        _, labelled = self.events.feedback_watermark()
-        new = labelled - self._tried_count
+        new = self.events.searches_with_feedback() - self._tried_count
         waited = time.monotonic() - self._tried_at
         return new >= self.cfg.retrain_after or (new > 0 and waited >= self.cfg.retrain_interval_s)
 
     def train_now(self) -> dict[str, Any]:
         """Retrain now (what ``due`` would trigger); returns the report."""
         with self._lock:
-            self._tried_count = self.events.feedback_watermark()[1]
+            self._tried_count = self.events.searches_with_feedback()
             self._tried_at = time.monotonic()
             report = retrain_from_log(self.app)
             self.runs += 1

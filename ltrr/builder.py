@@ -33,7 +33,6 @@ class Built:
     service: SearchService
     ranker: LiveRanker
     facts: FactsCache
-    vocabulary: Vocabulary
 
 
 def live_ranker(app: AppConfig) -> LiveRanker:
@@ -79,7 +78,7 @@ def build_service(
         log_top=app.ranking.log_top,
         features=features,
     )
-    return Built(service, live, facts, vocab)
+    return Built(service, live, facts)
 
 
 def local_service(
@@ -92,8 +91,10 @@ def local_service(
     from ltrr.bandit.planner import PolicyPlanner
     from ltrr.strategies.registry import make_strategy
 
-    names = list(app.enabled()) if names is None else list(names)
-    sub = app.model_copy(update={"strategies": {n: s for n, s in app.strategies.items() if n in names}})
+    sub = app.model_copy(
+        update={"strategies": {n: s for n, s in app.strategies.items() if names is None or n in names}}
+    )
+    names = list(sub.enabled())  # in the config's order: the fan-out's and the policy's must agree
     strategies = {n: make_strategy(n, app.strategy_config(n)) for n in names}
     built = build_service(
         sub,

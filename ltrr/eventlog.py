@@ -473,22 +473,20 @@ class SQLiteEventLog:
         )
         return [(int(r[0]), FeedbackEvent(*r[1:7]), r[7]) for r in rows]
 
-    def labelled_searches(
-        self, limit: int = 20_000, batch_size: int = 500, *, with_feedback: bool = True
+    def recent_searches(
+        self, limit: int = 20_000, batch_size: int = 500
     ) -> Iterator[tuple[SearchEvent, list[FeedbackEvent]]]:
-        """The newest ``limit`` searches that got any feedback (every search if not ``with_feedback``),
-        oldest first, each with all its feedback in arrival order: what the ranker trainer learns from.
-        Read in batches, parsed one search at a time."""
+        """The newest ``limit`` searches, oldest first, each with all its feedback (possibly none) in
+        arrival order: what the ranker trainer learns from. Read in batches, parsed one search at a time."""
         _check_int("limit", limit, 1, 2**63 - 1)
         _check_int("batch_size", batch_size, 1, _MAX_LIMIT)
-        sql = (
-            "SELECT f.request_id FROM feedback f JOIN searches s ON s.request_id = f.request_id "
-            "GROUP BY f.request_id ORDER BY MAX(s.ts) DESC, f.request_id LIMIT ?"
-            if with_feedback
-            else "SELECT request_id FROM searches ORDER BY ts DESC, request_id LIMIT ?"
-        )
         with self._read() as db:
-            rids = [r[0] for r in db.execute(sql, (limit,)).fetchall()]
+            rids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT request_id FROM searches ORDER BY ts DESC, request_id LIMIT ?", (limit,)
+                ).fetchall()
+            ]
         rids.reverse()
         for i in range(0, len(rids), batch_size):
             chunk = rids[i : i + batch_size]
@@ -506,11 +504,10 @@ class SQLiteEventLog:
                 if rid in docs:
                     yield SearchEvent.from_dict(json.loads(docs[rid])), fb.get(rid, [])
 
-    def feedback_watermark(self) -> tuple[int, int]:
-        """(the newest feedback's seq, how many searches have feedback): the trainer retrains when they move."""
+    def searches_with_feedback(self) -> int:
+        """How many searches got any feedback: the trainer retrains when it has grown enough."""
         with self._read() as db:
-            row = db.execute("SELECT COALESCE(MAX(seq), 0), COUNT(DISTINCT request_id) FROM feedback").fetchone()
-        return int(row[0]), int(row[1])
+            return int(db.execute("SELECT COUNT(DISTINCT request_id) FROM feedback").fetchone()[0])
 
     @staticmethod
     def _cursor(db: sqlite3.Connection, name: str) -> int:

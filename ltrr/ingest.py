@@ -34,6 +34,11 @@ def index_target(name: str, config: Any) -> str:
     return f"{name}@{where}/{idx}"
 
 
+def index_targets(cfg: AppConfig) -> dict[str, str]:
+    """:func:`index_target` of every enabled strategy of ``cfg``."""
+    return {n: index_target(n, cfg.strategy_config(n)) for n in cfg.enabled()}
+
+
 def sync(
     strategy: Strategy, store: CatalogStore, target: str, *, batch_size: int = 2000, progress: bool = False
 ) -> int:

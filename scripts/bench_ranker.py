@@ -318,7 +318,6 @@ def click_logs(
         data.groups.append(
             Group(event.request_id, float(i), ids_t, x_t, y, np.ones(len(ids_t)), x_t[:, F.INDEX["rrf"]].astype(float))
         )
-        data.positions.append(np.arange(1, len(ids_t) + 1))
     return data, counts
 
 

@@ -35,10 +35,9 @@ EXAMINED = 10
 
 @dataclass
 class LogGroups:
-    """What :func:`groups_from_log` read: the groups, their served positions, and what it skipped."""
+    """What :func:`groups_from_log` read: the groups, and what it skipped."""
 
     groups: list[Group] = field(default_factory=list)
-    positions: list[np.ndarray] = field(default_factory=list)
     #: how many searches were skipped, by reason
     skipped: dict[str, int] = field(default_factory=dict)
     #: the top :data:`EXAMINED` feature rows of each search shown without a positive (for the examination fit)
@@ -48,21 +47,38 @@ class LogGroups:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
 
-def group_of(event: SearchEvent, feedback: Sequence[FeedbackEvent]) -> tuple[Group, np.ndarray] | str:
-    """The training group of one search and its rows' served positions (1-based), or why there is none."""
+NO_POSITIVE = "no positive feedback"
+
+
+def served_positions(g: Group) -> np.ndarray:
+    """The 1-based position each row of ``g`` was served at (its rows are logged in served order)."""
+    return np.arange(1, len(g.ids) + 1)
+
+
+def _rows(event: SearchEvent) -> tuple[list[str], np.ndarray] | str:
+    """The logged feature rows of a search, or why it has none that this schema reads."""
     if not event.ranking:
         return "no ranking features"
     try:
-        ids, x = F.unpack(event.ranking)
+        return F.unpack(event.ranking)
     except F.SchemaMismatch:
         return f"feature schema {event.ranking.get('schema')}"
+
+
+def group_of(event: SearchEvent, feedback: Sequence[FeedbackEvent]) -> Group | str:
+    """The training group of one search, or why there is none."""
+    rows = _rows(event)
+    return rows if isinstance(rows, str) else _group(event, *rows, feedback)
+
+
+def _group(event: SearchEvent, ids: list[str], x: np.ndarray, feedback: Sequence[FeedbackEvent]) -> Group | str:
     labels = search_labels(feedback)
     if not is_labelled(labels):
-        return "no positive feedback"
+        return NO_POSITIVE
     y = np.array([labels.get(i, 0.0) for i in ids], dtype=float)
     if not (y > 0).any():
         return "clicked item not among the logged rows"
-    group = Group(
+    return Group(
         group_id=event.request_id,
         ts=float(event.ts),
         ids=tuple(ids),
@@ -71,21 +87,24 @@ def group_of(event: SearchEvent, feedback: Sequence[FeedbackEvent]) -> tuple[Gro
         weights=np.ones(len(ids)),
         baseline=x[:, F.INDEX["rrf"]].astype(float),
     )
-    return group, np.arange(1, len(ids) + 1)
 
 
 def groups_from_log(rows: Iterable[tuple[SearchEvent, Sequence[FeedbackEvent]]]) -> LogGroups:
-    """Every labelled search of ``rows`` (``SQLiteEventLog.labelled_searches``) as a group."""
+    """Every labelled search of ``rows`` (``SQLiteEventLog.recent_searches``) as a group; the top rows of
+    the unclicked ones kept for the examination fit."""
     out = LogGroups()
     for event, feedback in rows:
-        got = group_of(event, feedback)
+        logged = _rows(event)
+        if isinstance(logged, str):
+            out.skip(logged)
+            continue
+        got = _group(event, *logged, feedback)
         if isinstance(got, str):
             out.skip(got)
-            if got == "no positive feedback" and event.shown:
-                out.unclicked.append(F.unpack(event.ranking)[1][: min(EXAMINED, len(event.shown))])
+            if got == NO_POSITIVE and event.shown:
+                out.unclicked.append(logged[1][: min(EXAMINED, len(event.shown))])
             continue
-        out.groups.append(got[0])
-        out.positions.append(got[1])
+        out.groups.append(got)
     return out
 
 
@@ -107,14 +126,13 @@ def estimate_examination(
     recovers theta under that behaviour (0.48) but over-estimates it when users do click every
     relevant result they see (0.61 instead of 0.5). None (the default) decides from the log: users
     stop at their click when clicked searches average fewer than :data:`ONE_CLICK` clicks."""
-    clicked = [
-        int((g.labels[pos <= max_position] > 0).sum()) for g, pos in zip(data.groups, data.positions, strict=True)
-    ]
+    clicked = [int((g.labels[:max_position] > 0).sum()) for g in data.groups]
     with_click = [n for n in clicked if n]
     if stop_at_click is None:
         stop_at_click = bool(with_click) and float(np.mean(with_click)) < ONE_CLICK
     xs, ps, cs = [], [], []
-    for g, pos in zip(data.groups, data.positions, strict=True):
+    for g in data.groups:
+        pos = served_positions(g)
         top = pos <= max_position
         hit = top & (g.labels > 0)
         if stop_at_click and hit.any():
@@ -149,7 +167,7 @@ def weighted(data: LogGroups, examination: Examination | None) -> list[Group]:
     if examination is None:
         return list(data.groups)
     out = []
-    for g, pos in zip(data.groups, data.positions, strict=True):
-        w = np.where(g.labels > 0, examination.weight(pos), 1.0)
+    for g in data.groups:
+        w = np.where(g.labels > 0, examination.weight(served_positions(g)), 1.0)
         out.append(Group(g.group_id, g.ts, g.ids, g.x, g.labels, w, g.baseline))
     return out

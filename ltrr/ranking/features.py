@@ -156,10 +156,6 @@ def _overlap(q: frozenset[str], t: frozenset[str]) -> float:
 class RankFeaturizer:
     """Computes the :data:`NAMES` rows of a search's candidates; ``facts`` looks entities up."""
 
-    names = NAMES
-    dim = DIM
-    schema = SCHEMA_VERSION
-
     def __init__(self, facts: Callable[[Sequence[str]], Mapping[str, EntityFacts]]) -> None:
         self.facts = facts
 

@@ -23,6 +23,7 @@ import numpy as np
 from ltrr.catalog.store import CatalogStore
 from ltrr.config import AppConfig
 from ltrr.eventlog import SQLiteEventLog
+from ltrr.index_status import IndexBacklog
 from ltrr.ranking import features as F
 from ltrr.ranking.catboost import open_registry
 from ltrr.ranking.coldstart import PredictedQuery, predicted_queries
@@ -83,17 +84,15 @@ def fit_and_publish(
         return report
     _say(progress, f"train {cfg.loss} on {len(train)} searches, validate on the newest {len(hold)}")
     t0 = time.perf_counter()
-    model = train_ranker(
-        train, list(F.NAMES), loss=cfg.loss, iterations=cfg.iterations, depth=cfg.depth, seed=cfg.seed
-    )
+    model = train_ranker(train, list(F.NAMES), loss=cfg.loss, iterations=cfg.iterations, depth=cfg.depth, seed=cfg.seed)
     train_s = time.perf_counter() - t0
     rankers: dict[str, Any] = {"new": model}
-    version = registry.current_version()
-    if version is not None:
-        try:
-            rankers["current"] = registry.load(version).model
-        except Exception as exc:  # noqa: BLE001 - an unloadable current model is no bar to replace it
-            log.warning("ranker: current model %s not comparable: %s", version, exc)
+    try:
+        current = registry.load_current()
+    except Exception as exc:  # noqa: BLE001 - an unloadable current model is no bar to replace it
+        log.warning("ranker: current model %s not comparable: %s", registry.current_version(), exc)
+    else:
+        rankers["current"] = None if current is None else current.model
     report.metrics = compare(hold, rankers)
     ok, why = should_publish(
         report.metrics["new"],
@@ -138,7 +137,7 @@ def retrain_from_log(app: AppConfig, *, progress: bool = False, registry: ModelR
     events = SQLiteEventLog(app.events_path)
     try:
         _say(progress, f"read the labelled searches of {app.events_path}")
-        data = groups_from_log(events.labelled_searches(cfg.max_searches, with_feedback=False))
+        data = groups_from_log(events.recent_searches(cfg.max_searches))
     finally:
         events.close()
     report.skipped = dict(data.skipped)
@@ -160,10 +159,9 @@ def retrain_from_log(app: AppConfig, *, progress: bool = False, registry: ModelR
 # -- the cold start ---------------------------------------------------------------------------------
 def ready_strategies(app: AppConfig, store: CatalogStore) -> list[str]:
     """The enabled strategies whose index holds the whole catalog (what the cold start can run)."""
-    from ltrr.ingest import index_target
+    from ltrr.ingest import index_targets
 
-    done = {n: store.count_since(store.watermark(index_target(n, app.strategy_config(n)))) == 0 for n in app.enabled()}
-    return [n for n, ok in done.items() if ok]
+    return [n for n, behind in IndexBacklog(store, index_targets(app), ttl_s=0).pending().items() if behind == 0]
 
 
 def needs_cold_start(app: AppConfig, store: CatalogStore, registry: ModelRegistry | None = None) -> bool:

@@ -492,3 +492,18 @@ def test_sqlite_failures_are_backend_unavailable_and_nothing_is_acknowledged(tmp
         broken.record_feedback(FeedbackEvent("e1", "r1", "a", "click", 1, 0.0))
     with pytest.raises(BackendUnavailable, match="^event log read failed: "):
         broken.query_stats("radiohead")
+
+
+def test_recent_searches_are_the_newest_oldest_first_with_all_their_feedback(log):
+    for i, ts in enumerate([1000.0, 1003.0, 1001.0, 1002.0]):
+        log.record_search(search(f"r{i}", ts=ts))
+    log.record_feedback(fb("e1", "r1", ts=1004.0))
+    log.record_feedback(fb("e2", "r1", ts=1005.0, entity="track:b", action="play"))
+    log.record_feedback(fb("e3", "r3", ts=1006.0, action="skip"))
+    got = list(log.recent_searches(limit=3, batch_size=2))
+    assert [e.request_id for e, _ in got] == ["r2", "r3", "r1"], "the 3 newest by ts, oldest first"
+    by = {e.request_id: [(f.event_id, f.action) for f in fbs] for e, fbs in got}
+    assert by == {"r2": [], "r3": [("e3", "skip")], "r1": [("e1", "click"), ("e2", "play")]}
+    assert log.searches_with_feedback() == 2
+    with pytest.raises(ValueError, match="`limit` must be an integer"):
+        list(log.recent_searches(limit=0))

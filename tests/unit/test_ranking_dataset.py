@@ -7,7 +7,14 @@ import pytest
 
 from ltrr.eventlog import FeedbackEvent, SearchEvent
 from ltrr.ranking import features as F
-from ltrr.ranking.dataset import LogGroups, estimate_examination, group_of, groups_from_log, weighted
+from ltrr.ranking.dataset import (
+    LogGroups,
+    estimate_examination,
+    group_of,
+    groups_from_log,
+    served_positions,
+    weighted,
+)
 from ltrr.ranking.train import Group
 
 THETA = 1 / np.arange(1, 11)
@@ -25,7 +32,8 @@ def fb(rid: str, eid: str, action: str = "click", ts: float = 2.0) -> FeedbackEv
 
 
 def test_a_logged_search_becomes_a_graded_group_with_served_positions():
-    g, pos = group_of(logged("r1", ["a", "b", "c", "d"]), [fb("r1", "c", "play"), fb("r1", "a")])
+    g = group_of(logged("r1", ["a", "b", "c", "d"]), [fb("r1", "c", "play"), fb("r1", "a")])
+    pos = served_positions(g)
     assert g.ids == ("a", "b", "c", "d") and g.labels.tolist() == [1.0, 0.0, 2.0, 0.0]
     assert pos.tolist() == [1, 2, 3, 4] and g.weights.tolist() == [1.0] * 4
     np.testing.assert_allclose(g.baseline, np.linspace(0.05, 0.01, 4).astype(np.float32))
@@ -72,7 +80,6 @@ def simulated(one_click: bool, searches: int = 3000, seed: int = 0) -> LogGroups
         if labels.any():
             ids = tuple(f"e{s}-{i}" for i in range(10))
             out.groups.append(Group(f"s{s}", float(s), ids, rows, labels, np.ones(10), np.zeros(10)))
-            out.positions.append(np.arange(1, 11))
         else:
             out.unclicked.append(rows)
     return out
@@ -94,7 +101,7 @@ def test_weighted_scales_only_the_labelled_rows():
     data = simulated(True, searches=400)
     exam = estimate_examination(data)
     out = weighted(data, exam)
-    g, pos = out[0], data.positions[0]
+    g, pos = out[0], served_positions(out[0])
     clicked = g.labels > 0
     np.testing.assert_allclose(g.weights[clicked], exam.weight(pos[clicked]))
     assert (g.weights[~clicked] == 1.0).all()
