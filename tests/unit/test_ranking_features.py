@@ -94,6 +94,40 @@ def test_prefix_typo_seed_slots_and_user():
     assert col(anon, 1, "user.known") == 0 and col(anon, 1, "user.artist_weight") == 0
 
 
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("Radiohead", ParsedQuery("radiohead", "radiohead")),  # the residual is the whole query: copied
+        ("radiohead rock", ParsedQuery("radiohead rock", "radiohead", genres=("rock",))),  # scored on its own
+    ],
+)
+def test_fuzzy_columns_match_rapidfuzz_pair_by_pair(text, parsed):
+    """Texts are scored once per search (an artist's title is its tracks' subtitle) and the residual's
+    columns are copied when it is the whole query: each cell still equals rapidfuzz on its own pair."""
+    from rapidfuzz import fuzz, utils
+
+    cands = [
+        cand("artist:rh", {"lexical": 1}, 0.03),
+        cand("track:creep", {"lexical": 2}, 0.02),
+        cand("artist:muse", {"vector": 1}, 0.01),
+        cand("x", {"vector": 2}, 0.01),
+    ]
+    x = featurize(text, parsed, cands)
+    q, residual = utils.default_process(text), utils.default_process(parsed.residual)
+    for i, c in enumerate(cands):
+        title, subtitle = utils.default_process(c.title), utils.default_process(c.subtitle)
+        for m in ("ratio", "token_set_ratio", "partial_ratio"):
+            scorer = getattr(fuzz, m)
+            assert col(x, i, f"title.{m}") == pytest.approx(scorer(q, title) / 100, abs=1e-6), (c.entity_id, m)
+            if subtitle:
+                assert col(x, i, f"subtitle.{m}") == pytest.approx(scorer(q, subtitle) / 100, abs=1e-6)
+            else:
+                assert math.isnan(col(x, i, f"subtitle.{m}"))
+        for m in ("ratio", "token_set_ratio"):
+            want = getattr(fuzz, m)(residual, title) / 100
+            assert col(x, i, f"residual.{m}") == pytest.approx(want, abs=1e-6), (c.entity_id, m)
+
+
 def test_a_track_credits_its_artist_in_the_users_history():
     user = UserProfile("u", top_artists=(("artist:rh", 0.9),))
     x = featurize("creep", ParsedQuery("creep", "creep"), [cand("track:creep", {"lexical": 1}, 0.02)], user=user)
