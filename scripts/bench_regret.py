@@ -24,7 +24,7 @@ with ``--rescore``), ``regret.png`` (cumulative regret) and ``regret-fullinfo.js
 lists, context and draws: ``--offline`` re-runs the VW learners without the server).
 
 Unless ``--no-deploy``, the run deploys a **fresh** copy of the app (:mod:`ltrr.sim.bench_config`:
-its own event log, policy checkpoints, catalog copy and query-memory index under
+its own event log, policy checkpoints, catalog and ranker-registry copies and query-memory index under
 ``var/bench-regret/``, the memory cold-started by ``ltrr ingest --only memory`` like a fresh
 deployment's) and re-deploys ``--config`` afterwards. ``make up`` must have run.
 
@@ -197,7 +197,10 @@ def deploy_bench(args: argparse.Namespace, client: LtrrClient) -> tuple[AppConfi
         Path(f"{bench.events_path}{suffix}").unlink(missing_ok=True)
     shutil.rmtree(bench.policy.checkpoint_dir, ignore_errors=True)
     copy_catalog(normal.catalog_path, Path(bench.catalog_path))
-    timings["fresh state and catalog copy"] = time.perf_counter() - t
+    shutil.rmtree(bench.ranking.model_dir, ignore_errors=True)
+    if Path(normal.ranking.model_dir).is_dir():  # the app's models, its current one serving first
+        shutil.copytree(normal.ranking.model_dir, bench.ranking.model_dir, ignore=shutil.ignore_patterns("*.lock"))
+    timings["fresh state, catalog and ranker copies"] = time.perf_counter() - t
     if "memory" in bench.enabled():
         from ltrr.strategies._meili import MeiliClient
 

@@ -49,4 +49,8 @@ class RankingConfig(BaseModel):
     cold_start_queries: int = Field(
         1500, ge=0, le=100_000, description="Predicted queries the ingest job trains the first model on (0: none)."
     )
+    cold_start_rows: int = Field(
+        400, ge=10, le=400, description="Feature rows per predicted query the cold start trains on: the top of "
+        "RRF's order (400 is every candidate at the ladder's maximum), so it learns to lift what RRF buries.",
+    )  # fmt: skip
     seed: int = Field(0, description="Seed of the cold-start queries and of training.")

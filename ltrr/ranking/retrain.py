@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from ltrr.catalog.store import CatalogStore
 from ltrr.config import AppConfig
@@ -84,7 +85,14 @@ def fit_and_publish(
         return report
     _say(progress, f"train {cfg.loss} on {len(train)} searches, validate on the newest {len(hold)}")
     t0 = time.perf_counter()
-    model = train_ranker(train, list(F.NAMES), loss=cfg.loss, iterations=cfg.iterations, depth=cfg.depth, seed=cfg.seed)
+    with tqdm(
+        total=cfg.iterations, desc=f"boosting {cfg.loss}", unit="tree", file=sys.stderr, disable=not progress,
+        mininterval=1,
+    ) as bar:  # fmt: skip
+        model = train_ranker(
+            train, list(F.NAMES), loss=cfg.loss, iterations=cfg.iterations, depth=cfg.depth, seed=cfg.seed,
+            progress=lambda done, _total: bar.update(done - bar.n),
+        )  # fmt: skip
     train_s = time.perf_counter() - t0
     rankers: dict[str, Any] = {"new": model}
     try:
@@ -221,7 +229,6 @@ async def _run_queries(
 def cold_start(app: AppConfig, store: CatalogStore, *, progress: bool = False, n: int | None = None) -> Report:
     """Predicted queries from the catalog, searched with every ready strategy at its default k; the
     intended entities are the labels; train, validate against RRF, publish."""
-    from tqdm import tqdm
 
     t0 = time.perf_counter()
     cfg = app.ranking
@@ -236,8 +243,11 @@ def cold_start(app: AppConfig, store: CatalogStore, *, progress: bool = False, n
     bar = tqdm(
         total=len(queries), desc="cold-start searches", unit="q", file=sys.stderr, disable=not progress, mininterval=2
     )
+    # log (and so train on) the whole union, not only the served top: RRF puts "artists like X"'s
+    # neighbours and a tag's entities far down, and those are the rows the model must learn to lift
+    whole = app.model_copy(update={"ranking": cfg.model_copy(update={"log_top": cfg.cold_start_rows})})
     with tempfile.TemporaryDirectory(prefix="ltrr-coldstart-") as tmp:
-        outcomes = asyncio.run(_run_queries(app, store, names, queries, Path(tmp) / "events.sqlite", bar.update))
+        outcomes = asyncio.run(_run_queries(whole, store, names, queries, Path(tmp) / "events.sqlite", bar.update))
     bar.close()
     groups = _groups_of(outcomes)
     kinds: dict[str, int] = {}

@@ -13,6 +13,10 @@ the user's data alone:
 ``strategies.memory...index``   ``ltrr_bench_queries`` (the query memory the clicks teach; cold-started
                                 from predicted queries exactly like a fresh deployment's, by
                                 ``ltrr ingest --skip-catalog --only memory``)
+``args.ranking.model_dir``      ``<var_dir>/ranker``, a copy of the app's model registry taken at the start
+                                (the run ranks with the app's current model, the cold start of a fresh
+                                deployment, and its trainer publishes what it learns from the simulated
+                                clicks there, never into the app's registry)
 ``args.policy.algorithm``       the run's ``--algorithm``
 =============================== =====================================================================
 
@@ -64,6 +68,7 @@ def bench_config(
     policy["checkpoint_dir"] = f"{base}/policy"
     if algorithm is not None:
         policy["algorithm"] = algorithm
+    args.setdefault("ranking", {})["model_dir"] = f"{base}/ranker"
     strategies = args.get("strategies") or {}
     if "memory" in strategies:
         strategies["memory"].setdefault("config", {})["index"] = memory_index

@@ -22,7 +22,11 @@ def test_bench_config_moves_state_and_keeps_the_app() -> None:
     assert args["policy"]["checkpoint_dir"] == "var/bench-regret/policy"
     assert args["policy"]["algorithm"] == "linucb"
     assert args["strategies"]["memory"]["config"]["index"] == "ltrr_bench_queries"
-    changed = {"events_path", "catalog_path", "policy", "strategies"}
+    assert args["ranking"]["model_dir"] == "var/bench-regret/ranker"
+    assert {k: v for k, v in args["ranking"].items() if k != "model_dir"} == {
+        k: v for k, v in before["ranking"].items() if k != "model_dir"
+    }
+    changed = {"events_path", "catalog_path", "policy", "strategies", "ranking"}
     assert {k: v for k, v in args.items() if k not in changed} == {k: v for k, v in before.items() if k not in changed}
     assert args["strategies"]["lexical"] == before["strategies"]["lexical"]
     assert original == yaml.safe_load(SERVE_CONFIG.read_text())  # the input is not modified
