@@ -13,7 +13,9 @@ query:
    (:mod:`ltrr.sim.clicks`); a click is sent as feedback at once (after step 2, so both searches
    see the same query memory);
 4. every **Vowpal Wabbit** learner (:mod:`ltrr.sim.vw`) picks an action from the same context
-   features; its shown list is RRF (c=60) over the prefixes of the full lists at its budgets; the
+   features; its shown list is its candidates (the prefixes of the full lists at its budgets) in
+   the order the app's ranker gave the full union (the full-information search returns its top
+   ``MAX_K``; the rest follow by RRF, c=60); the
    same examination draw decides its click; it learns cost ``c(a) - click``, with ``c`` at the
    running mean of the live latencies seen so far.
 
@@ -74,6 +76,7 @@ from ltrr.appconfig_io import load_app_config  # noqa: E402
 from ltrr.bandit.actions import ActionSpace  # noqa: E402
 from ltrr.client import LtrrClient  # noqa: E402
 from ltrr.config import AppConfig  # noqa: E402
+from ltrr.constants import MAX_K  # noqa: E402
 from ltrr.sim.bench_config import BENCH_VAR_DIR, app_args, bench_config  # noqa: E402
 from ltrr.sim.clicks import PositionClickModel  # noqa: E402
 from ltrr.sim.regret import QueryRecord, cumulative_regret, score_run  # noqa: E402
@@ -265,6 +268,7 @@ class VWBank:
         draw: np.ndarray,
         clicks: PositionClickModel,
         costs: np.ndarray,
+        order: list[str],
     ) -> tuple[dict[str, dict[str, int]], dict[str, int | None]]:
         played: dict[str, dict[str, int]] = {}
         clicked: dict[str, int | None] = {}
@@ -272,7 +276,7 @@ class VWBank:
             t = time.perf_counter()
             a, prob = p.choose(context)
             budgets = self.space.budgets(a)
-            pos = clicks.click(shown_list(lists, budgets), wanted, draw)
+            pos = clicks.click(shown_list(lists, budgets, order=order), wanted, draw)
             p.learn(context, a, prob, float(costs[a]) - (pos is not None))
             self.ms[p.spec.name].append((time.perf_counter() - t) * 1000.0)
             played[p.spec.name], clicked[p.spec.name] = budgets, pos
@@ -307,7 +311,7 @@ def live_loop(
     records: list[QueryRecord] = []
     for q in tqdm(queries, desc="regret", unit="q", file=sys.stderr):
         live = retry(lambda q=q: client.search(q.text, k=10, user_id=q.user_id, explain=True))
-        full = retry(lambda q=q: client.search(q.text, k=10, user_id=q.user_id, explain=True, budgets=top))
+        full = retry(lambda q=q: client.search(q.text, k=MAX_K, user_id=q.user_id, explain=True, budgets=top))
         draw = clicks.draw(rng)
         shown = [r.entity_id for r in live.results]
         pos = clicks.click(shown, q.wanted, draw)
@@ -326,7 +330,8 @@ def live_loop(
         running.add(live_lat)
         if q.index % 25 == 0:
             bank.reprice(running.costs())
-        played, clicked = bank.step(context, lists, q.wanted, draw, clicks, running.costs())
+        order = [r.entity_id for r in full.results]  # the served ranker's order of the full union
+        played, clicked = bank.step(context, lists, q.wanted, draw, clicks, running.costs(), order)
         played[LIVE], clicked[LIVE] = {s: live_plan.get(s, 0) for s in space.strategies}, pos
         records.append(
             QueryRecord(
@@ -341,10 +346,18 @@ def live_loop(
                 live_lat,
                 full_lat,
                 live_hit,
-                {"policy_version": live.policy_version, "full_status": status, "degraded": bool(full.degraded)},
+                {
+                    "policy_version": live.policy_version,
+                    "ranker_version": live.ranker_version,
+                    "full_status": status,
+                    "degraded": bool(full.degraded),
+                },
             )
         )
-        fullinfo.write(json.dumps({"index": q.index, "context": context, "lists": lists, "draw": draw.tolist()}) + "\n")
+        fullinfo.write(
+            json.dumps({"index": q.index, "context": context, "lists": lists, "order": order, "draw": draw.tolist()})
+            + "\n"
+        )
     return records, bank
 
 
@@ -361,7 +374,7 @@ def offline_loop(args: argparse.Namespace, space: ActionSpace, records: list[Que
         if rec.index % 25 == 0:
             bank.reprice(running.costs())
         played, clicked = bank.step(
-            d["context"], d["lists"], rec.wanted, np.asarray(d["draw"]), clicks, running.costs()
+            d["context"], d["lists"], rec.wanted, np.asarray(d["draw"]), clicks, running.costs(), d.get("order", [])
         )
         keep = {p: b for p, b in rec.played.items() if not p.startswith("vw ")}
         keep_c = {p: c for p, c in rec.clicks.items() if not p.startswith("vw ")}

@@ -79,7 +79,7 @@ def replay(run: Path, overrides: dict[str, Any], seed: int = 0) -> dict[str, Any
         x = fz.vector(ctx)
         dec = pol.select(x)
         lists = {s: d["lists"].get(s, [])[: dec.budgets[s]] for s in strategies if dec.budgets[s] > 0}
-        shown = shown_list(lists, dec.budgets)
+        shown = shown_list(lists, dec.budgets, order=d.get("order", []))  # the ranker's order, if recorded
         pos = clicks.click(shown, rec.wanted, np.asarray(d["draw"]))
         ok = dict.fromkeys(lists, True)
         found = (

@@ -130,14 +130,29 @@ class VWPolicy:
 
 
 def shown_list(
-    lists: Mapping[str, Sequence[str]], budgets: Mapping[str, int], *, k: int = 10, c: float = 60.0
+    lists: Mapping[str, Sequence[str]],
+    budgets: Mapping[str, int],
+    *,
+    k: int = 10,
+    c: float = 60.0,
+    order: Sequence[str] = (),
 ) -> list[str]:
-    """What a plan would show: RRF (``c``) over the first ``budgets[s]`` ids of each full list, top ``k``.
+    """What a plan would show: the top ``k`` of the union of the first ``budgets[s]`` ids of each list.
 
-    The same fusion as the service (:func:`ltrr.fusion.rrf`), with the same tie-breaks."""
+    Without ``order``, ranked by RRF (``c``), the same fusion as the service (:func:`ltrr.fusion.rrf`),
+    with the same tie-breaks. With ``order`` (the served ranker's order of the full union, as far as
+    the response lists it), the plan's candidates come in that order, and those it leaves out follow
+    in RRF order: a plan is shown what the app's ranker would show it, up to the ranker's features
+    that depend on the budgets."""
     results = {
         s: [Candidate(eid, "", "", "", 0.0, r) for r, eid in enumerate(ids[: budgets.get(s, 0)], 1)]
         for s, ids in lists.items()
         if budgets.get(s, 0) > 0
     }
-    return [f.entity_id for f in rrf(results, k=k, c=c)]
+    fused = [f.entity_id for f in rrf(results, c=c)]
+    if order:
+        pool = set(fused)
+        ranked = [e for e in dict.fromkeys(order) if e in pool]
+        placed = set(ranked)
+        fused = ranked + [e for e in fused if e not in placed]
+    return fused[:k]

@@ -31,6 +31,15 @@ def test_shown_list_is_rrf_over_the_prefixes() -> None:
     assert shown_list(lists, {"c": 10}) == ["v"]
 
 
+def test_shown_list_follows_the_rankers_order_then_rrf() -> None:
+    lists = {"a": ["x", "y", "z"], "b": ["y", "w"], "c": ["v"]}
+    # the ranker's order of the full union lists w, v, x (not y, z): the plan a@3 + b@2 shows its
+    # own candidates among those first (w, x), then the rest by RRF (y before z); v is not in it
+    assert shown_list(lists, {"a": 3, "b": 2}, order=["w", "v", "x"]) == ["w", "x", "y", "z"]
+    assert shown_list(lists, {"a": 3, "b": 2}, order=["w", "v", "x"], k=2) == ["w", "x"]
+    assert shown_list(lists, {"c": 1}, order=["w", "x"]) == ["v"]
+
+
 @pytest.mark.parametrize("spec", [DEFAULT_GRID[0], DEFAULT_GRID[4]], ids=lambda s: s.name)
 def test_vw_learns_a_two_context_problem(spec: VWSpec) -> None:
     # Two strategies at budget 10 or off: actions 1 = b only, 2 = a only, 3 = both (cost 0.3 per call).
