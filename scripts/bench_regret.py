@@ -31,7 +31,13 @@ its own event log, policy checkpoints, catalog and ranker-registry copies and qu
 deployment's) and re-deploys ``--config`` afterwards. ``make up`` must have run.
 
     .venv/bin/python scripts/bench_regret.py [--queries 3000] [--seed 0] [--algorithm linear_ts]
-        [--target 127.0.0.1:9000] [--no-deploy] [--out bench-out]
+        [--target 127.0.0.1:9000] [--no-deploy] [--peers all|none|meili,milvus] [--out bench-out]
+
+**Peers** (``--peers``, :mod:`ltrr.peers`), indexed on the run's catalog copy before the loop, answer
+every query too (top 100): Meilisearch hybrid search with the same MiniLM vectors as a user-provided
+embedder at semanticRatio 0, 0.5 and 0.9 (:mod:`ltrr.peers.meili_hybrid`), and Milvus hybrid search,
+dense plus BM25 sparse, fused by RRFRanker and WeightedRanker (:mod:`ltrr.peers.milvus_hybrid`). The
+report's last tables score every contender's final list with ranx (:mod:`ltrr.sim.metrics`).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import yaml
@@ -77,10 +83,11 @@ from ltrr.bandit.actions import ActionSpace  # noqa: E402
 from ltrr.client import LtrrClient  # noqa: E402
 from ltrr.config import AppConfig  # noqa: E402
 from ltrr.constants import MAX_K  # noqa: E402
+from ltrr.peers import Peer  # noqa: E402
 from ltrr.sim.bench_config import BENCH_VAR_DIR, app_args, bench_config  # noqa: E402
 from ltrr.sim.clicks import PositionClickModel  # noqa: E402
 from ltrr.sim.regret import QueryRecord, cumulative_regret, score_run  # noqa: E402
-from ltrr.sim.report import LIVE, markdown, summary  # noqa: E402
+from ltrr.sim.report import ALL_MAX_RANKER, ALL_MAX_RRF, LIVE, STATIC_RANKER, final_tables, markdown, summary  # noqa: E402
 from ltrr.sim.users import QueryMix, QueryStream, SimQuery, build_world  # noqa: E402
 from ltrr.sim.vw import DEFAULT_GRID, VWPolicy, VWSpec, shown_list  # noqa: E402
 from ltrr.v1 import search_pb2 as pb  # noqa: E402
@@ -89,6 +96,10 @@ BIN = ROOT / ".venv" / "bin"
 T = TypeVar("T")
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 CHECK_EVERY = 100
+
+
+#: How deep each peer answers: its recall is of its top PEER_DEPTH, its list quality of its top 10.
+PEER_DEPTH = 100
 
 
 def log(msg: str) -> None:
@@ -269,18 +280,20 @@ class VWBank:
         clicks: PositionClickModel,
         costs: np.ndarray,
         order: list[str],
-    ) -> tuple[dict[str, dict[str, int]], dict[str, int | None]]:
+    ) -> tuple[dict[str, dict[str, int]], dict[str, int | None], dict[str, list[str]]]:
         played: dict[str, dict[str, int]] = {}
         clicked: dict[str, int | None] = {}
+        shown: dict[str, list[str]] = {}
         for p in self.policies:
             t = time.perf_counter()
             a, prob = p.choose(context)
             budgets = self.space.budgets(a)
-            pos = clicks.click(shown_list(lists, budgets, order=order), wanted, draw)
+            shown[p.spec.name] = shown_list(lists, budgets, order=order)
+            pos = clicks.click(shown[p.spec.name], wanted, draw)
             p.learn(context, a, prob, float(costs[a]) - (pos is not None))
             self.ms[p.spec.name].append((time.perf_counter() - t) * 1000.0)
             played[p.spec.name], clicked[p.spec.name] = budgets, pos
-        return played, clicked
+        return played, clicked, shown
 
 
 def stream_queries(args: argparse.Namespace, catalog_path: str) -> list[SimQuery]:
@@ -302,6 +315,7 @@ def live_loop(
     queries: list[SimQuery],
     bench_events: str | None,
     fullinfo: Any,
+    peers: Sequence[Peer] = (),
 ) -> tuple[list[QueryRecord], VWBank]:
     clicks = PositionClickModel(eta=args.eta, depth=10)
     rng = np.random.default_rng(args.seed)
@@ -310,7 +324,9 @@ def live_loop(
     running = RunningLatency(space)
     records: list[QueryRecord] = []
     for q in tqdm(queries, desc="regret", unit="q", file=sys.stderr):
+        t_live = time.perf_counter()
         live = retry(lambda q=q: client.search(q.text, k=10, user_id=q.user_id, explain=True))
+        live_ms = (time.perf_counter() - t_live) * 1000.0
         full = retry(lambda q=q: client.search(q.text, k=MAX_K, user_id=q.user_id, explain=True, budgets=top))
         draw = clicks.draw(rng)
         shown = [r.entity_id for r in live.results]
@@ -331,8 +347,16 @@ def live_loop(
         if q.index % 25 == 0:
             bank.reprice(running.costs())
         order = [r.entity_id for r in full.results]  # the served ranker's order of the full union
-        played, clicked = bank.step(context, lists, q.wanted, draw, clicks, running.costs(), order)
+        played, clicked, final = bank.step(context, lists, q.wanted, draw, clicks, running.costs(), order)
         played[LIVE], clicked[LIVE] = {s: live_plan.get(s, 0) for s in space.strategies}, pos
+        final[LIVE], latency = shown, {LIVE: live_ms}
+        final[ALL_MAX_RANKER], final[ALL_MAX_RRF] = order[:10], shown_list(lists, top)
+        answers: dict[str, list[str]] = {}
+        for peer in peers:
+            t_peer = time.perf_counter()
+            answers[peer.name] = list(peer.search(q.text, PEER_DEPTH))
+            latency[peer.name] = (time.perf_counter() - t_peer) * 1000.0
+            final[peer.name] = answers[peer.name][:10]
         records.append(
             QueryRecord(
                 q.index,
@@ -352,10 +376,21 @@ def live_loop(
                     "full_status": status,
                     "degraded": bool(full.degraded),
                 },
+                final,
+                latency,
             )
         )
         fullinfo.write(
-            json.dumps({"index": q.index, "context": context, "lists": lists, "order": order, "draw": draw.tolist()})
+            json.dumps(
+                {
+                    "index": q.index,
+                    "context": context,
+                    "lists": lists,
+                    "order": order,
+                    "draw": draw.tolist(),
+                    "peers": answers,
+                }
+            )  # fmt: skip
             + "\n"
         )
     return records, bank
@@ -373,12 +408,15 @@ def offline_loop(args: argparse.Namespace, space: ActionSpace, records: list[Que
         running.add(dict(rec.live_latency_ms))
         if rec.index % 25 == 0:
             bank.reprice(running.costs())
-        played, clicked = bank.step(
+        played, clicked, shown = bank.step(
             d["context"], d["lists"], rec.wanted, np.asarray(d["draw"]), clicks, running.costs(), d.get("order", [])
         )
         keep = {p: b for p, b in rec.played.items() if not p.startswith("vw ")}
         keep_c = {p: c for p, c in rec.clicks.items() if not p.startswith("vw ")}
-        records[i] = QueryRecord.from_dict(rec.to_dict() | {"played": keep | played, "clicks": keep_c | clicked})
+        keep_f = {p: f for p, f in rec.final.items() if not p.startswith("vw ")}
+        records[i] = QueryRecord.from_dict(
+            rec.to_dict() | {"played": keep | played, "clicks": keep_c | clicked, "final": keep_f | shown}
+        )
     return bank
 
 
@@ -444,6 +482,73 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}"
 
 
+PEER_NAMES = ("meili", "milvus")
+
+
+def build_peers(args: argparse.Namespace, app: AppConfig, catalog_path: str) -> tuple[list[Peer], dict[str, Any]]:
+    """The peers of ``--peers`` (module docstring), each indexed on the run's catalog, and what that took.
+    A peer that cannot run here is left out with the reason, in the report."""
+    chosen = PEER_NAMES if args.peers == "all" else tuple(p for p in args.peers.split(",") if p and p != "none")
+    unknown = [p for p in chosen if p not in PEER_NAMES]
+    if unknown:
+        raise SystemExit(f"--peers: unknown {', '.join(unknown)} (choose from {', '.join(PEER_NAMES)}, all, none)")
+    from ltrr.catalog.store import CatalogStore
+
+    store = CatalogStore(catalog_path)
+    try:
+        entities = [e for _, batch in store.entities_since(0, batch_size=5000) for e in batch]
+    finally:
+        store.close()
+    vector = app.strategy_config("vector") if "vector" in app.enabled() else None
+    embed = {} if vector is None else {"embedder": vector.embedder, "embedding_cache": vector.embedding_cache}
+    peers: list[Peer] = []
+    info: dict[str, Any] = {}
+    for name in chosen:
+        t = time.perf_counter()
+        try:
+            if name == "meili":
+                from ltrr.peers.meili_hybrid import MeiliHybridConfig, MeiliHybridIndex
+
+                lexical: Any = app.strategy_config("lexical")
+                found: list[Peer] = list(
+                    MeiliHybridIndex(MeiliHybridConfig(url=lexical.url, api_key=lexical.api_key, **embed)).peers()
+                )
+            else:
+                from ltrr.peers.milvus_hybrid import bench_peers
+
+                found = list(bench_peers(ROOT / BENCH_VAR_DIR / "peers", **embed))
+            report = found[0].index(entities)
+        except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported, not fatal
+            info[name] = f"left out: {type(exc).__name__}: {exc}"
+            log(f"peer {name}: {info[name]}")
+            continue
+        info[name] = (
+            f"{', '.join(p.name for p in found)}: {report.documents} documents indexed in "
+            f"{time.perf_counter() - t:.0f} s" + (f", skipped {report.skipped}" if report.skipped else "")
+        )
+        peers.extend(found)
+    return peers, info
+
+
+def derived_lists(path: Path, records: list[QueryRecord], static: dict[str, int]) -> dict[str, dict[int, list[str]]]:
+    """The final lists of the contenders the loop did not play, from the full-information log: the
+    best static plan (known only afterwards) in the served ranker's order, each strategy alone at
+    the ladder maximum in its own order, and each peer's top 100 (for its recall)."""
+    wanted = {r.index for r in records}
+    out: dict[str, dict[int, list[str]]] = {}
+    with gzip.open(path, "rt") as fh:
+        for d in map(json.loads, fh):
+            i = int(d["index"])
+            if i not in wanted:
+                continue
+            out.setdefault(STATIC_RANKER, {})[i] = shown_list(d["lists"], static, order=d.get("order", []))
+            for s, ids in d["lists"].items():
+                out.setdefault(f"{s} alone at max", {})[i] = list(ids[:10])
+            for name, ids in (d.get("peers") or {}).items():
+                out.setdefault(f"{name} (top {PEER_DEPTH})", {})[i] = list(ids)
+    return out
+
+
 def write_outputs(
     args: argparse.Namespace, space: ActionSpace, records: list[QueryRecord], bank: VWBank | None, meta: dict[str, Any]
 ) -> None:
@@ -465,7 +570,11 @@ def write_outputs(
     clicked = [r.clicks.get(LIVE) is not None for r in records]
     meta["live clicks"] = f"{int(np.sum(clicked))} of {len(records)}"
     md_meta = {k: v for k, v in meta.items() if k != "vw_timing"}
-    (out / "regret.md").write_text(markdown(scored, md_meta, families) + "\n")
+    md = markdown(scored, md_meta, families)
+    fullinfo = out / "regret-fullinfo.jsonl.gz"
+    if any(r.final for r in records) and fullinfo.exists():
+        md += "\n" + "\n".join(final_tables(records, derived_lists(fullinfo, records, scored.static_budgets())))
+    (out / "regret.md").write_text(md + "\n")
     (out / "regret.json").write_text(
         json.dumps({"meta": meta, "summary": summary(scored), "records": [r.to_dict() for r in records]}, indent=1)
         + "\n"
@@ -488,6 +597,9 @@ def main() -> int:
     ap.add_argument("--mix", default="", help="query kinds, e.g. 'name=0.3,typo=0.1' (ltrr.sim.users.QueryMix)")
     ap.add_argument("--eta", type=float, default=1.0, help="click model: examination 1/r^eta over the top 10")
     ap.add_argument("--vw", default="all", help="VW configs: all, none, or names from ltrr.sim.vw.DEFAULT_GRID")
+    ap.add_argument(
+        "--peers", default="all", help=f"peers on the same queries: all, none, or of {', '.join(PEER_NAMES)}"
+    )
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--rescore", metavar="DIR", help="re-score DIR/regret.json (no server)")
     ap.add_argument(
@@ -532,13 +644,18 @@ def main() -> int:
     t = time.perf_counter()
     queries = stream_queries(args, catalog_path)
     timings["simulated users"] = time.perf_counter() - t
+    t = time.perf_counter()
+    peers, peer_info = build_peers(args, normal, catalog_path)
+    timings["peers indexed"] = time.perf_counter() - t
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     try:
         with gzip.open(out / "regret-fullinfo.jsonl.gz", "wt") as fh:
-            records, bank = live_loop(args, client, space, queries, bench_events, fh)
+            records, bank = live_loop(args, client, space, queries, bench_events, fh, peers)
     finally:
+        for peer in peers:
+            peer.close()
         timings["query loop"] = time.perf_counter() - t
         if bench_events and not args.keep_deployed:
             log(f"re-deploying {args.config}")
@@ -556,6 +673,7 @@ def main() -> int:
         "click model": f"examination 1/r^{args.eta:g} over the top 10; the same draw for every policy",
         "costs": f"per_call {space.cost_model.per_call}, per_candidate {space.cost_model.per_candidate}, "
         f"per_ms {space.cost_model.per_ms}",
+        "peers": "; ".join(f"{k}: {v}" for k, v in peer_info.items()) or "none",
         "run time": ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
         + f"; {timings['query loop'] / max(n_q, 1) * 1000:.0f} ms per query in the loop",
     }

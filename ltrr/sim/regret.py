@@ -53,7 +53,10 @@ class QueryRecord:
     the 1-based position its user clicked (None: no click). ``live_latency_ms``: latency of each
     strategy the live policy called; ``full_latency_ms``: of each full-information call.
     ``live_hit``: whether the wanted item was among the live calls' own candidates (a check that
-    the full-information prefixes stand for what the live calls returned).
+    the full-information prefixes stand for what the live calls returned). ``final``: contender ->
+    the top of the list its user saw, best first (ltrr's live response, a VW learner's shown list,
+    the full union in the served ranker's and in RRF's order, a peer's answer), scored by
+    :mod:`ltrr.sim.metrics`; ``latency_ms``: contender -> the wall-clock ms its answer took.
     """
 
     index: int
@@ -68,6 +71,8 @@ class QueryRecord:
     full_latency_ms: Mapping[str, float] = field(default_factory=dict)
     live_hit: bool | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    final: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    latency_ms: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +88,8 @@ class QueryRecord:
             "full_latency_ms": dict(self.full_latency_ms),
             "live_hit": self.live_hit,
             "extra": dict(self.extra),
+            "final": {c: list(ids) for c, ids in self.final.items()},
+            "latency_ms": dict(self.latency_ms),
         }
 
     @classmethod
@@ -100,6 +107,8 @@ class QueryRecord:
             full_latency_ms={s: float(v) for s, v in d.get("full_latency_ms", {}).items()},
             live_hit=d.get("live_hit"),
             extra=dict(d.get("extra", {})),
+            final={c: [str(e) for e in ids] for c, ids in d.get("final", {}).items()},
+            latency_ms={c: float(v) for c, v in d.get("latency_ms", {}).items()},
         )
 
 

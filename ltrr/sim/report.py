@@ -7,7 +7,18 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ltrr.sim.regret import ALL_DEFAULT, ALL_MAX, ORACLE, STATIC, UNIFORM, PolicyScore, Scored, routing
+from ltrr.sim.metrics import list_metrics
+from ltrr.sim.regret import (
+    ALL_DEFAULT,
+    ALL_MAX,
+    ORACLE,
+    STATIC,
+    UNIFORM,
+    PolicyScore,
+    QueryRecord,
+    Scored,
+    routing,
+)
 
 LIVE = "live"
 VW_PREFIX = "vw "
@@ -162,3 +173,78 @@ def summary(scored: Scored) -> dict[str, Any]:
             k: routing(scored.space, scored.trajectories[LIVE], scored.kind_rows(k)) for k in scored.kinds()
         }
     return out
+
+
+# -- the final lists: what each contender's user saw -------------------------------------------------
+
+ALL_MAX_RANKER = "all at max, served ranker's order"
+ALL_MAX_RRF = "all at max, RRF order"
+STATIC_RANKER = "best static, served ranker's order"
+
+
+def final_tables(
+    records: Sequence[QueryRecord],
+    derived: Mapping[str, Mapping[int, Sequence[str]]] = {},  # noqa: B006 - read only
+) -> list[str]:
+    """Markdown: hit@10, MRR@10 and nDCG@10 (ranx, :mod:`ltrr.sim.metrics`) of every contender's final
+    list, with its recall@100 where it returned that deep and its wall-clock latency where measured;
+    then nDCG@10 per query kind. ``derived`` adds contenders the loop did not play (query index ->
+    list); a ``"<name> (top N)"`` entry only gives ``<name>`` its recall."""
+    lists: dict[str, dict[int, Sequence[str]]] = {}
+    for r in records:
+        for c, ids in r.final.items():
+            lists.setdefault(c, {})[r.index] = ids
+    deep = {n.rsplit(" (top ", 1)[0]: v for n, v in derived.items() if n.endswith(")") and " (top " in n}
+    for n, v in derived.items():
+        if n.rsplit(" (top ", 1)[0] not in deep or not n.endswith(")"):
+            lists[n] = dict(v)
+    wanted = {str(r.index): r.wanted for r in records}
+    latency: dict[str, list[float]] = {}
+    for r in records:
+        for c, ms in r.latency_ms.items():
+            latency.setdefault(c, []).append(ms)
+    names = sorted(lists, key=lambda n: (_final_rank(n), n))
+    lines = [
+        "## Final lists: what each contender's user saw (ranx)",
+        "",
+        "One wanted entity per query: hit@10, MRR@10 and nDCG@10 of the top 10 shown; recall@100 of a peer's",
+        "top 100 (ltrr's candidate recall is in the tables above); latency is the client's wall-clock time.",
+        "",
+        "| contender | queries | hit@10 | MRR@10 | nDCG@10 | recall@100 | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in names:
+        m = list_metrics({str(i): ids for i, ids in lists[n].items()}, wanted, ("hit_rate@10", "mrr@10", "ndcg@10"))
+        rec = ""
+        if n in deep:
+            rec = _f(list_metrics({str(i): ids for i, ids in deep[n].items()}, wanted, ("recall@100",))["recall@100"])
+        ms = latency.get(n)
+        p50, p99 = ("", "") if not ms else (f"{np.percentile(ms, 50):.1f}", f"{np.percentile(ms, 99):.1f}")
+        lines.append(
+            f"| {n} | {len(lists[n])} | {_f(m['hit_rate@10'])} | {_f(m['mrr@10'])} | {_f(m['ndcg@10'])} | {rec} | "
+            f"{p50} | {p99} |"
+        )
+    kinds = sorted({r.kind for r in records})
+    by_kind = {k: {str(r.index) for r in records if r.kind == k} for k in kinds}
+    lines += ["", "### nDCG@10 per query kind", "", "| contender | " + " | ".join(kinds) + " |",
+              "|---|" + "---:|" * len(kinds)]  # fmt: skip
+    for n in names:
+        cells = []
+        for k in kinds:
+            sub = {str(i): ids for i, ids in lists[n].items() if str(i) in by_kind[k]}
+            cells.append(_f(list_metrics(sub, wanted, ("ndcg@10",))["ndcg@10"]) if sub else "")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _final_rank(name: str) -> int:
+    """Report order: ltrr live, its static references, VW, single strategies, then the peers."""
+    if name == LIVE:
+        return 0
+    if name in (STATIC_RANKER, ALL_MAX_RANKER, ALL_MAX_RRF):
+        return 1
+    if name.startswith("vw "):
+        return 2
+    if name.endswith(" alone at max"):
+        return 3
+    return 4
