@@ -18,7 +18,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export LTRR_HOME := $(CURDIR)
 
-.PHONY: install meili run up down logs test unit integration lint bench clean
+.PHONY: install meili run up down logs test unit integration lint bench bench-quick clean
 
 install: $(STAMP)
 
@@ -67,6 +67,12 @@ bench: install meili
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_ranker.py
 	$(PY) scripts/bench_regret.py
+
+# About 5 minutes with `make up` running: the ranker's held-out quality and cost, then a short
+# regret run (ltrr, two VW learners, the peers) on the same queries; writes bench-out/quick/.
+bench-quick: install meili
+	$(PY) scripts/bench_ranker.py -n 150 --train-n 300 --no-losses --reps 60 --searches 40 --out bench-out/quick
+	$(PY) scripts/bench_regret.py --queries 300 --vw "vw squarecb g=1000,vw epsilon 0.1" --out bench-out/quick
 
 clean: down
 	rm -rf var
