@@ -410,7 +410,12 @@ def ranking_cost(
         for ctx, union, _ in scenarios:  # warm: the steady state of a replica's cache
             fz.extract(ctx, union)
         rows: dict[str, list[float]] = {
-            "features": [], "catboost": [], "total": [], "total_cpu": [], "rrf": [], "features_cold": []
+            "features": [],
+            "catboost": [],
+            "total": [],
+            "total_cpu": [],
+            "rrf": [],
+            "features_cold": [],
         }
         empty = np.zeros((n, 0), dtype=np.float32)
         for i in tqdm(range(reps), desc=f"ranking {n} candidates", unit="rep", file=sys.stderr, leave=False):
@@ -634,8 +639,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{s3['reps']} repetitions per size over 40 unions; strategies per candidate as in section 1: "
         + ", ".join(f"{i}: {p:.2f}" for i, p in enumerate(s3["mix"], 1))
         + ". total = features + CatBoost + sort, in wall-clock time; its CPU time (the thread's) leaves out "
-        "what the servers beside it take from the two cores"
-        + f". Target: p50 <= {TARGET_MS:g} ms for 200 candidates: "
+        "what the servers beside it take from the two cores" + f". Target: p50 <= {TARGET_MS:g} ms for 200 candidates: "
         f"{s3['target']}.",
         "",
     ]

@@ -28,9 +28,7 @@ class RankingConfig(BaseModel):
     min_searches: int = Field(
         200, ge=10, description="Labelled searches needed before training from the log (the cold-start model serves)."
     )
-    max_searches: int = Field(
-        20_000, ge=100, description="Train on at most the newest this many labelled searches."
-    )
+    max_searches: int = Field(20_000, ge=100, description="Train on at most the newest this many labelled searches.")
     holdout: float = Field(
         0.2, gt=0, lt=1, description="Share of the newest labelled searches held out to validate a new model."
     )

@@ -214,11 +214,11 @@ class RankFeaturizer:
                 len(q_tok & f.title_tokens) / nq, len(q_tok & f.subtitle_tokens) / nq,
                 _TYPE_INDEX.get(c.entity_type, unknown),
             ))  # fmt: skip
-        for s, (idx, r, sc) in found.items():
+        for s, (idx, s_ranks, s_scores) in found.items():
             x[:, col[f"{s}.budget"]] = float(ctx.budgets.get(s, 0))
             if idx:
-                x[idx, col[f"{s}.rank"]] = r
-                x[idx, col[f"{s}.score"]] = sc
+                x[idx, col[f"{s}.rank"]] = s_ranks
+                x[idx, col[f"{s}.score"]] = s_scores
         per = np.array(rows, dtype=np.float32)
         x[:, _PASS_COLS] = per[:, : len(_PASS_COLS)]
         x[:, _TYPE_COLS] = _TYPE_ROWS[per[:, -1].astype(np.intp)]
@@ -239,7 +239,8 @@ class RankFeaturizer:
             x[cand[is_subtitle == 1, None], [col[f"subtitle.{m}"] for m in _MATCH]] = np.nan
         residual = utils.default_process(parsed.residual)
         seed = utils.default_process(parsed.seed)
-        title_texts = _Texts(titles) if (residual and residual != q) or seed else None
+        if (residual and residual != q) or seed:
+            title_texts = _Texts(titles)  # the titles alone, for the residual and the seed
         if residual == q and q:
             for m in ("ratio", "token_set_ratio"):
                 x[:, col[f"residual.{m}"]] = x[:, col[f"title.{m}"]]

@@ -218,8 +218,8 @@ def final_tables(
         rec = ""
         if n in deep:
             rec = _f(list_metrics({str(i): ids for i, ids in deep[n].items()}, wanted, ("recall@100",))["recall@100"])
-        ms = latency.get(n)
-        p50, p99 = ("", "") if not ms else (f"{np.percentile(ms, 50):.1f}", f"{np.percentile(ms, 99):.1f}")
+        seen = latency.get(n)
+        p50, p99 = ("", "") if not seen else (f"{np.percentile(seen, 50):.1f}", f"{np.percentile(seen, 99):.1f}")
         lines.append(
             f"| {n} | {len(lists[n])} | {_f(m['hit_rate@10'])} | {_f(m['mrr@10'])} | {_f(m['ndcg@10'])} | {rec} | "
             f"{p50} | {p99} |"

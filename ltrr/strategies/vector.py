@@ -70,11 +70,10 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Literal, Sequence, TypeVar
 
-import grpc
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pymilvus import DataType, MilvusClient
@@ -82,8 +81,9 @@ from pymilvus.exceptions import MilvusException
 from tqdm import tqdm
 
 from ltrr import constants
+from ltrr.backends.milvus_errors import NOT_LOADED, milvus_errors
 from ltrr.embedder import CachedEmbedder, Embedder, EmbeddingCache, make_embedder
-from ltrr.errors import BackendTimeout, BackendUnavailable, ConfigError, InvalidRequest
+from ltrr.errors import ConfigError, InvalidRequest
 from ltrr.strategies.base import check_k
 from ltrr.types import ENTITY_TYPES, Candidate, Entity, ParsedQuery, Query
 
@@ -93,10 +93,6 @@ ID_MAX_BYTES = 512
 TEXT_MAX_BYTES = 1024
 TYPE_MAX_BYTES = 32
 OUTPUT_FIELDS = ["entity_type", "title", "subtitle"]
-#: Milvus error code for "collection not loaded" (Milvus merr and Milvus Lite agree).
-_NOT_LOADED = 101
-#: pymilvus' code for "cannot connect" (Status.CONNECT_FAILED).
-_CONNECT_FAILED = 2
 
 
 def _params(**kw: int | float | str) -> dict[str, int | float | str]:
@@ -253,27 +249,10 @@ class VectorStrategy:
             except Exception:  # noqa: BLE001 - best effort on a broken connection
                 pass
 
-    @contextmanager
-    def _translate(self, op: str) -> Iterator[None]:
-        where = f"milvus {op} ({self.config.uri}, collection {self.config.collection!r})"
-        try:
-            yield
-        except grpc.RpcError as exc:
-            code = exc.code() if callable(getattr(exc, "code", None)) else None
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise BackendTimeout(f"{where} did not answer within its deadline") from exc
-            self._drop_client()
-            raise BackendUnavailable(f"{where} failed: {code}: {exc}") from exc
-        except MilvusException as exc:
-            msg = exc.message or str(exc)
-            if "timeout" in msg.lower() and "retry" in msg.lower():
-                raise BackendTimeout(f"{where} did not answer within its deadline: {msg}") from exc
-            if exc.code in (_CONNECT_FAILED, grpc.StatusCode.UNAVAILABLE):
-                self._drop_client()
-            raise BackendUnavailable(f"{where} failed (code {exc.code}): {msg}") from exc
-        except (ConnectionError, OSError) as exc:
-            self._drop_client()
-            raise BackendUnavailable(f"{where} failed: {exc}") from exc
+    def _translate(self, op: str) -> AbstractContextManager[None]:
+        return milvus_errors(
+            f"milvus {op} ({self.config.uri}, collection {self.config.collection!r})", self._drop_client
+        )
 
     def _call(self, op: str, fn: Callable[[MilvusClient], T]) -> T:
         """Run ``fn(client)``; if the collection was released (server restart), load it and retry once."""
@@ -281,7 +260,7 @@ class VectorStrategy:
             try:
                 return fn(self.client())
             except MilvusException as exc:
-                if exc.code != _NOT_LOADED:
+                if exc.code != NOT_LOADED:
                     raise
             client = self.client()
             client.load_collection(self.config.collection, timeout=self.config.load_timeout_s)
