@@ -460,6 +460,51 @@ def plot(scored: Any, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_final(records: list[QueryRecord], derived: dict[str, dict[int, list[str]]], path: Path) -> None:
+    """nDCG@10 of every contender's final list (bars), and the latency CDF of those whose answer was timed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ltrr.sim.metrics import list_metrics
+
+    wanted = {str(r.index): r.wanted for r in records}
+    lists: dict[str, dict[str, list[str]]] = {}
+    for r in records:
+        for c, ids in r.final.items():
+            lists.setdefault(c, {})[str(r.index)] = list(ids)
+    for c, by_q in derived.items():
+        if not c.endswith(f"(top {PEER_DEPTH})"):
+            lists[c] = {str(i): ids for i, ids in by_q.items()}
+    ndcg = {c: list_metrics(v, wanted, ("ndcg@10",))["ndcg@10"] for c, v in lists.items()}
+    names = sorted(ndcg, key=lambda c: -ndcg[c])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(14, 5.5))
+    colors = [
+        "black" if c == LIVE else ("tab:orange" if c.startswith(("meili", "milvus")) else "tab:blue") for c in names
+    ]
+    a.barh(names[::-1], [ndcg[c] for c in names][::-1], color=colors[::-1])
+    a.set_xlabel("nDCG@10 (ranx), all queries")
+    a.set_title("Final list quality: ltrr (black), its baselines (blue), peers (orange)")
+    a.tick_params(axis="y", labelsize=8)
+    timed: dict[str, list[float]] = {}
+    for r in records:
+        for c, ms in r.latency_ms.items():
+            timed.setdefault(c, []).append(ms)
+    for c, ms in sorted(timed.items()):
+        xs = np.sort(ms)
+        b.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=c, lw=2.4 if c == LIVE else 1.2)
+    b.set_xscale("log")
+    b.set_xlabel("wall-clock ms per query (client side)")
+    b.set_ylabel("share of queries")
+    b.set_title("Latency CDF")
+    b.grid(alpha=0.3)
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def vw_timing(bank: VWBank) -> dict[str, dict[str, float]]:
     out = {}
     for name, xs in bank.ms.items():
@@ -573,7 +618,9 @@ def write_outputs(
     md = markdown(scored, md_meta, families)
     fullinfo = out / "regret-fullinfo.jsonl.gz"
     if any(r.final for r in records) and fullinfo.exists():
-        md += "\n" + "\n".join(final_tables(records, derived_lists(fullinfo, records, scored.static_budgets())))
+        derived = derived_lists(fullinfo, records, scored.static_budgets())
+        md += "\n" + "\n".join(final_tables(records, derived)) + "\n\n![final lists](final.png)"
+        plot_final(records, derived, out / "final.png")
     (out / "regret.md").write_text(md + "\n")
     (out / "regret.json").write_text(
         json.dumps({"meta": meta, "summary": summary(scored), "records": [r.to_dict() for r in records]}, indent=1)
