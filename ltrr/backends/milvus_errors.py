@@ -1,5 +1,6 @@
-"""pymilvus and gRPC failures as ltrr's backend errors, for every Milvus client (the vector strategy,
-the Milvus hybrid peer): a missed deadline is :class:`~ltrr.errors.BackendTimeout`, anything else
+"""What every Milvus client of ltrr shares (the vector strategy, the Milvus hybrid peer): how it
+connects (:func:`milvus_client`), and pymilvus and gRPC failures as ltrr's backend errors
+(:func:`milvus_errors`): a missed deadline is :class:`~ltrr.errors.BackendTimeout`, anything else
 :class:`~ltrr.errors.BackendUnavailable`, each naming the operation, the URI and the collection."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import grpc
+from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from ltrr.errors import BackendTimeout, BackendUnavailable
@@ -40,3 +42,16 @@ def milvus_errors(where: str, drop_client: Callable[[], None]) -> Iterator[None]
     except (ConnectionError, OSError) as exc:
         drop_client()
         raise BackendUnavailable(f"{where} failed: {exc}") from exc
+
+
+def milvus_client(uri: str, token: str, timeout_s: float) -> MilvusClient:
+    """A dedicated connection to ``uri`` (a server, or a Milvus Lite ``*.db`` file)."""
+    return MilvusClient(
+        uri=uri,
+        token=token,
+        timeout=timeout_s,
+        dedicated=True,
+        # Milvus Lite's gRPC server answers pings more often than every 5 min with
+        # GOAWAY "too_many_pings"; idle connections need no keepalive here.
+        grpc_options={"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0},
+    )

@@ -84,7 +84,7 @@ from pymilvus.exceptions import MilvusException
 from tqdm import tqdm
 
 from ltrr import constants
-from ltrr.backends.milvus_errors import NOT_LOADED, milvus_errors
+from ltrr.backends.milvus_errors import NOT_LOADED, milvus_client, milvus_errors
 from ltrr.embedder import CachedEmbedder, Embedder, EmbeddingCache, make_embedder
 from ltrr.errors import BackendUnavailable, InvalidRequest
 from ltrr.peers import IndexReport
@@ -270,15 +270,7 @@ class MilvusHybridIndex:
         with self._lock:
             if self._client is None:
                 with self._translate("connect"):
-                    client = MilvusClient(
-                        uri=self._uri(),
-                        token=self.config.token,
-                        timeout=self.config.connect_timeout_s,
-                        dedicated=True,
-                        # Milvus Lite's gRPC server answers pings more often than every 5 min with
-                        # GOAWAY "too_many_pings"; idle connections need no keepalive here.
-                        grpc_options={"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0},
-                    )
+                    client = milvus_client(self._uri(), self.config.token, self.config.connect_timeout_s)
                     try:
                         version = str(client.get_server_version(timeout=self.config.connect_timeout_s))
                     except BaseException:
