@@ -409,3 +409,29 @@ class CachedEmbedder:
         for i, k in enumerate(keys):
             out[i] = found[k]
         return out
+
+
+class DocumentEncoder:
+    """``embedder`` behind the entity-embedding cache at ``path`` (:class:`CachedEmbedder`), the cache
+    opened on first use and closed by :meth:`close` (the next :meth:`get` reopens it); ``path`` ``""``
+    means no cache. Thread-safe. What the vector strategy and the peers embed documents with."""
+
+    def __init__(self, embedder: Embedder, path: str) -> None:
+        self.embedder = embedder
+        self.path = path
+        self._cached: CachedEmbedder | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Embedder:
+        if not self.path:
+            return self.embedder
+        with self._lock:
+            if self._cached is None:
+                self._cached = CachedEmbedder(self.embedder, EmbeddingCache(self.path))
+            return self._cached
+
+    def close(self) -> None:
+        with self._lock:
+            cached, self._cached = self._cached, None
+        if cached is not None:
+            cached.cache.close()

@@ -43,7 +43,7 @@ from pydantic import Field, field_validator
 from tqdm import tqdm
 
 from ltrr import constants
-from ltrr.embedder import CachedEmbedder, Embedder, EmbeddingCache, make_embedder
+from ltrr.embedder import DocumentEncoder, Embedder, make_embedder
 from ltrr.errors import ConfigError, InvalidRequest
 from ltrr.peers import IndexReport
 from ltrr.strategies._meili import MeiliConfig, MeiliIndexStrategy
@@ -115,7 +115,8 @@ class MeiliHybridIndex(MeiliIndexStrategy):
         self.embedder: Embedder = (
             embedder if embedder is not None else make_embedder(self.config.embedder, **self.config.embedder_options)
         )
-        self._cached: CachedEmbedder | None = None
+        path = self.config.embedding_cache
+        self._documents = DocumentEncoder(self.embedder, constants.resolve_path(path) if path else "")
         self._lock = threading.Lock()
 
     @property
@@ -145,14 +146,6 @@ class MeiliHybridIndex(MeiliIndexStrategy):
         return [MeiliHybridPeer(self, r) for r in self.config.ratios]
 
     # -- writes ------------------------------------------------------------------------
-    def _doc_encoder(self) -> Embedder:
-        if not self.config.embedding_cache:
-            return self.embedder
-        if self._cached is None:
-            cache = EmbeddingCache(constants.resolve_path(self.config.embedding_cache))
-            self._cached = CachedEmbedder(self.embedder, cache)
-        return self._cached
-
     def _fingerprints(self) -> dict[str, str]:
         """``{document id: fingerprint}`` of every document in the index."""
         out: dict[str, str] = {}
@@ -197,7 +190,7 @@ class MeiliHybridIndex(MeiliIndexStrategy):
         if not todo:
             return 0
         cfg = self.config
-        encoder = self._doc_encoder()
+        encoder = self._documents.get()
         bar = tqdm(total=len(todo), desc=f"meili hybrid {cfg.index}", unit="ent", file=sys.stderr,
                    disable=not cfg.progress)  # fmt: skip
         try:
@@ -241,10 +234,7 @@ class MeiliHybridIndex(MeiliIndexStrategy):
     def close(self) -> None:
         """Close the connections and the embedding cache (both reopen on the next call)."""
         super().close()
-        with self._lock:
-            cached, self._cached = self._cached, None
-        if cached is not None:
-            cached.cache.close()
+        self._documents.close()
 
 
 class MeiliHybridPeer:

@@ -85,7 +85,7 @@ from tqdm import tqdm
 
 from ltrr import constants
 from ltrr.backends.milvus_errors import NOT_LOADED, milvus_client, milvus_errors
-from ltrr.embedder import CachedEmbedder, Embedder, EmbeddingCache, make_embedder
+from ltrr.embedder import DocumentEncoder, Embedder, make_embedder
 from ltrr.errors import BackendUnavailable, InvalidRequest
 from ltrr.peers import IndexReport
 from ltrr.strategies.base import check_k
@@ -253,7 +253,8 @@ class MilvusHybridIndex:
         )
         self._lock = threading.RLock()
         self._client: MilvusClient | None = None
-        self._cached: CachedEmbedder | None = None
+        path = self.config.embedding_cache
+        self._documents = DocumentEncoder(self.embedder, constants.resolve_path(path) if path else "")
         self._users = 0
 
     # -- connection and error translation ------------------------------------------
@@ -349,15 +350,6 @@ class MilvusHybridIndex:
         props = client.describe_collection(cfg.collection, timeout=cfg.load_timeout_s).get("properties") or {}
         return str(props[DIGEST_PROPERTY]) if DIGEST_PROPERTY in props else None
 
-    def _encoder(self) -> Embedder:
-        if not self.config.embedding_cache:
-            return self.embedder
-        with self._lock:
-            if self._cached is None:
-                cache = EmbeddingCache(constants.resolve_path(self.config.embedding_cache))
-                self._cached = CachedEmbedder(self.embedder, cache)
-            return self._cached
-
     def count(self) -> int:
         """Rows in the collection (0 if it does not exist)."""
         cfg = self.config
@@ -418,7 +410,7 @@ class MilvusHybridIndex:
 
     def _insert(self, rows: Sequence[Row]) -> None:
         cfg = self.config
-        encoder = self._encoder()
+        encoder = self._documents.get()
         bar = tqdm(total=len(rows), desc=f"milvus hybrid insert {cfg.collection}", unit="ent", file=sys.stderr,
                    disable=not cfg.progress)  # fmt: skip
         try:
@@ -508,10 +500,7 @@ class MilvusHybridIndex:
         """Close the connection and the embedding cache. A ``*.db`` database stays open in this process
         until it exits (pymilvus and Milvus Lite keep one server per path; a new client reuses it)."""
         self._drop_client()
-        with self._lock:
-            cached, self._cached = self._cached, None
-        if cached is not None:
-            cached.cache.close()
+        self._documents.close()
 
 
 # -- the peers -----------------------------------------------------------------------

@@ -82,7 +82,7 @@ from tqdm import tqdm
 
 from ltrr import constants
 from ltrr.backends.milvus_errors import NOT_LOADED, milvus_client, milvus_errors
-from ltrr.embedder import CachedEmbedder, Embedder, EmbeddingCache, make_embedder
+from ltrr.embedder import DocumentEncoder, Embedder, make_embedder
 from ltrr.errors import ConfigError, InvalidRequest
 from ltrr.strategies.base import check_k
 from ltrr.types import ENTITY_TYPES, Candidate, Entity, ParsedQuery, Query
@@ -216,7 +216,7 @@ class VectorStrategy:
         self.embedder: Embedder = (
             embedder if embedder is not None else make_embedder(self.config.embedder, **self.config.embedder_options)
         )
-        self._cached: CachedEmbedder | None = None
+        self._documents = DocumentEncoder(self.embedder, self.config.embedding_cache)
         self._lock = threading.RLock()
         self._client: MilvusClient | None = None
         self._ready = False
@@ -375,12 +375,7 @@ class VectorStrategy:
 
     # -- writes ----------------------------------------------------------------------
     def _encoder(self) -> Embedder:
-        if not self.config.embedding_cache:
-            return self.embedder
-        with self._lock:
-            if self._cached is None:
-                self._cached = CachedEmbedder(self.embedder, EmbeddingCache(self.config.embedding_cache))
-            return self._cached
+        return self._documents.get()
 
     def upsert(self, entities: Sequence[Entity]) -> int:
         """Embed and upsert ``entities`` (last one wins for a repeated id); returns how many rows were written."""
@@ -480,7 +475,4 @@ class VectorStrategy:
     def close(self) -> None:
         """Close the Milvus connection and the embedding cache."""
         self._drop_client()
-        with self._lock:
-            cached, self._cached = self._cached, None
-        if cached is not None:
-            cached.cache.close()
+        self._documents.close()
