@@ -116,7 +116,11 @@ class _Meta:
 
 @dataclass
 class SeedIndex:
-    """Exact and fuzzy title lookup over graph nodes; updated in place by :meth:`add`."""
+    """Exact and fuzzy title lookup over graph nodes; updated in place by :meth:`add`.
+
+    Not thread-safe for writes: the graph strategy publishes an index to searches and then never
+    changes it; a change goes into a :meth:`copy` (copy-on-write, see :mod:`graph.snapshot`).
+    """
 
     _nodes: dict[str, list[str]] = field(default_factory=dict)  # key -> node ids
     _meta: dict[str, _Meta] = field(default_factory=dict)  # node id -> meta
@@ -138,6 +142,23 @@ class SeedIndex:
     def __len__(self) -> int:
         return len(self._meta)
 
+    def copy(self) -> SeedIndex:
+        """An index that :meth:`add` and :meth:`compact` can change without touching this one.
+
+        Shallow: the containers are copied (pointer copies, :math:`O(\\text{titles})`), their values
+        shared. That is safe because neither method mutates a value in place: a title bucket, a
+        :class:`_Meta`, a posting array and ``_gram_count`` are replaced, never changed.
+        """
+        return SeedIndex(
+            dict(self._nodes),
+            dict(self._meta),
+            list(self._keys),
+            dict(self._key_id),
+            dict(self._postings),
+            self._gram_count,
+            list(self._pending),
+        )
+
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._meta
 
@@ -152,15 +173,13 @@ class SeedIndex:
         old = self._meta.get(node_id)
         if old is not None:
             if old.key != key and node_id in self._nodes.get(old.key, ()):
-                self._nodes[old.key].remove(node_id)
+                self._nodes[old.key] = [n for n in self._nodes[old.key] if n != node_id]  # a new list: see copy()
         if not key:
             self._meta.pop(node_id, None)
             return
         self._meta[node_id] = _Meta(key, TYPE_PREFERENCE.get(entity_type, len(TYPE_PREFERENCE)), float(popularity))
-        bucket = self._nodes.setdefault(key, [])
-        if node_id not in bucket:
-            bucket.append(node_id)
-        bucket.sort(key=self._preference)
+        bucket = self._nodes.get(key, [])
+        self._nodes[key] = sorted(bucket if node_id in bucket else [*bucket, node_id], key=self._preference)
         if key not in self._key_id:
             self._key_id[key] = len(self._keys)
             self._keys.append(key)
@@ -204,7 +223,7 @@ class SeedIndex:
             return None
         qgrams = _grams(q)
         cands: list[int] = []
-        gram_count = self._gram_count  # read before the postings: a concurrent compact() only adds ids
+        gram_count = self._gram_count
         arrays = [self._postings[g] for g in qgrams if g in self._postings]
         if arrays and gram_count.size:
             counts = np.bincount(np.concatenate(arrays), minlength=gram_count.size)[: gram_count.size]

@@ -46,6 +46,12 @@ Freshness: ``upsert(entities)`` updates node titles and types at once;
 relations only reach the graph through ``refresh()``, which applies the store
 rows written since the last seen sequence number (the Serve deployment calls
 it every ``refresh_interval_s`` seconds so that every replica converges).
+
+Concurrency: searches take no lock. ``refresh`` and ``upsert`` (serialised by a lock) change a
+graph that searches never read, then publish a new immutable :class:`~graph.snapshot.GraphSnapshot`
+with one attribute assignment; each search reads that attribute once and answers from that
+snapshot alone (copy-on-write, see :mod:`graph.snapshot`), so an answer never mixes two states
+of the graph.
 """
 
 from __future__ import annotations
@@ -54,16 +60,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from graph.build import (
     DEFAULT_KIND_WEIGHTS,
-    REVERSE_SUFFIX,
     LoadReport,
     apply_updates,
     load_or_build,
@@ -75,7 +78,6 @@ from graph.ppr import (
     CsrSnapshot,
     FloatArray,
     IntArray,
-    build_snapshot,
     geometric_mix,
     ppr_power,
     ppr_push,
@@ -83,6 +85,8 @@ from graph.ppr import (
     top_k,
 )
 from graph.seeds import SeedIndex, SeedResult, find_seeds
+from graph.snapshot import TYPE_CODE as _TYPE_CODE
+from graph.snapshot import GraphSnapshot, take_snapshot, with_entities
 from ltrr.catalog.store import CatalogStore
 from ltrr.constants import CATALOG_PATH, VAR_DIR
 from ltrr.errors import BackendUnavailable, ConfigError, InvalidRequest
@@ -90,8 +94,6 @@ from ltrr.strategies.base import check_k
 from ltrr.types import ENTITY_TYPES, Candidate, Entity, Query, UserProfile
 
 log = logging.getLogger(__name__)
-_TYPE_CODE = {t: i for i, t in enumerate(ENTITY_TYPES)}
-COMPACT_PENDING = 256
 
 
 class GraphConfig(BaseModel):
@@ -191,24 +193,17 @@ class GraphStrategy:
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"graph: catalog store {config.catalog_path!r} unreadable: {exc}") from exc
         self.load_report: LoadReport = report
-        self._G = G
+        self._G = G  # the writer's: only refresh, upsert and close touch it, under _lock
         self._lock = threading.RLock()
         self._cache_dirty = False
-        self._index = SeedIndex.from_graph(G)
-        self._tag_lock = threading.Lock()
-        self._tag_vectors: OrderedDict[str, tuple[CsrSnapshot, IntArray, FloatArray]] = OrderedDict()
-        self._view = self._snapshot()
+        #: What searches read (one attribute read per search); replaced whole, never mutated.
+        self._snap: GraphSnapshot = self._take_snapshot(SeedIndex.from_graph(G))
         self._last_refresh = time.monotonic()
 
     # -- internals --------------------------------------------------------------
-    def _snapshot(self) -> tuple[CsrSnapshot, npt.NDArray[np.int8]]:
-        snap = build_snapshot(self._G, self.config.kind_weights, self.config.walk)
-        codes = np.fromiter(
-            (_TYPE_CODE.get(self._G.nodes[u].get("entity_type", ""), -1) for u in snap.nodes),
-            dtype=np.int8,
-            count=snap.n,
-        )
-        return snap, codes
+    def _take_snapshot(self, index: SeedIndex) -> GraphSnapshot:
+        cfg = self.config
+        return take_snapshot(self._G, cfg.kind_weights, cfg.walk, index, cfg.tag_cache_size)
 
     def _profile(self, user_id: str) -> UserProfile | None:
         try:
@@ -216,7 +211,7 @@ class GraphStrategy:
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"graph: user profile lookup failed: {exc}") from exc
 
-    def _result_types(self, query: Query, seeds: SeedResult) -> tuple[str, ...]:
+    def _result_types(self, snap: GraphSnapshot, query: Query, seeds: SeedResult) -> tuple[str, ...]:
         requested = tuple(t for t in query.entity_types if t in _TYPE_CODE)
         inferred = tuple(t for t in query.parsed.types if t in _TYPE_CODE)
         if requested:
@@ -227,27 +222,32 @@ class GraphStrategy:
         mass: dict[str, float] = {}
         voters = [s for s in seeds.seeds if node_type_of(s.node_id) != "tag"] or seeds.seeds
         for s in voters:
-            t = self._G.nodes[s.node_id].get("entity_type", "") if s.node_id in self._G else ""
+            info = snap.nodes.get(s.node_id)
+            t = info.entity_type if info is not None else ""
             t = t if t in _TYPE_CODE else "artist"
             mass[t] = mass.get(t, 0.0) + s.weight
         return (max(mass, key=lambda t: (mass[t], -_TYPE_CODE[t])),) if mass else ENTITY_TYPES
 
-    def _own_works(self, seeds: SeedResult) -> list[str]:
+    @staticmethod
+    def _own_works(snap: GraphSnapshot, seeds: SeedResult) -> list[str]:
         """Nodes joined by ``performs`` to a seed named in a "like X" phrase (X's own tracks, or its artist)."""
         out: list[str] = []
         for s in seeds.seeds:
-            if s.method in ("exact", "fuzzy") and s.node_id in self._G:
-                out += [v for v, a in self._G[s.node_id].items() if "performs" in a or "performs" + REVERSE_SUFFIX in a]
+            if s.method in ("exact", "fuzzy"):
+                out += snap.performs.get(s.node_id, ())
         return out
 
     def seeds(self, query: Query) -> SeedResult:
         """The seeds :meth:`search` would use for ``query``."""
+        return self._seeds(self._snap, query)
+
+    def _seeds(self, snap: GraphSnapshot, query: Query) -> SeedResult:
         cfg = self.config
         return find_seeds(
             query,
-            self._index,
+            snap.index,
             profile_lookup=self._profile,
-            has_node=self._G.__contains__,
+            has_node=snap.nodes.__contains__,
             fuzzy_cutoff=cfg.fuzzy_cutoff,
             max_profile_seeds=cfg.max_profile_seeds,
             profile_mix=cfg.profile_mix,
@@ -260,35 +260,27 @@ class GraphStrategy:
             return ppr_push(snap, seed_idx, seed_w, alpha=cfg.alpha, eps=cfg.push_eps)[0]
         return ppr_power(snap, seed_idx, seed_w, alpha=cfg.alpha, max_iter=cfg.max_iter, tol=cfg.tol)[0]
 
-    def _tag_vector(self, snap: CsrSnapshot, i: int) -> tuple[IntArray, FloatArray]:
-        """PPR from tag node row ``i`` alone, as sparse ``(rows, mass)``; cached per snapshot (LRU)."""
-        node = snap.nodes[i]
-        with self._tag_lock:
-            hit = self._tag_vectors.get(node)
-            if hit is not None and hit[0] is snap:
-                self._tag_vectors.move_to_end(node)
-                return hit[1], hit[2]
-        p = self._ppr(snap, np.asarray([i], dtype=np.int64), np.ones(1))
+    def _tag_vector(self, snap: GraphSnapshot, i: int) -> tuple[IntArray, FloatArray]:
+        """PPR from tag node row ``i`` alone, as sparse ``(rows, mass)``; cached per walk matrix (LRU)."""
+        node = snap.csr.nodes[i]
+        hit = snap.tag_cache.get(node)
+        if hit is not None:
+            return hit
+        p = self._ppr(snap.csr, np.asarray([i], dtype=np.int64), np.ones(1))
         rows = np.flatnonzero(p)
         vals = p[rows]
         rows.flags.writeable = vals.flags.writeable = False  # shared by every query that hits the cache
-        size = self.config.tag_cache_size
-        if size > 0:
-            with self._tag_lock:
-                if snap is self._view[0]:  # a refresh may have replaced the snapshot meanwhile
-                    self._tag_vectors[node] = (snap, rows, vals)
-                    self._tag_vectors.move_to_end(node)
-                    while len(self._tag_vectors) > size:
-                        self._tag_vectors.popitem(last=False)
+        snap.tag_cache.put(node, rows, vals)  # the cache of this snapshot's matrix: never another's
         return rows, vals
 
-    def _scores(self, snap: CsrSnapshot, seed_idx: IntArray, seed_w: FloatArray) -> FloatArray:
+    def _scores(self, snap: GraphSnapshot, seed_idx: IntArray, seed_w: FloatArray) -> FloatArray:
         """Scores of every row (see the module docstring, step 2)."""
-        is_tag = np.fromiter((node_type_of(snap.nodes[i]) == "tag" for i in seed_idx), bool, seed_idx.size)
+        csr = snap.csr
+        is_tag = np.fromiter((node_type_of(csr.nodes[i]) == "tag" for i in seed_idx), bool, seed_idx.size)
         if not is_tag.any():
-            return self._ppr(snap, seed_idx, seed_w)
+            return self._ppr(csr, seed_idx, seed_w)
         tag_mass = float(seed_w[is_tag].sum())
-        tags = np.zeros(snap.n, dtype=np.float64)
+        tags = np.zeros(csr.n, dtype=np.float64)
         for i, w in zip(seed_idx[is_tag].tolist(), seed_w[is_tag].tolist(), strict=True):
             rows, vals = self._tag_vector(snap, i)
             tags[rows] += (w / tag_mass) * vals
@@ -296,7 +288,7 @@ class GraphStrategy:
         rest_mass = float(seed_w[rest].sum())
         if rest_mass <= 0:
             return tags
-        walk = self._ppr(snap, seed_idx[rest], seed_w[rest] / rest_mass)
+        walk = self._ppr(csr, seed_idx[rest], seed_w[rest] / rest_mass)
         return geometric_mix(walk, tags, tag_mass / (tag_mass + rest_mass))
 
     # -- Strategy protocol --------------------------------------------------------
@@ -308,30 +300,31 @@ class GraphStrategy:
         bad = [t for t in query.entity_types if t not in _TYPE_CODE]
         if bad:
             raise InvalidRequest("entity_types", f"must be among {list(ENTITY_TYPES)}, got {bad}")
-        seeds = self.seeds(query)
+        snap = self._snap  # the one read of the published state: everything below uses only `snap`
+        seeds = self._seeds(snap, query)
         if not seeds.seeds:
             return []
-        snap, codes = self._view
-        seed_idx, seed_w = restart_vector(snap, seeds.weights())
+        csr = snap.csr
+        seed_idx, seed_w = restart_vector(csr, seeds.weights())
         if seed_idx.size == 0:
             return []
         scores = self._scores(snap, seed_idx, seed_w)
-        mask = np.isin(codes, [_TYPE_CODE[t] for t in self._result_types(query, seeds)])
+        mask = np.isin(snap.codes, [_TYPE_CODE[t] for t in self._result_types(snap, query, seeds)])
         mask[seed_idx] = False
-        for node in [s.node_id for s in seeds.seeds] + self._own_works(seeds):  # also seeds of weight 0
-            i = snap.index.get(node)
+        for node in [s.node_id for s in seeds.seeds] + self._own_works(snap, seeds):  # also seeds of weight 0
+            i = csr.index.get(node)
             if i is not None:
                 mask[i] = False
         out: list[Candidate] = []
         for rank, i in enumerate(top_k(scores, k, mask), start=1):
-            node = snap.nodes[int(i)]
-            attrs = self._G.nodes[node]
+            node = csr.nodes[int(i)]
+            info = snap.nodes[node]
             out.append(
                 Candidate(
                     entity_id=node,
-                    entity_type=str(attrs.get("entity_type", "")),
-                    title=str(attrs.get("title", "")),
-                    subtitle=str(attrs.get("subtitle", "")),
+                    entity_type=info.entity_type,
+                    title=info.title,
+                    subtitle=info.subtitle,
                     score=float(scores[i]),
                     rank=rank,
                 )
@@ -347,33 +340,29 @@ class GraphStrategy:
             raise InvalidRequest("entities", f"must hold only Entity records, got {bad[0]}")
         with self._lock:
             n = upsert_entities(self._G, entities)
-            self._index_entities(entities)
+            self._snap = with_entities(self._snap, entities)  # copy-on-write, published in one assignment
         return n
 
-    def _index_entities(self, entities: Sequence[Entity]) -> None:
-        snap, codes = self._view
-        for e in entities:
-            self._index.add(e.entity_id, e.title, e.entity_type, e.popularity)
-            i = snap.index.get(e.entity_id)
-            if i is not None:
-                codes[i] = _TYPE_CODE.get(e.entity_type, -1)
-        if self._index.pending >= COMPACT_PENDING:
-            self._index.compact()
-
     def refresh(self) -> int:
-        """Apply store rows written since the last refresh; return how many nodes and edges changed."""
+        """Apply store rows written since the last refresh; return how many nodes and edges changed.
+
+        The graph is changed first; searches meanwhile still answer from the previous snapshot, and
+        the new one (built from the changed graph) replaces it in one assignment at the end.
+        """
         with self._lock:
             changed: list[Entity] = []
-            version = self._G.graph.get("edge_version", 0)
+            G = self._G
             try:
-                n = apply_updates(self._G, self._store, changed_entities=changed)
+                n = apply_updates(G, self._store, changed_entities=changed)
             except sqlite3.Error as exc:
+                # Some rows may be in the graph already; its seq did not move, so the next refresh reads
+                # them again, but finds their edges unchanged: mark the walk matrix stale now.
+                G.graph["edge_version"] = int(G.graph.get("edge_version", 0)) + 1
                 raise BackendUnavailable(f"graph: catalog refresh failed: {exc}") from exc
-            self._index_entities(changed)
-            if self._G.graph.get("edge_version", 0) != version:
-                self._view = self._snapshot()
-                with self._tag_lock:  # after the swap: a search still on the old snapshot no longer inserts
-                    self._tag_vectors.clear()
+            snap = with_entities(self._snap, changed, int(G.graph.get("seq", 0)))
+            if G.graph.get("edge_version", 0) != snap.csr.edge_version:
+                snap = self._take_snapshot(snap.index)
+            self._snap = snap
             self._cache_dirty = self._cache_dirty or n > 0
             self._last_refresh = time.monotonic()
         return n
@@ -387,14 +376,14 @@ class GraphStrategy:
 
     def stats(self) -> dict[str, Any]:
         """Sizes and freshness, for health checks and logs."""
-        snap, _ = self._view
+        snap = self._snap
         return {
-            "nodes": self._G.number_of_nodes(),
-            "edges": self._G.number_of_edges(),
-            "seq": int(self._G.graph.get("seq", 0)),
-            "snapshot_nnz": snap.nnz,
-            "seed_titles": len(self._index),
-            "tag_vectors_cached": len(self._tag_vectors),
+            "nodes": len(snap.nodes),
+            "edges": snap.edges,
+            "seq": snap.seq,
+            "snapshot_nnz": snap.csr.nnz,
+            "seed_titles": len(snap.index),
+            "tag_vectors_cached": len(snap.tag_cache),
             "loaded_from_cache": self.load_report.loaded,
             "load_seconds": round(self.load_report.seconds, 3),
         }

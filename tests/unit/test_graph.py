@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Iterator
 
@@ -11,7 +12,7 @@ import pytest
 from graph.build import apply_updates, build_graph, load_or_build, save_cache
 from graph.strategy import GraphConfig, GraphStrategy
 from ltrr.catalog.store import CatalogStore
-from ltrr.errors import ConfigError, InvalidRequest
+from ltrr.errors import BackendUnavailable, ConfigError, InvalidRequest
 from ltrr.strategies.base import Strategy
 from ltrr.types import Entity, ParsedQuery, Query, Relation, UserProfile
 
@@ -253,6 +254,30 @@ def test_refresh_picks_up_new_relation(strategy: GraphStrategy, store: CatalogSt
     assert strategy.search(_q("like thom yorke", seed="thom yorke"), k=1)[0].entity_id == A
     assert strategy.refresh() == 0
     assert strategy.stats()["seq"] == store.max_seq()
+
+
+def test_a_refresh_that_fails_halfway_is_redone_whole(
+    strategy: GraphStrategy, store: CatalogStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows read before the failure are in the graph already: the retry must still rebuild the walk."""
+    query = _q("like radiohead", seed="radiohead", types=("artist",))
+    before = [(c.entity_id, c.score) for c in strategy.search(query, k=3)]
+    store.upsert_relations([Relation(A, F, "similar", 0.99)])
+    real = store.relations_since
+
+    def fails_at_the_end(seq: int = 0) -> Iterator[Relation]:
+        yield from real(seq)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "relations_since", fails_at_the_end)
+    with pytest.raises(BackendUnavailable, match="graph: catalog refresh failed: disk I/O error"):
+        strategy.refresh()
+    assert [(c.entity_id, c.score) for c in strategy.search(query, k=3)] == before  # the last published state
+    monkeypatch.setattr(store, "relations_since", real)
+    strategy.refresh()
+    fresh = GraphStrategy(GraphConfig(catalog_path=str(store.path), cache_dir=None), store=store)
+    expected = [(c.entity_id, c.score) for c in fresh.search(query, k=3)]
+    assert expected != before and [(c.entity_id, c.score) for c in strategy.search(query, k=3)] == expected
 
 
 def test_upsert_updates_titles_and_seed_index(strategy: GraphStrategy) -> None:
