@@ -9,6 +9,17 @@ keeps a *watermark*: the highest ``seq`` it has indexed. Incremental ingest
 is then ``entities_since(watermark)`` -> ``strategy.upsert`` -> ``set_watermark``.
 
 Several processes may open the same file (one writer at a time, WAL readers).
+
+Sequence numbers. Entities and relations share one ``seq`` space. An upsert takes them inside
+its own write transaction: ``BEGIN IMMEDIATE`` (SQLite's write lock, which every connection of
+every process waits for, up to the busy timeout), then ``MAX(seq)`` over both tables, then
+``MAX + 1, MAX + 2, ...`` for the changed rows, then commit. Write transactions are serialised,
+so each ``seq`` is given once and they increase in commit order: once a reader has seen a row
+with ``seq = s``, every row with a lower ``seq`` is committed, and a later write gets more than
+``s``. A watermark (the last ``seq`` seen) therefore never skips a row. (Reading ``MAX(seq)``
+before the transaction, as this store once did, let two replicas take the same numbers, and a
+reader that passed them skipped the slower replica's rows.) The schema is unchanged: files
+written before open and go on as they are.
 """
 
 from __future__ import annotations
@@ -16,9 +27,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from ltrr import constants as C
 from ltrr.types import Entity, Relation, UserProfile
 
 #: ``update(user_id, profile or None, learner state or None) -> (profile, state) or None``
@@ -59,7 +72,13 @@ CREATE TABLE IF NOT EXISTS meta (
 
 
 class CatalogStore:
-    """SQLite-backed catalog. Thread-safe within a process."""
+    """SQLite-backed catalog. Thread-safe within a process.
+
+    Writes share one connection under ``_lock``, which a write holds for its whole transaction. The
+    lookups of the search path (:meth:`get`, :meth:`get_many`, :meth:`user`, :meth:`count`,
+    :meth:`count_since`, :meth:`get_meta`) use a second, read-only connection under their own lock:
+    in WAL mode they read the last commit while an upsert is open, and never wait for it.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -70,26 +89,48 @@ class CatalogStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._db.commit()
+        self._rlock = threading.Lock()
+        self._rdb = sqlite3.connect(
+            str(self.path), check_same_thread=False, timeout=C.SQLITE_BUSY_TIMEOUT_S, isolation_level=None
+        )
+        self._rdb.execute("PRAGMA query_only=ON")
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._rlock:
             self._db.close()
+            self._rdb.close()
 
     # -- sequence --------------------------------------------------------
     def max_seq(self) -> int:
+        """The highest ``seq`` of any entity or relation (0 when there is none)."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT MAX(m) FROM (SELECT MAX(seq) AS m FROM entities UNION ALL SELECT MAX(seq) FROM relations)"
-            ).fetchone()
+            return self._max_seq()
+
+    def _max_seq(self) -> int:
+        row = self._db.execute(
+            "SELECT MAX(m) FROM (SELECT MAX(seq) AS m FROM entities UNION ALL SELECT MAX(seq) FROM relations)"
+        ).fetchone()
         return int(row[0] or 0)
+
+    @contextmanager
+    def _sequenced_write(self) -> Iterator[int]:
+        """One write transaction that numbers rows: yields the ``MAX(seq)`` read *inside* it (see the
+        module docstring), commits on exit, rolls back on an exception."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._max_seq()
+                self._db.commit()
+            except BaseException:
+                self._db.rollback()
+                raise
 
     # -- entities --------------------------------------------------------
     def upsert_entities(self, entities: Iterable[Entity]) -> int:
-        """Write entities whose content changed; return how many changed."""
+        """Write entities whose content changed, in one transaction; return how many changed."""
         changed = 0
-        with self._lock:
+        with self._sequenced_write() as seq:
             cur = self._db.cursor()
-            seq = self.max_seq()
             for e in entities:
                 h = e.content_hash()
                 row = cur.execute("SELECT hash FROM entities WHERE entity_id=?", (e.entity_id,)).fetchone()
@@ -103,36 +144,35 @@ class CatalogStore:
                     "doc=excluded.doc, hash=excluded.hash, seq=excluded.seq",
                     (e.entity_id, e.entity_type, json.dumps(e.to_dict(), ensure_ascii=False), h, seq),
                 )
-            self._db.commit()
         return changed
 
     def get(self, entity_id: str) -> Entity | None:
-        with self._lock:
-            row = self._db.execute("SELECT doc FROM entities WHERE entity_id=?", (entity_id,)).fetchone()
+        with self._rlock:
+            row = self._rdb.execute("SELECT doc FROM entities WHERE entity_id=?", (entity_id,)).fetchone()
         return Entity.from_dict(json.loads(row[0])) if row else None
 
     def get_many(self, entity_ids: Sequence[str]) -> dict[str, Entity]:
         out: dict[str, Entity] = {}
         ids = list(entity_ids)
-        with self._lock:
+        with self._rlock:
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
                 q = f"SELECT entity_id, doc FROM entities WHERE entity_id IN ({','.join('?' * len(chunk))})"
-                for eid, doc in self._db.execute(q, chunk):
+                for eid, doc in self._rdb.execute(q, chunk).fetchall():
                     out[eid] = Entity.from_dict(json.loads(doc))
         return out
 
     def count(self, entity_type: str | None = None) -> int:
-        with self._lock:
+        with self._rlock:
             if entity_type is None:
-                return int(self._db.execute("SELECT COUNT(*) FROM entities").fetchone()[0])
+                return int(self._rdb.execute("SELECT COUNT(*) FROM entities").fetchone()[0])
             return int(
-                self._db.execute("SELECT COUNT(*) FROM entities WHERE entity_type=?", (entity_type,)).fetchone()[0]
+                self._rdb.execute("SELECT COUNT(*) FROM entities WHERE entity_type=?", (entity_type,)).fetchone()[0]
             )
 
     def count_since(self, seq: int) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM entities WHERE seq>?", (seq,)).fetchone()[0])
+        with self._rlock:
+            return int(self._rdb.execute("SELECT COUNT(*) FROM entities WHERE seq>?", (seq,)).fetchone()[0])
 
     def entities_since(self, seq: int = 0, batch_size: int = 1000) -> Iterator[tuple[int, list[Entity]]]:
         """Yield ``(max_seq_in_batch, entities)`` batches of entities with ``seq > seq``, in seq order."""
@@ -149,10 +189,10 @@ class CatalogStore:
 
     # -- relations -------------------------------------------------------
     def upsert_relations(self, relations: Iterable[Relation]) -> int:
+        """Write relations whose weight changed, in one transaction; return how many changed."""
         changed = 0
-        with self._lock:
+        with self._sequenced_write() as seq:
             cur = self._db.cursor()
-            seq = self.max_seq()
             for r in relations:
                 row = cur.execute(
                     "SELECT weight FROM relations WHERE src=? AND dst=? AND kind=?", (r.src, r.dst, r.kind)
@@ -166,7 +206,6 @@ class CatalogStore:
                     "ON CONFLICT(src, dst, kind) DO UPDATE SET weight=excluded.weight, seq=excluded.seq",
                     (r.src, r.dst, r.kind, float(r.weight), seq),
                 )
-            self._db.commit()
         return changed
 
     def relations_since(self, seq: int = 0) -> Iterator[Relation]:
@@ -199,8 +238,8 @@ class CatalogStore:
         return True
 
     def user(self, user_id: str) -> UserProfile | None:
-        with self._lock:
-            row = self._db.execute("SELECT doc FROM users WHERE user_id=?", (user_id,)).fetchone()
+        with self._rlock:
+            row = self._rdb.execute("SELECT doc FROM users WHERE user_id=?", (user_id,)).fetchone()
         return UserProfile.from_dict(json.loads(row[0])) if row else None
 
     def users(self) -> Iterator[UserProfile]:
@@ -265,8 +304,8 @@ class CatalogStore:
 
     # -- watermarks and meta ----------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        with self._rlock:
+            row = self._rdb.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else default
 
     def set_meta(self, key: str, value: str) -> None:
