@@ -5,8 +5,9 @@ ltrr ingest   [--config F] [--max-artists N] [--only S] [--skip S] [--skip-catal
 ltrr train-ranker [--config F] [--cold-start] [--rollback] [--json]
               train the ranker on the event log (or on predicted queries), validate it on the
               newest searches against the current model and RRF, publish it if not worse
-ltrr search   QUERY [-k N] [--type T] [--strategy S] [--explain] [--target H:P]
-ltrr health   [--target H:P]
+ltrr search   QUERY [-k N] [--type T] [--strategy S] [--explain] [--target H:P] [--token-file F]
+ltrr health   [--target H:P] [--token-file F]
+              both send a bearer token: --token-file's, else $LTRR_TOKEN, else var/secrets/ltrr-token's
 ltrr catalog  summary | synthetic --n N --out F
 ltrr ope      [--config F] [--policy P ...] [--estimator E ...] [--since T] [--out DIR]
               off-policy estimates of candidate recall and cost from the event log
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ltrr import constants as C
 from ltrr.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -93,12 +95,33 @@ def _train_ranker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """The token of ``--token-file``; None without the option (the client then reads ``$LTRR_TOKEN`` or
+    ``var/secrets/ltrr-token``). Raises ``ValueError`` with the message to print when the file is unusable."""
+    if not args.token_file:
+        return None
+    from ltrr.client import read_token_file
+
+    try:
+        token = read_token_file(args.token_file)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"error: --token-file: cannot read {args.token_file!r}: {exc}") from exc
+    if token is None:
+        raise ValueError(f"error: --token-file: {args.token_file!r} holds no token")
+    return token
+
+
 def _search(args: argparse.Namespace) -> int:
     import grpc
 
     from ltrr.client import LtrrClient, format_table
 
-    with LtrrClient(args.target, timeout=args.timeout) as c:
+    try:
+        token = _token(args)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    with LtrrClient(args.target, timeout=args.timeout, token=token) as c:
         try:
             resp = c.search(
                 args.query,
@@ -122,7 +145,12 @@ def _health(args: argparse.Namespace) -> int:
     from ltrr.index_status import INDEX_SERVICE_PREFIX
     from ltrr.strategies.registry import STRATEGY_NAMES
 
-    with LtrrClient(args.target, timeout=args.timeout) as c:
+    try:
+        token = _token(args)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    with LtrrClient(args.target, timeout=args.timeout, token=token) as c:
         try:
             status = c.health()
         except grpc.RpcError as exc:
@@ -362,7 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in (("search", _search), ("health", _health)):
         ps = sub.add_parser(name)
         ps.add_argument("--target", default="127.0.0.1:9000")
-        ps.add_argument("--timeout", type=float, default=10.0)
+        ps.add_argument("--timeout", type=float, default=C.CLIENT_TIMEOUT_S)
+        ps.add_argument(
+            "--token-file",
+            default=None,
+            help="send the first token of this file (default: $LTRR_TOKEN, else var/secrets/ltrr-token if present)",
+        )
         ps.set_defaults(fn=fn)
         if name == "search":
             ps.add_argument("query")

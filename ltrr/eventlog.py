@@ -52,13 +52,19 @@ sees a new row ``<= s``.
 * Searches, in log order, exactly once: :meth:`SQLiteEventLog.searches_since` over ``search_seq``
   (the learner counts each search as an observation the moment it is logged, and credits its
   positive settlement later: see ``deployments/learner.py``).
-* Memory index, at least once: ``positives_since(cursor("memory"))`` then
+* Memory index, exactly once: ``positives_since(cursor("memory"))`` then
   ``set_cursor("memory", last_seq)`` after indexing. A crash between the two
-  replays the batch, so the consumer must be idempotent.
+  replays the batch (delivery is at least once), so the consumer is idempotent:
+  each click carries its feedback ``seq`` and the memory document keeps the last
+  ``seq`` it counted (:mod:`ltrr.strategies.memory`, "Exactly once").
 
 Concurrency: several processes (ingress replicas, the learner) may open the same
-file. Every read-modify-write runs in ``BEGIN IMMEDIATE`` under the 30 s busy
-timeout; within a process one connection is shared by threads under a lock.
+file. Every read-modify-write runs in ``BEGIN IMMEDIATE`` under the busy timeout
+(``busy_timeout_s``, default :data:`ltrr.constants.SQLITE_BUSY_TIMEOUT_S` = 5 s, below
+the client's 10 s deadline, so a write its client gave up on fails instead of
+committing later); within a process one connection is shared by threads under a
+lock. A write given ``timeout_s`` (a caller's time left) waits for both at most
+that long, then fails with :class:`~ltrr.errors.BackendTimeout` having written nothing.
 
 The :class:`EventLog` protocol is what the service and the learner use; SQLite
 is the embedded default. A cluster with ingress replicas on several nodes needs
@@ -79,7 +85,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
 
-from ltrr.errors import BackendUnavailable, InvalidRequest, NotFound
+from ltrr import constants as C
+from ltrr.errors import BackendTimeout, BackendUnavailable, InvalidRequest, NotFound
 from ltrr.events import EXPIRED, POSITIVE, EventLog, FeedbackEvent, SearchEvent, Settlement
 from ltrr.validation import POSITIVE_ACTIONS
 
@@ -175,7 +182,8 @@ class SQLiteEventLog:
     ``feedback_window_s`` bounds how long after a search its feedback is accepted;
     ``reward_window_s`` how long after it a positive action still counts as its
     reward; ``expiry_grace_s`` how much longer :meth:`settle` waits before
-    declaring it ``expired`` (see the module docstring).
+    declaring it ``expired`` (see the module docstring). ``busy_timeout_s`` is how long a write
+    waits for another connection's write lock (SQLite's busy timeout).
     """
 
     def __init__(
@@ -186,7 +194,9 @@ class SQLiteEventLog:
         reward_window_s: float = 600.0,
         positive_actions: Iterable[str] = POSITIVE_ACTIONS,
         expiry_grace_s: float = 60.0,
+        busy_timeout_s: float = C.SQLITE_BUSY_TIMEOUT_S,
     ) -> None:
+        self.busy_timeout_s = _check_float("busy_timeout_s", busy_timeout_s, lo=0, strict=False)
         self.feedback_window_s = _check_float("feedback_window_s", feedback_window_s, lo=0, strict=True)
         self.reward_window_s = _check_float("reward_window_s", reward_window_s, lo=0, strict=True)
         self.expiry_grace_s = _check_float("expiry_grace_s", expiry_grace_s, lo=0, strict=False)
@@ -203,12 +213,17 @@ class SQLiteEventLog:
         # behind a write that waits for SQLite's write lock; WAL readers see the last commit and block no one.
         self._lock = threading.Lock()
         self._rlock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30.0, isolation_level=None)
+        self._busy_ms = round(self.busy_timeout_s * 1000)  # the write connection's busy timeout now
+        self._db = sqlite3.connect(
+            str(self.path), check_same_thread=False, timeout=self.busy_timeout_s, isolation_level=None
+        )
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
-            self._rdb = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30.0, isolation_level=None)
+            self._rdb = sqlite3.connect(
+                str(self.path), check_same_thread=False, timeout=self.busy_timeout_s, isolation_level=None
+            )
             self._rdb.execute("PRAGMA query_only=ON")
         except BaseException:
             self._db.close()
@@ -233,21 +248,45 @@ class SQLiteEventLog:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, timeout_s: float | None = None) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: takes the write lock up front (waiting up to the busy timeout).
 
         A SQLite failure (the lock still held after the timeout, a full disk) is raised as
         :class:`~ltrr.errors.BackendUnavailable` (gRPC ``UNAVAILABLE``): nothing was committed,
-        so nothing was acknowledged, and the caller may retry."""
-        with self._lock, _translated("write"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        so nothing was acknowledged, and the caller may retry.
+
+        ``timeout_s`` (a caller's time left, None for no deadline) bounds the whole wait, for this
+        process's other writers and then for SQLite's write lock: past it the call raises
+        :class:`~ltrr.errors.BackendTimeout` (``DEADLINE_EXCEEDED``), having written nothing."""
+        start = time.monotonic()
+        if timeout_s is None:
+            self._lock.acquire()
+        elif timeout_s <= 0 or not self._lock.acquire(timeout=min(timeout_s, threading.TIMEOUT_MAX)):
+            raise _late(timeout_s)
+        try:
+            with _translated("write"):
+                wait = self.busy_timeout_s
+                if timeout_s is not None:
+                    wait = max(0.0, min(wait, timeout_s - (time.monotonic() - start)))
+                busy_ms = round(wait * 1000)
+                if busy_ms != self._busy_ms:
+                    self._db.execute(f"PRAGMA busy_timeout={busy_ms}")
+                    self._busy_ms = busy_ms
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if timeout_s is not None and timeout_s < self.busy_timeout_s and _busy(exc):
+                        raise _late(timeout_s) from exc
+                    raise
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+        finally:
+            self._lock.release()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -260,14 +299,15 @@ class SQLiteEventLog:
             self._rdb.close()
 
     # -- ingress: searches and feedback ----------------------------------------------------------
-    def record_search(self, event: SearchEvent) -> None:
+    def record_search(self, event: SearchEvent, *, timeout_s: float | None = None) -> None:
         """Store ``event`` (replacing an earlier doc with the same ``request_id``) and mark it pending.
 
         Only the first write of a request id makes it pending, so a rewrite never settles it twice.
+        ``timeout_s`` bounds the wait for the write lock (:class:`~ltrr.errors.BackendTimeout` past it).
         """
         doc = json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
         row = (event.ts, event.query, event.user_id, doc, event.request_id)
-        with self._tx() as db:
+        with self._tx(timeout_s) as db:
             if db.execute("SELECT 1 FROM searches WHERE request_id=?", (event.request_id,)).fetchone():
                 db.execute("UPDATE searches SET ts=?, query=?, user_id=?, doc=? WHERE request_id=?", row)
                 db.execute("UPDATE pending SET ts=? WHERE request_id=?", (event.ts, event.request_id))
@@ -281,13 +321,14 @@ class SQLiteEventLog:
             row = db.execute("SELECT doc FROM searches WHERE request_id=?", (request_id,)).fetchone()
         return SearchEvent.from_dict(json.loads(row[0])) if row else None
 
-    def record_feedback(self, event: FeedbackEvent) -> bool:
+    def record_feedback(self, event: FeedbackEvent, *, timeout_s: float | None = None) -> bool:
         """Store ``event`` durably; return True if its ``event_id`` was already stored.
 
         Raises :class:`NotFound` for an unknown or expired ``request_id`` and
         :class:`InvalidRequest` when an ``event_id`` is reused for a different event.
+        ``timeout_s`` bounds the wait for the write lock (:class:`~ltrr.errors.BackendTimeout` past it).
         """
-        with self._tx() as db:
+        with self._tx(timeout_s) as db:
             row = db.execute(
                 "SELECT request_id, entity_id, action FROM feedback WHERE event_id=?", (event.event_id,)
             ).fetchone()
@@ -566,6 +607,15 @@ def _translated(what: str) -> Iterator[None]:
         yield
     except sqlite3.Error as exc:
         raise BackendUnavailable(f"event log {what} failed: {exc}") from exc
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` is SQLite's "database is locked" (the busy timeout ran out)."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+
+
+def _late(timeout_s: float) -> BackendTimeout:
+    return BackendTimeout(f"event log write: no write lock within the caller's deadline ({timeout_s:.3f} s left)")
 
 
 def now() -> float:

@@ -1,4 +1,5 @@
 import dataclasses
+import inspect
 import json
 import multiprocessing as mp
 import sqlite3
@@ -7,8 +8,13 @@ import time
 
 import pytest
 
-from ltrr.errors import BackendUnavailable, InvalidRequest, NotFound
+from ltrr import constants as C
+from ltrr.client import LtrrClient
+from ltrr.errors import BackendTimeout, BackendUnavailable, InvalidRequest, NotFound
 from ltrr.eventlog import FeedbackEvent, SearchEvent, Settlement, SQLiteEventLog
+
+#: Seconds: a deadline generous enough never to be reached.
+GUARD_S = 30.0
 
 
 @pytest.fixture
@@ -115,6 +121,8 @@ def test_settlement_and_feedback_round_trip():
         ({"reward_window_s": float("inf")}, "`reward_window_s` must be a finite number > 0, got inf"),
         ({"reward_window_s": "600"}, "`reward_window_s` must be a finite number > 0, got '600'"),
         ({"expiry_grace_s": -0.5}, "`expiry_grace_s` must be a finite number >= 0, got -0.5"),
+        ({"busy_timeout_s": -1}, "`busy_timeout_s` must be a finite number >= 0, got -1"),
+        ({"busy_timeout_s": float("inf")}, "`busy_timeout_s` must be a finite number >= 0, got inf"),
         (
             {"positive_actions": "click"},
             "`positive_actions` must be a non-empty collection of non-empty strings, got 'click'",
@@ -507,3 +515,45 @@ def test_recent_searches_are_the_newest_oldest_first_with_all_their_feedback(log
     assert log.searches_with_feedback() == 2
     with pytest.raises(ValueError, match="`limit` must be an integer"):
         list(log.recent_searches(limit=0))
+
+
+# -- busy timeout and deadlines -------------------------------------------------------------------
+
+
+def busy_ms(db):
+    return db.execute("PRAGMA busy_timeout").fetchone()[0]
+
+
+def test_busy_timeout_is_configurable_and_by_default_below_the_clients_deadline(tmp_path, log):
+    assert C.SQLITE_BUSY_TIMEOUT_S == 5.0 < C.CLIENT_TIMEOUT_S == 10.0
+    assert inspect.signature(LtrrClient).parameters["timeout"].default == C.CLIENT_TIMEOUT_S
+    # Both connections wait 5 s for a lock (it was 30 s: longer than the client waits for the answer).
+    assert (log.busy_timeout_s, busy_ms(log._db), busy_ms(log._rdb)) == (5.0, 5000, 5000)
+    short = SQLiteEventLog(tmp_path / "short.sqlite", busy_timeout_s=0.25)
+    assert (busy_ms(short._db), busy_ms(short._rdb)) == (250, 250)
+    short.close()
+
+
+def test_a_write_given_a_deadline_stops_waiting_for_the_write_lock_and_writes_nothing(tmp_path, log):
+    log.record_search(search())
+    other = sqlite3.connect(tmp_path / "events.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds SQLite's write lock past the deadline
+    try:
+        with pytest.raises(BackendTimeout) as ei:  # without the deadline: 5 s, then BackendUnavailable
+            log.record_feedback(fb(), timeout_s=0.05)
+        assert str(ei.value) == "event log write: no write lock within the caller's deadline (0.050 s left)"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with log._lock:  # another thread of this process is writing
+        with pytest.raises(BackendTimeout) as ei:
+            log.record_search(search("r2"), timeout_s=0.05)
+        assert str(ei.value) == "event log write: no write lock within the caller's deadline (0.050 s left)"
+    with pytest.raises(BackendTimeout) as ei:  # no time left: fails at once
+        log.record_feedback(fb(), timeout_s=0.0)
+    assert str(ei.value) == "event log write: no write lock within the caller's deadline (0.000 s left)"
+    assert log.feedback_for("r1") == [] and log.search("r2") is None
+    # The deadline was that call's only: the next write waits the whole busy timeout again.
+    assert log.record_feedback(fb()) is False
+    assert busy_ms(log._db) == 5000
+    assert log.record_search(search("r2"), timeout_s=GUARD_S) is None and log.search("r2") == search("r2")

@@ -1,14 +1,19 @@
 import asyncio
+import sqlite3
+import threading
 
 import pytest
 
 from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
 from ltrr.bandit.planner import PolicyPlanner
-from ltrr.errors import BackendUnavailable, InvalidRequest, NotFound
+from ltrr.catalog.store import CatalogStore
+from ltrr.errors import BackendTimeout, BackendUnavailable, InvalidRequest, NotFound
 from ltrr.eventlog import SQLiteEventLog
 from ltrr.fanout import Fanout
+from ltrr.index_status import IndexBacklog
+from ltrr.ranking.features import FactsCache, RankFeaturizer
 from ltrr.service import SearchService, static_plan
-from ltrr.types import Candidate, ParsedQuery, UserProfile
+from ltrr.types import Candidate, Entity, ParsedQuery, UserProfile
 from ltrr.validation import validate_feedback, validate_search
 
 NAMES = ["lexical", "vector", "graph", "memory"]
@@ -38,9 +43,11 @@ def service(tmp_path):
     fan = Fanout(callers, {n: 1.0 for n in NAMES})
     events = SQLiteEventLog(tmp_path / "ev.sqlite")
     users = {"u1": UserProfile("u1", top_tags=(("rock", 1.0),))}
-    yield SearchService(
+    svc = SearchService(
         fan, parse, events, {"lexical": 2, "vector": 5, "graph": 5, "memory": 5}, planner(), users=users.get
     )
+    yield svc
+    svc.close()
     events.close()
 
 
@@ -142,3 +149,227 @@ def test_feedback_roundtrip(service):
     assert woken == [1]  # the learner is woken once, not for the duplicate
     with pytest.raises(NotFound):
         asyncio.run(service.feedback(validate_feedback(request_id="x", event_id="e2", entity_id="b", action="click")))
+
+
+# -- nothing blocking on the event loop, no search waiting for an upsert, deadlines ------------------
+
+#: Seconds: only a guard that ends a test which would otherwise hang, never what a test measures.
+GUARD = 30.0
+
+
+def held_upsert(store, first, rest):
+    """Start ``store.upsert_entities([first, *rest])`` in a thread and hold it inside its write transaction
+    (``first`` written, the rest not yet) until the returned ``release`` is set. ``held`` is set while it waits."""
+    held, release = threading.Event(), threading.Event()
+
+    def entities():
+        yield first
+        held.set()  # upsert_entities asks for the next entity: `first` is written, the transaction is open
+        release.wait(GUARD)
+        held.clear()
+        yield from rest
+
+    thread = threading.Thread(target=store.upsert_entities, args=(entities(),))
+    thread.start()
+    assert held.wait(GUARD), "the upsert never started"
+    return thread, held, release
+
+
+def test_search_reads_the_catalog_while_an_upsert_holds_its_write_transaction(tmp_path):
+    store = CatalogStore(tmp_path / "catalog.sqlite")
+    store.upsert_entities([Entity("a", "artist", "A", tags=("rock",)), Entity("b", "artist", "B")])
+    store.upsert_users([UserProfile("u1", top_tags=(("rock", 1.0),))])
+    events = SQLiteEventLog(tmp_path / "ev.sqlite")
+    fan = Fanout({n: fake(["a", "b"] if n == "lexical" else []) for n in NAMES}, {n: 1.0 for n in NAMES})
+    svc = SearchService(
+        fan,
+        parse,
+        events,
+        {n: 2 for n in NAMES},
+        planner(),
+        users=store.user,
+        featurizer=RankFeaturizer(FactsCache(store.get_many)),
+        backlog=IndexBacklog(store, {"lexical": "lexical"}),
+    )
+    thread, held, release = held_upsert(store, Entity("c", "artist", "C"), [Entity("d", "artist", "D")])
+    try:
+        p = validate_search(query="q", user_id="u1", explain=True, strategies=["lexical"], known_strategies=NAMES)
+        out = asyncio.run(svc.search(p))
+        during = held.is_set()
+    finally:
+        release.set()
+        thread.join(GUARD)
+        svc.close()
+    # Before: the profile, facts and backlog reads took the lock the upsert holds until it commits.
+    assert during, "the search waited for the upsert to commit"
+    # The profile (u1 likes rock) and a's facts (tagged rock) were read: user.tag_overlap = 1.0 * 1.
+    assert out.features["a"]["user.tag_overlap"] == 1.0 and out.features["b"]["user.tag_overlap"] == 0.0
+    # What the search saw was the last commit: 2 entities, all 2 behind the lexical watermark 0.
+    assert out.calls[0].detail == "index catching up: 2 of 2 catalog entities not indexed yet"
+    assert store.count() == 4  # and the upsert committed afterwards
+    events.close()
+    store.close()
+
+
+class Blocking:
+    """A lookup that returns only once the event loop has run ``release_from_loop``: on the loop it
+    would wait for itself, until the guard."""
+
+    def __init__(self) -> None:
+        self.started, self.go = threading.Event(), threading.Event()
+        self.saw: list[bool] = []
+
+    def wait(self) -> None:
+        self.started.set()
+        self.saw.append(self.go.wait(GUARD))
+
+    async def release_from_loop(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.started.wait, GUARD)
+        self.go.set()
+
+
+class BackendStore:
+    """The three reads IndexBacklog makes of a catalog store; ``count_since`` blocks."""
+
+    def __init__(self, blocking: Blocking) -> None:
+        self.blocking = blocking
+
+    def watermark(self, target):
+        return 0
+
+    def count_since(self, seq):
+        self.blocking.wait()
+        return 0
+
+    def count(self):
+        return 0
+
+
+class StatsEvents(SQLiteEventLog):
+    blocking: Blocking
+
+    def query_stats(self, query):
+        self.blocking.wait()
+        return super().query_stats(query)
+
+
+@pytest.mark.parametrize("lookup", ["profile", "query_stats", "facts", "backlog"])
+def test_search_lookups_run_off_the_event_loop(tmp_path, lookup):
+    b = Blocking()
+    events = StatsEvents(tmp_path / "ev.sqlite")
+    events.blocking = b if lookup == "query_stats" else Blocking()
+    if lookup != "query_stats":
+        events.blocking.go.set()
+    fan = Fanout({n: fake(["a", "b"]) for n in NAMES}, {n: 1.0 for n in NAMES})
+    svc = SearchService(
+        fan,
+        parse,
+        events,
+        {n: 2 for n in NAMES},
+        planner(),
+        users=(lambda uid: b.wait()) if lookup == "profile" else None,
+        featurizer=RankFeaturizer(FactsCache(lambda ids: b.wait() or {})) if lookup == "facts" else None,
+        backlog=IndexBacklog(BackendStore(b), {"lexical": "lexical"}) if lookup == "backlog" else None,
+    )
+    p = validate_search(query="q", user_id="u1", strategies=["lexical"], known_strategies=NAMES)
+
+    async def both():
+        out, _ = await asyncio.gather(svc.search(p), b.release_from_loop())
+        return out
+
+    try:
+        out = asyncio.run(both())
+    finally:
+        b.go.set()
+        svc.close()
+        events.close()
+    assert b.saw == [True], f"the {lookup} lookup blocked the event loop"
+    assert [r.entity_id for r in out.results] == ["a", "b"]
+
+
+def test_a_search_out_of_time_fails_before_reading_and_logs_nothing(service):
+    p = validate_search(query="q", known_strategies=NAMES)
+    with pytest.raises(BackendTimeout) as ei:
+        asyncio.run(service.search(p, deadline=0.0))
+    assert str(ei.value) == "search: reading the profile and query stats: the caller's deadline passed"
+    assert service.events.counts()["searches"] == 0
+
+
+def test_a_fan_out_longer_than_the_deadline_is_cut_and_logs_nothing(tmp_path):
+    async def never(query, k):
+        await asyncio.Event().wait()
+
+    events = SQLiteEventLog(tmp_path / "ev.sqlite")
+    fan = Fanout({n: never for n in NAMES}, {n: GUARD for n in NAMES})
+    svc = SearchService(fan, parse, events, {n: 2 for n in NAMES}, planner())
+    p = validate_search(query="q", strategies=["lexical"], known_strategies=NAMES)
+    try:
+        with pytest.raises(BackendTimeout) as ei:
+            asyncio.run(svc.search(p, deadline=0.05))
+        assert str(ei.value) == "search: fan-out: the caller's deadline passed"
+        assert events.counts()["searches"] == 0
+    finally:
+        svc.close()
+        events.close()
+
+
+def test_feedback_waits_for_the_write_lock_no_longer_than_its_deadline(service, tmp_path):
+    out = asyncio.run(service.search(validate_search(query="q", known_strategies=NAMES)))
+    fb = validate_feedback(request_id=out.request_id, event_id="e1", entity_id="b", action="click")
+    other = sqlite3.connect(tmp_path / "ev.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock past the caller's deadline
+    try:
+        # Without the deadline this would wait the 5 s busy timeout, then fail as BackendUnavailable.
+        with pytest.raises(BackendTimeout, match=r"^event log write: no write lock within the caller's deadline"):
+            asyncio.run(service.feedback(fb, deadline=0.2))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert service.events.feedback_for(out.request_id) == []  # nothing was stored
+    assert asyncio.run(service.feedback(fb, deadline=GUARD)) is False  # so the retry is not a duplicate
+
+
+@pytest.mark.parametrize(
+    ("deadline", "message"),
+    [
+        ("5", "`deadline` must be a number of seconds or None, got '5'"),
+        (True, "`deadline` must be a number of seconds or None, got True"),
+        (float("nan"), "`deadline` must be a number of seconds or None, got nan"),
+    ],
+)
+def test_deadline_must_be_a_number_of_seconds(service, deadline, message):
+    p = validate_search(query="q", known_strategies=NAMES)
+    with pytest.raises(ValueError) as ei:
+        asyncio.run(service.search(p, deadline=deadline))
+    assert str(ei.value) == message
+    fb = validate_feedback(request_id="r", event_id="e1", entity_id="b", action="click")
+    with pytest.raises(ValueError) as ei:
+        asyncio.run(service.feedback(fb, deadline=deadline))
+    assert str(ei.value) == message
+
+
+def test_forget_facts_makes_the_next_search_read_the_catalog_again(tmp_path):
+    asked: list[list[str]] = []
+    store = CatalogStore(tmp_path / "catalog.sqlite")
+    store.upsert_entities([Entity("a", "artist", "A"), Entity("b", "artist", "B")])
+
+    def get_many(ids):
+        asked.append(sorted(ids))
+        return store.get_many(ids)
+
+    events = SQLiteEventLog(tmp_path / "ev.sqlite")
+    fan = Fanout({n: fake(["a", "b"] if n == "lexical" else []) for n in NAMES}, {n: 1.0 for n in NAMES})
+    svc = SearchService(
+        fan, parse, events, {n: 2 for n in NAMES}, planner(), featurizer=RankFeaturizer(FactsCache(get_many))
+    )
+    p = validate_search(query="q", strategies=["lexical"], known_strategies=NAMES)
+    try:
+        asyncio.run(svc.search(p))
+        asyncio.run(svc.search(p))  # both cached now
+        asyncio.run(svc.forget_facts(["a"]))
+        asyncio.run(svc.search(p))
+    finally:
+        svc.close()
+        events.close()
+        store.close()
+    assert asked == [["a", "b"], ["a"]]
