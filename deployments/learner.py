@@ -17,12 +17,20 @@ per batch on 2 cores), so that the policy never waits for the query memory's ind
 3. **credits** the positive settlements after its ``cursor`` (:meth:`BanditRLModule.credit`):
    the arms whose candidates held the clicked entity get :math:`b \mathrel{+}= x`;
 4. **teaches the query memory** the positive (query, entity) pairs after the
-   ``memory`` cursor kept in the log (at-least-once: a crash between recording
-   and moving the cursor records a click twice), and folds each positive into its user's
+   ``memory`` cursor kept in the log (exactly once: each click carries its feedback seq and the
+   memory counts it only above the document's ``last_seq``, so a replay after a crash counts
+   nothing twice), and folds each positive into its user's
    listening profile (:class:`ltrr.profiles.ProfileLearner`, exactly once: its cursor is written
    with the profiles), so a user id unknown to the imported data gets a history as it is used;
 5. **checkpoints** the RLModule with RLlib's ``save_to_path`` at most every
    ``policy.checkpoint_interval_s``, and on shutdown.
+
+**Bad events are skipped, never retried forever** (:mod:`ltrr.poison`). An event that raises while
+it is counted, credited, taught to the memory or folded into a profile (a query whose normalised
+form is empty, logged before the ingress rejected such queries; a malformed decision) is skipped:
+counted in ``status()["skipped_events"]`` (by stage in ``skipped_by_stage``), logged once with its
+id, and its cursor moves past it, so later events, the memory and the checkpoints go on. A
+backend or SQLite failure is not the event's fault: it fails the step, which the next poll retries.
 
 **Delayed feedback.** A click arrives within seconds, but "no click" is only known when the
 reward window has passed. Learning from settlements in the order they happen (as this learner
@@ -64,9 +72,11 @@ from ltrr.bandit.rewards import observe
 from ltrr.catalog.store import CatalogStore
 from ltrr.checkpoints import CheckpointDir
 from ltrr.config import AppConfig
-from ltrr.eventlog import SQLiteEventLog
+from ltrr.eventlog import FeedbackEvent, SQLiteEventLog
+from ltrr.poison import SkippedEvents, apply_or_skip
 from ltrr.profiles import ProfileLearner
 from ltrr.strategies.registry import make_strategy
+from ltrr.types import Entity
 
 log = logging.getLogger("ray.serve")
 MEMORY_CURSOR = "memory"
@@ -90,7 +100,8 @@ class PolicyLearner:
         self.checkpoints = CheckpointDir(self.cfg.checkpoint_dir)
         self.module = self._restore() or BanditRLModule.build(self.strategies, self.featurizer.dim, self.cfg)
         self.memory = make_strategy("memory", app.strategy_config("memory")) if "memory" in self.strategies else None
-        self.profiles = ProfileLearner(self.events, self.store)
+        self.skipped = SkippedEvents(log)
+        self.profiles = ProfileLearner(self.events, self.store, skipped=self.skipped)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._side_wake = threading.Event()
@@ -195,13 +206,14 @@ class PolicyLearner:
                 return opened
             with self._lock:
                 for seq, event in batch:
-                    obs = observe(event, None, self.featurizer, self.cfg.ladder, self.cfg.position_bias)
-                    latencies = latency_samples(event.calls, self.deadlines_ms)
-                    if obs is not None and self.cfg.learns(obs.decision.forced):
-                        self.module.open(obs.decision, obs.rewards, obs.query_class, latencies, obs.visibility)
-                        opened += 1
-                    elif latencies:
-                        self.module.learn_latencies(latencies)
+                    with self.skipped.guard("open", f"search {event.request_id}", seq):
+                        obs = observe(event, None, self.featurizer, self.cfg.ladder, self.cfg.position_bias)
+                        latencies = latency_samples(event.calls, self.deadlines_ms)
+                        if obs is not None and self.cfg.learns(obs.decision.forced):
+                            self.module.open(obs.decision, obs.rewards, obs.query_class, latencies, obs.visibility)
+                            opened += 1
+                        elif latencies:
+                            self.module.learn_latencies(latencies)
                     self.module.open_cursor.fill_(seq)
 
     def _credit_positives(self) -> int:
@@ -216,13 +228,20 @@ class PolicyLearner:
                 for st, event, search_seq in batch:
                     if search_seq > int(self.module.open_cursor):
                         return credited
-                    obs = observe(event, st.entity_id, self.featurizer, self.cfg.ladder, self.cfg.position_bias)
-                    if obs is not None and self.cfg.learns(obs.decision.forced):
-                        self.module.credit(obs.decision, obs.rewards, obs.query_class, obs.hits, obs.visibility)
-                        credited += 1
+                    with self.skipped.guard("credit", f"settlement of {st.request_id}", st.seq):
+                        obs = observe(event, st.entity_id, self.featurizer, self.cfg.ladder, self.cfg.position_bias)
+                        if obs is not None and self.cfg.learns(obs.decision.forced):
+                            self.module.credit(obs.decision, obs.rewards, obs.query_class, obs.hits, obs.visibility)
+                            credited += 1
                     self.module.cursor.fill_(st.seq)
 
     def _teach_memory(self) -> int:
+        """Teach the query memory the positive feedback after the ``memory`` cursor, in log order, exactly
+        once: each click carries its feedback ``seq``, and the memory counts a click only if its ``seq``
+        is above the ``last_seq`` kept in the click's own document (:mod:`ltrr.strategies.memory`,
+        "Exactly once"). So a crash between ``record_many`` and ``set_cursor`` replays the batch without
+        counting it twice, as the bandit's settlements are applied once by the cursor saved with the
+        parameters. Returns how many clicks were recorded (a replayed click is recorded, not counted)."""
         if self.memory is None:
             return 0
         n = 0
@@ -231,11 +250,27 @@ class PolicyLearner:
             if not rows:
                 return n
             entities = self.store.get_many([fb.entity_id for _, fb, _ in rows])
-            known = [(q, fb.entity_id, 1.0) for _, fb, q in rows if fb.entity_id in entities and q.strip()]
+            known = [(seq, fb, q) for seq, fb, q in rows if fb.entity_id in entities and q.strip()]
             if known:
-                self.memory.record_many(known, entities)  # type: ignore[attr-defined]
+                n += self._record_or_skip(known, entities)
             self.events.set_cursor(MEMORY_CURSOR, rows[-1][0])
-            n += len(known)
+
+    def _record_or_skip(self, rows: list[tuple[int, FeedbackEvent, str]], entities: dict[str, Entity]) -> int:
+        """Teach the memory the clicks ``rows`` (feedback seq, event, query) in one ``record_many``, bisected
+        down to the clicks that raise (:func:`ltrr.poison.apply_or_skip`), which are skipped. Returns how
+        many were recorded."""
+        memory: Any = self.memory
+        clicks = [(q, fb.entity_id, 1.0, seq) for seq, fb, q in rows]  # seq: counted once (_teach_memory)
+
+        def apply(lo: int, hi: int) -> int:
+            memory.record_many(clicks[lo:hi], entities)
+            return hi - lo
+
+        def skip(i: int, exc: Exception) -> int:
+            self.skipped.record("memory", f"feedback {rows[i][1].event_id}", rows[i][0], exc)
+            return 0
+
+        return apply_or_skip(len(rows), apply, skip) or 0
 
     # -- what deciders and operators call ------------------------------------------------------------
     def notify(self) -> None:
@@ -264,6 +299,8 @@ class PolicyLearner:
                 "latency_ms": self.module.latency.as_dict(),
                 "saved_version": self._saved_version,
                 **self.totals,
+                "skipped_events": self.skipped.total,
+                "skipped_by_stage": self.skipped.by_stage(),
                 **{f"log_{k}": v for k, v in self.events.counts().items()},
             }
 

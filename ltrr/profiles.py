@@ -43,6 +43,11 @@ crash before the commit replays the batch from the old cursor, a crash after it 
 moved, so every positive event is folded in exactly once, and two learners cannot both apply one
 batch. Feedback on anonymous searches (empty ``user_id``) is skipped, and so is feedback on an
 entity the catalog does not hold.
+
+**Bad events are skipped.** A batch whose fold raises (an entity document of the wrong shape, say)
+is bisected down to the events that raise (:func:`ltrr.poison.apply_or_skip`); each of those is
+passed by the cursor in its own transaction, counted in :attr:`ProfileLearner.skipped` and logged
+once, so one bad event never stops the cursor. Errors of the store itself propagate and are retried.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ltrr.catalog.normalize import normalize_tag
 from ltrr.catalog.store import CatalogStore
 from ltrr.eventlog import FeedbackEvent, SQLiteEventLog
+from ltrr.poison import SkippedEvents, apply_or_skip
 from ltrr.types import Entity, UserProfile
 from ltrr.validation import ARTIST_PREFIX, MAX_ID_CHARS, MAX_PROFILE_ARTISTS, MAX_PROFILE_TAGS
 
@@ -196,7 +202,7 @@ class ProfileLearner:
 
     ``events`` is the event log (its ``positive_actions`` decide what counts), ``store`` the catalog
     store that holds the profiles the ingress reads on every search (no cache, so the next search
-    sees a step's profiles).
+    sees a step's profiles). ``skipped`` counts the events that failed to fold (stage ``profiles``).
     """
 
     def __init__(
@@ -204,6 +210,8 @@ class ProfileLearner:
         events: SQLiteEventLog,
         store: CatalogStore,
         config: ProfileConfig | Mapping[str, Any] | None = None,
+        *,
+        skipped: SkippedEvents | None = None,
     ) -> None:
         if not isinstance(events, SQLiteEventLog):
             raise TypeError(f"`events` must be a SQLiteEventLog, got {type(events).__name__}")
@@ -213,6 +221,7 @@ class ProfileLearner:
         self.store = store
         self.config = config if isinstance(config, ProfileConfig) else ProfileConfig.model_validate(dict(config or {}))
         self.decay = 2.0 ** (-1.0 / self.config.half_life_events)
+        self.skipped = skipped if skipped is not None else SkippedEvents()
 
     def cursor(self) -> int:
         """The feedback ``seq`` up to which events have been folded in."""
@@ -226,9 +235,25 @@ class ProfileLearner:
             rows = self.events.positives_since(cursor, self.config.batch_size)
             if not rows:
                 return folded
-            n = self._apply(cursor, rows)
+            n = self._apply_or_skip(cursor, rows)
             if n is not None:  # None: another learner moved the cursor first; go on from where it got to
                 folded += n
+
+    def _apply_or_skip(self, cursor: int, rows: list[tuple[int, FeedbackEvent, str]]) -> int | None:
+        """:meth:`_apply` of ``rows``, bisected down to the events that raise; each of those is skipped (the
+        cursor moves past it alone, compare-and-set like any batch). None: another learner moved the cursor."""
+
+        def start(lo: int) -> int:
+            return rows[lo - 1][0] if lo else cursor
+
+        def skip(i: int, exc: Exception) -> int | None:
+            seq, fb, _ = rows[i]
+            if not self.store.update_users((), lambda *_: None, cursor_key=CURSOR_KEY, expect=start(i), to=seq):
+                return None
+            self.skipped.record("profiles", f"feedback {fb.event_id}", seq, exc)
+            return 0
+
+        return apply_or_skip(len(rows), lambda lo, hi: self._apply(start(lo), rows[lo:hi]), skip)
 
     def _apply(self, cursor: int, rows: list[tuple[int, FeedbackEvent, str]]) -> int | None:
         users: dict[str, str] = {}

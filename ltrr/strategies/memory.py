@@ -2,7 +2,7 @@
 
 Index ``ltrr_queries``: one document per (source, normalised query, entity)::
 
-    {id, query, entity_id, entity_type, title, subtitle, score, clicks, source}
+    {id, query, entity_id, entity_type, title, subtitle, score, clicks, source[, last_seq]}
 
 ``id = sha1(source, query, entity_id)``, ``query`` is :func:`normalize_text` of the
 text (searchable, and filterable for exact look-ups). Predicted and clicked
@@ -34,6 +34,28 @@ returns. Ties keep Meilisearch's order. The top ``k`` entities are returned.
 pair; the increment is atomic on the server (a Meilisearch document-edit task,
 experimental feature ``editDocumentsByFunction``, which this strategy enables)
 and durable when ``record`` returns (it waits for the task).
+
+**Exactly once.** The learner teaches the memory the positive feedback of the event log in
+log order, behind a cursor it saves after each batch; a crash between the write and the save
+replays the batch. So a click may carry its feedback's log ``seq``
+(:meth:`MemoryStrategy.record_many`), and each click document keeps ``last_seq``, the highest
+``seq`` applied to it. The edit adds a logged click only if its ``seq`` is above the document's
+``last_seq``, and raises ``last_seq`` in the same document write (:class:`ClickEdit`):
+
+.. math::
+
+    c \\leftarrow c + a + \\sum_{(s, w) \\in L,\\ s > \\ell} w, \\qquad
+    \\ell \\leftarrow \\max(\\ell, \\max_{(s, w) \\in L} s)
+
+(:math:`c` clicks, :math:`\\ell` ``last_seq``, :math:`a` the weight of clicks without a ``seq``,
+:math:`L` the batch's logged clicks of that document). Since a document's clicks are taught in
+``seq`` order, every ``seq <= last_seq`` is already counted: replaying a batch, whole or in part,
+or a bisected batch's halves (:func:`ltrr.poison.apply_or_skip`), changes nothing it already
+counted. This follows the bandit's settlements, whose cursor is saved in the checkpoint with the
+parameters it guards: the high-water mark lives with the counts, in the one write Meilisearch
+makes atomic (a document; it has no transaction across documents or tasks, so the event log's
+cursor could not be moved in the same write). A document written before ``last_seq`` existed
+reads it as 0. Clicks without a ``seq`` (:meth:`MemoryStrategy.record`) are added every time.
 """
 
 from __future__ import annotations
@@ -41,7 +63,8 @@ from __future__ import annotations
 import math
 import sys
 from collections import OrderedDict
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Mapping, NamedTuple, Sequence
 
 from pydantic import Field
 from tqdm import tqdm
@@ -67,7 +90,12 @@ SETTINGS: dict[str, Any] = {
     "filterableAttributes": ["id", "query", "entity_id", "entity_type", "source"],
     "facetSearch": False,  # unused; rebuilding its FSTs cost seconds per write on a 150k-document index
 }
-_ADD_CLICKS = "doc.clicks = (doc.clicks ?? 0.0) + context.w[doc.id];"
+#: The document edit of :meth:`MemoryStrategy.record_many`: :meth:`ClickEdit.apply`, in Rhai, on the server.
+_ADD_CLICKS = (
+    "let e = context.c[doc.id]; let last = doc.last_seq ?? 0; let top = last; let add = e.add;"
+    " for x in e.log { if x[0] > last { add += x[1]; if x[0] > top { top = x[0]; } } }"
+    " doc.clicks = (doc.clicks ?? 0.0) + add; if top > 0 { doc.last_seq = top; }"
+)
 
 
 class MemoryConfig(MeiliConfig):
@@ -175,6 +203,73 @@ def aggregate(hits: Iterable[Mapping[str, Any]], k: int, exponent: float = 2.0) 
     ]
 
 
+class Click(NamedTuple):
+    """One click to record: ``seq`` is its feedback's position in the event log, or None (not logged)."""
+
+    query_text: str
+    entity_id: str
+    weight: float = 1.0
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class ClickEdit:
+    """What one :meth:`MemoryStrategy.record_many` does to one click document (module docstring,
+    "Exactly once"): add ``add`` (the clicks without a ``seq``), and each ``(seq, weight)`` of
+    ``log`` (ascending ``seq``) whose ``seq`` is above the document's ``last_seq``."""
+
+    add: float = 0.0
+    log: tuple[tuple[int, float], ...] = ()
+
+    def apply(self, clicks: float, last_seq: int) -> tuple[float, int]:
+        """The new ``(clicks, last_seq)`` of a document that had these; the rule :data:`_ADD_CLICKS`
+        runs on the server, with the same operations in the same order."""
+        add, top = self.add, last_seq
+        for seq, w in self.log:
+            if seq > last_seq:
+                add += w
+                top = max(top, seq)
+        return clicks + add, top
+
+    def to_context(self) -> dict[str, Any]:
+        """The edit as the Rhai function reads it (``context.c[doc.id]``)."""
+        return {"add": self.add, "log": [[seq, w] for seq, w in self.log]}
+
+    @classmethod
+    def from_context(cls, ctx: Mapping[str, Any]) -> ClickEdit:
+        return cls(float(ctx["add"]), tuple((int(s), float(w)) for s, w in ctx["log"]))
+
+
+def click_edits(events: Sequence[Click | tuple[str, str, float]]) -> OrderedDict[tuple[str, str], ClickEdit]:
+    """Check ``events`` ((query text, entity id, weight[, seq]) each) and group them by (normalised
+    query, entity id), in first-seen order: one :class:`ClickEdit` per click document. Weights of
+    one ``seq`` are summed; raises :class:`~ltrr.errors.InvalidRequest` naming the first bad field."""
+    free: OrderedDict[tuple[str, str], float] = OrderedDict()
+    logged: dict[tuple[str, str], dict[int, float]] = {}
+    for i, event in enumerate(events):
+        if not isinstance(event, tuple) or len(event) not in (3, 4):
+            raise InvalidRequest(f"events[{i}]", f"must be (query_text, entity_id, weight[, seq]), got {event!r}")
+        text, eid, w = event[0], event[1], event[2]
+        seq = event[3] if len(event) == 4 else None
+        q = normalize_text(text)[:MAX_QUERY_CHARS] if isinstance(text, str) else ""
+        if not q:
+            raise InvalidRequest(f"events[{i}].query_text", f"must contain a word, got {text!r}")
+        if not isinstance(eid, str) or not eid:
+            raise InvalidRequest(f"events[{i}].entity_id", f"must be a non-empty string, got {eid!r}")
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w <= 0:
+            raise InvalidRequest(f"events[{i}].weight", f"must be a finite number > 0, got {w!r}")
+        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 1):
+            raise InvalidRequest(f"events[{i}].seq", f"must be an integer >= 1 or None, got {seq!r}")
+        key = (q, eid)
+        if seq is None:
+            free[key] = free.get(key, 0.0) + float(w)
+        else:
+            free.setdefault(key, 0.0)
+            by_seq = logged.setdefault(key, {})
+            by_seq[seq] = by_seq.get(seq, 0.0) + float(w)
+    return OrderedDict((key, ClickEdit(add, tuple(sorted(logged.get(key, {}).items())))) for key, add in free.items())
+
+
 def search_params(query: Query, k: int, cfg: MemoryConfig) -> dict[str, Any]:
     """The Meilisearch search body of one memory search."""
     params: dict[str, Any] = {
@@ -247,19 +342,14 @@ class MemoryStrategy(MeiliIndexStrategy):
         self.record_many([(query_text, entity_id, weight)], {entity_id: entity} if entity is not None else None)
 
     def record_many(
-        self, events: Sequence[tuple[str, str, float]], entities: Mapping[str, Entity] | None = None
+        self, events: Sequence[Click | tuple[str, str, float]], entities: Mapping[str, Entity] | None = None
     ) -> None:
-        """Record several (query text, entity id, weight) clicks: one edit task (+1 for first-time pairs)."""
-        pairs: OrderedDict[tuple[str, str], float] = OrderedDict()
-        for i, (text, eid, w) in enumerate(events):
-            q = normalize_text(text)[:MAX_QUERY_CHARS] if isinstance(text, str) else ""
-            if not q:
-                raise InvalidRequest(f"events[{i}].query_text", f"must contain a word, got {text!r}")
-            if not isinstance(eid, str) or not eid:
-                raise InvalidRequest(f"events[{i}].entity_id", f"must be a non-empty string, got {eid!r}")
-            if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w <= 0:
-                raise InvalidRequest(f"events[{i}].weight", f"must be a finite number > 0, got {w!r}")
-            pairs[(q, eid)] = pairs.get((q, eid), 0.0) + float(w)
+        """Record several clicks, (query text, entity id, weight[, seq]) each: one edit task (+1 for
+        first-time pairs), durable on return. A click with a ``seq`` (its event-log position) is
+        counted once however often it is recorded (module docstring, "Exactly once"), provided each
+        document's logged clicks come in ``seq`` order; one without is counted every time.
+        Every event is checked before anything is written (:func:`click_edits`)."""
+        pairs = click_edits(events)
         if not pairs:
             return
         self._ensure_ready()
@@ -277,8 +367,8 @@ class MemoryStrategy(MeiliIndexStrategy):
                 del d["clicks"]  # created without clicks: the edit below adds them atomically
                 docs.append(d)
             tasks.append(self._client.update_documents(uid, docs))
-        weights = {doc_id("click", q, eid): w for (q, eid), w in pairs.items()}
-        tasks.append(self._client.edit_documents(uid, filter_in("id", weights), _ADD_CLICKS, {"w": weights}))
+        edits = {doc_id("click", q, eid): edit.to_context() for (q, eid), edit in pairs.items()}
+        tasks.append(self._client.edit_documents(uid, filter_in("id", edits), _ADD_CLICKS, {"c": edits}))
         self._client.wait_tasks(tasks)
 
     def _entity_meta(self, eids: set[str], given: Mapping[str, Entity]) -> dict[str, tuple[str, str, str]]:

@@ -1,16 +1,19 @@
-"""Memory strategy against a real Meilisearch: cold start, click feedback, atomicity, durability."""
+"""Memory strategy against a real Meilisearch: cold start, click feedback, atomicity, durability, exactly once."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from ltrr.backends.meili_server import MeiliServer
+from ltrr.catalog.store import CatalogStore
 from ltrr.errors import BackendUnavailable, NotFound
+from ltrr.eventlog import FeedbackEvent, SearchEvent, SQLiteEventLog, now
 from ltrr.strategies.base import Strategy
-from ltrr.strategies.memory import MemoryConfig, MemoryStrategy
+from ltrr.strategies.memory import Click, ClickEdit, MemoryConfig, MemoryStrategy
 from ltrr.types import Entity, ParsedQuery, Query
 
 pytestmark = pytest.mark.integration
@@ -138,3 +141,90 @@ def test_recorded_click_survives_a_crash(own_meili_server: MeiliServer) -> None:
     assert s.stats("best sad song")["clicks"] == 3.0
     assert s.search(Q("best sad songs"), 5)[0].entity_id == "track:hurts"
     s.close()
+
+
+# -- exactly once ----------------------------------------------------------------------------------
+def test_logged_clicks_count_once_however_often_they_are_recorded(memory: MemoryStrategy) -> None:
+    """A batch replayed whole, in halves, or after later clicks: each logged click counts once, and the
+    server's edit agrees with :meth:`ClickEdit.apply` exactly."""
+    memory.record("best sad song", "track:hurts", weight=0.5)  # a document from before last_seq: reads 0
+    batch = [
+        Click("best sad song", "track:hurts", 1.0, 3),
+        Click("Best Sad Song!", "track:hurts", 0.25, 5),  # the same document, a later seq
+        Click("that creep song", "track:creep", 2.0, 4),
+    ]
+    memory.record_many(batch)
+    once = {q: memory.stats(q)["clicks"] for q in ("best sad song", "that creep song")}
+    assert once == {"best sad song": 0.5 + 1.0 + 0.25, "that creep song": 2.0}
+    expected = {q: ClickEdit().apply(c, 0) for q, c in once.items()}  # (clicks, last_seq) as the rule says
+    memory.record_many(batch)  # the crash came before the cursor was saved: the whole batch again
+    memory.record_many(batch[:1])  # a bisected batch: one half, then the other
+    memory.record_many(batch[1:])
+    assert {q: memory.stats(q)["clicks"] for q in once} == once
+    memory.record_many([*batch, Click("best sad song", "track:hurts", 1.0, 6)])  # replayed, then one new
+    docs = memory._client.fetch_documents(memory.config.index, 'source = "click"', ["query", "clicks", "last_seq"])
+    got = {d["query"]: (d["clicks"], d["last_seq"]) for d in docs}
+    want_sad = ClickEdit(0.0, ((3, 1.0), (5, 0.25), (6, 1.0))).apply(*ClickEdit().apply(0.5, 0))
+    assert want_sad == (2.75, 6) and got == {
+        "best sad song": want_sad,
+        "that creep song": (expected["that creep song"][0], 4),
+    }
+    memory.record("best sad song", "track:hurts")  # without a seq: counted every time, last_seq unchanged
+    assert memory.stats("best sad song")["clicks"] == 3.75
+
+
+class Crash(Exception):
+    """The learner process dies here."""
+
+
+def _log_clicks(path: Path, clicks: list[tuple[str, str]]) -> None:
+    """One search per (query, entity), clicked on that entity: the positive feedback the learner teaches."""
+    log = SQLiteEventLog(path)
+    for i, (query, entity) in enumerate(clicks):
+        log.record_search(SearchEvent(f"r{i}", now(), query, "", (entity,)))
+        log.record_feedback(FeedbackEvent(f"e{i}", f"r{i}", entity, "click", 1, now()))
+    log.close()
+
+
+def test_a_crash_before_the_cursor_save_does_not_count_clicks_twice(memory: MemoryStrategy, tmp_path: Path) -> None:
+    """The learner teaches a batch, dies before saving the ``memory`` cursor, restarts and replays the
+    batch: the counts are those of one application."""
+    from deployments.learner import MEMORY_CURSOR, PolicyLearner  # imports RLlib: only this test needs it
+
+    store = CatalogStore(tmp_path / "catalog.sqlite")
+    store.upsert_entities(CATALOG)
+    store.close()
+    clicks = [("best sad song", "track:hurts")] * 3 + [("that creep song", "track:creep")] * 2
+    _log_clicks(tmp_path / "events.sqlite", clicks)
+    app = {
+        "catalog_path": str(tmp_path / "catalog.sqlite"),
+        "events_path": str(tmp_path / "events.sqlite"),
+        "strategies": {"lexical": {}, "vector": {"enabled": False}, "memory": {"enabled": False}},
+        "policy": {"checkpoint_dir": str(tmp_path / "policy"), "checkpoint_interval_s": 3600.0},
+    }
+    first = PolicyLearner(app, start=False)
+    first.memory = memory
+    save = first.events.set_cursor
+
+    def crash_before_memory_cursor(name: str, seq: int) -> None:
+        if name == MEMORY_CURSOR:
+            raise Crash
+        save(name, seq)
+
+    first.events.set_cursor = crash_before_memory_cursor  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        first.step_side()
+    assert first.events.cursor(MEMORY_CURSOR) == 0, "the batch was taught, the cursor not saved"
+    assert memory.stats("best sad song")["clicks"] == 3.0
+    first._stop.set()  # dead: no final step
+    first.events.close()
+
+    restarted = PolicyLearner(app, start=False)
+    restarted.memory = memory
+    assert restarted.step_side()["memory"] == 5  # the whole batch is replayed ...
+    assert restarted.events.cursor(MEMORY_CURSOR) == 5
+    assert memory.stats("best sad song")["clicks"] == 3.0  # ... and counted once
+    assert memory.stats("that creep song")["clicks"] == 2.0
+    assert restarted.step_side()["memory"] == 0
+    restarted.memory = None  # the fixture closes the shared strategy
+    restarted.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -226,7 +228,153 @@ def test_a_slow_query_memory_does_not_hold_back_the_policy(tmp_path):
         deadline = time.monotonic() + 10
         while learner.status()["memory"] < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert [(q, e) for q, e, _ in memory.recorded] == [("q", "g3")] * 5
+        assert [(q, e, seq) for q, e, _, seq in memory.recorded] == [("q", "g3", seq) for seq in range(1, 6)]
     finally:
         memory.release.set()
         learner.close()
+
+
+class FakeMeili:
+    """The Meilisearch calls :meth:`MemoryStrategy.record_many` makes, in memory: the documents it creates
+    and the click weights its edit tasks add (a click document's ``clicks`` after the task ran)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.clicks: dict[str, float] = {}
+        self.last_seq: dict[str, int] = {}
+
+    def fetch_documents(self, uid, filter_, fields, limit=1000) -> list[dict[str, Any]]:
+        return [{"id": i} for i in self.docs if f'"{i}"' in filter_]
+
+    def update_documents(self, uid, docs) -> int:
+        self.docs.update({d["id"]: dict(d) for d in docs})
+        return 0
+
+    def edit_documents(self, uid, filter_, function, context) -> int:
+        from ltrr.strategies.memory import ClickEdit  # the rule the edit function runs on the server
+
+        for i, edit in context["c"].items():
+            state = (self.clicks.get(i, 0.0), self.last_seq.get(i, 0))
+            self.clicks[i], self.last_seq[i] = ClickEdit.from_context(edit).apply(*state)
+        return 0
+
+    def wait_tasks(self, tasks, timeout_s=None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def taught(self) -> dict[tuple[str, str], float]:
+        return {(self.docs[i]["query"], self.docs[i]["entity_id"]): w for i, w in self.clicks.items()}
+
+
+def memory_over(client: FakeMeili):
+    """The real :class:`MemoryStrategy` (its own checks: a query must normalise to a word) over ``client``."""
+    from ltrr.strategies.memory import MemoryConfig, MemoryStrategy
+
+    mem = MemoryStrategy(MemoryConfig(url="http://127.0.0.1:9", timeout_s=0.2))
+    mem._client, mem._ready = client, True
+    return mem
+
+
+def log_queries(tmp_path, queries: list[str], *, entity: str = "g3", user: str = "u1") -> None:
+    """One policy-decided search per query (request ``r<i>``), each clicked (event ``e<i>``) on ``entity``."""
+    fz = ContextFeaturizer(NAMES)
+    policy = new_policy(PolicyConfig(seed=0), NAMES, fz.dim)
+    log = SQLiteEventLog(tmp_path / "events.sqlite")
+    for i, query in enumerate(queries):
+        features = {"bias": 1.0, "class.seed": 1.0}
+        d = dataclasses.replace(policy.forced(fz.vector(features), {"lexical": 10, "graph": 25}), forced=False)
+        calls = ({"strategy": "lexical", "status": "ok"}, {"strategy": "graph", "status": "ok"})
+        cands = {"lexical": [f"l{j}" for j in range(10)], "graph": [f"g{j}" for j in range(25)]}
+        log.record_search(SearchEvent(f"r{i}", now(), query, user, (), calls, cands, "", "", features, d.to_dict()))
+        log.record_feedback(FeedbackEvent(f"e{i}", f"r{i}", entity, "click", 1, now()))
+    log.close()
+
+
+def test_a_query_that_normalises_to_nothing_is_skipped_counted_and_passed(tmp_path, caplog):
+    # "!!!" passed the ingress before it checked normalised queries; the memory refuses to learn it
+    # (InvalidRequest), which used to fail every step_side: memory cursor, profiles and the final checkpoint stopped.
+    log_queries(tmp_path, ["!!!", "Radiohead", "\u200b", "creep"])
+    store = CatalogStore(tmp_path / "catalog.sqlite")
+    store.upsert_entities([Entity("g3", "artist", "G3")])
+    store.close()
+    learner = PolicyLearner(app_args(tmp_path), start=False)
+    learner.memory = memory_over(client := FakeMeili())
+    with caplog.at_level("WARNING", logger="ray.serve"):
+        assert learner.step() == {"settled": 4, "learned": 4, "credited": 4, "memory": 2, "profiles": 4}
+    assert client.taught() == {("radiohead", "g3"): 1.0, ("creep", "g3"): 1.0}, "the good clicks are taught"
+    assert learner.events.cursor("memory") == 4, "the cursor moved past the bad ones"
+    status = learner.status()
+    assert status["skipped_events"] == 2 and status["skipped_by_stage"] == {"memory": 2}
+    skips = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(skips) == 2, "each bad event is logged once"
+    assert "memory event feedback e0 (seq 1)" in skips[0] and "must contain a word, got '!!!'" in skips[0]
+    assert "memory event feedback e2 (seq 3)" in skips[1]
+    assert learner.step()["memory"] == 0 and learner.status()["skipped_events"] == 2, "never retried"
+    assert client.taught() == {("radiohead", "g3"): 1.0, ("creep", "g3"): 1.0}
+    learner.close()
+    assert learner.checkpoints.latest() is not None, "the final checkpoint is written"
+
+
+class DownMeili(FakeMeili):
+    def fetch_documents(self, uid, filter_, fields, limit=1000):
+        from ltrr.errors import BackendUnavailable
+
+        raise BackendUnavailable("meilisearch at http://127.0.0.1:9 is unreachable (refused)")
+
+
+def test_a_memory_outage_skips_nothing(tmp_path):
+    log_queries(tmp_path, ["radiohead", "!!!"])
+    store = CatalogStore(tmp_path / "catalog.sqlite")
+    store.upsert_entities([Entity("g3", "artist", "G3")])
+    store.close()
+    learner = PolicyLearner(app_args(tmp_path), start=False)
+    learner.memory = memory_over(DownMeili())
+    from ltrr.errors import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable):
+        learner.step_side()
+    assert learner.events.cursor("memory") == 0 and learner.status()["skipped_events"] == 0, "retried next poll"
+    learner.memory = memory_over(client := FakeMeili())  # the server is back
+    assert learner.step_side()["memory"] == 1
+    assert client.taught() == {("radiohead", "g3"): 1.0} and learner.status()["skipped_by_stage"] == {"memory": 1}
+    learner.close()
+
+
+def test_a_malformed_decision_is_skipped_when_counted_and_credited(tmp_path):
+    log_queries(tmp_path, ["a", "b", "c"])
+    db = sqlite3.connect(tmp_path / "events.sqlite")  # a doc written by another version: budgets unreadable
+    doc = json.loads(db.execute("SELECT doc FROM searches WHERE request_id='r1'").fetchone()[0])
+    doc["decision"]["budgets"] = "lexical=10"
+    db.execute("UPDATE searches SET doc=? WHERE request_id='r1'", (json.dumps(doc),))
+    db.commit()
+    db.close()
+    learner = PolicyLearner(app_args(tmp_path), start=False)
+    assert learner.step() == {"settled": 3, "learned": 2, "credited": 2, "memory": 0, "profiles": 0}
+    assert int(learner.module.open_cursor) == 3 and int(learner.module.cursor) == 3
+    assert learner.module.version == 4, "the two good searches counted and credited once each"
+    assert learner.status()["skipped_by_stage"] == {"open": 1, "credit": 1}
+    assert learner.step()["learned"] == 0 and learner.status()["skipped_events"] == 2
+    learner.close()
+
+
+def test_an_entity_that_fails_to_fold_is_skipped_by_the_profiles(tmp_path):
+    log_queries(tmp_path, ["x"], entity="artist:bad")
+    log = SQLiteEventLog(tmp_path / "events.sqlite")  # then a good click of the same user after it
+    log.record_search(SearchEvent("r9", now(), "y", "u1", (), (), {}, "", "", {}, {}))
+    log.record_feedback(FeedbackEvent("e9", "r9", "artist:good", "click", 1, now()))
+    log.close()
+    store = CatalogStore(tmp_path / "catalog.sqlite")
+    store.upsert_entities([Entity("artist:bad", "artist", "Bad"), Entity("artist:good", "artist", "G")])
+    store.close()
+    db = sqlite3.connect(tmp_path / "catalog.sqlite")  # a document of the wrong shape (no title): reading it raises
+    db.execute("UPDATE entities SET doc=? WHERE entity_id='artist:bad'", ('{"entity_id": "artist:bad"}',))
+    db.commit()
+    db.close()
+    learner = PolicyLearner(app_args(tmp_path), start=False)
+    assert learner.step_side() == {"memory": 0, "profiles": 1}
+    assert learner.store.user("u1").top_artists == (("artist:good", 1.0),)
+    assert learner.profiles.cursor() == 2 and learner.status()["skipped_by_stage"] == {"profiles": 1}
+    assert learner.step_side()["profiles"] == 0 and learner.status()["skipped_events"] == 1
+    learner.close()

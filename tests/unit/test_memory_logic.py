@@ -11,9 +11,12 @@ import pytest
 from ltrr.errors import InvalidRequest
 from ltrr.strategies._meili import and_filters, doc_id, filter_in, or_filters, quote, validate_search
 from ltrr.strategies.memory import (
+    Click,
+    ClickEdit,
     MemoryConfig,
     MemoryStrategy,
     aggregate,
+    click_edits,
     hit_value,
     predict_queries,
     predicted_docs,
@@ -171,6 +174,90 @@ def test_record_validates_before_any_call(event: tuple[Any, Any, Any], message: 
         mem.record(*event)
     assert str(ei.value) == message
     mem.close()
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ([("sad", "track:1", 1.0, 0)], "events[0].seq: must be an integer >= 1 or None, got 0"),
+        ([("sad", "track:1", 1.0, 2.0)], "events[0].seq: must be an integer >= 1 or None, got 2.0"),
+        ([("sad", "track:1", 1.0, True)], "events[0].seq: must be an integer >= 1 or None, got True"),
+        (
+            [Click("sad", "t:1", 1.0, 1), ("sad", "t:1")],
+            "events[1]: must be (query_text, entity_id, weight[, seq]), got ('sad', 't:1')",
+        ),
+        ([["sad", "t:1", 1.0]], "events[0]: must be (query_text, entity_id, weight[, seq]), got ['sad', 't:1', 1.0]"),
+        (
+            [Click("sad", "t:1", 1.0, 1), Click("??", "t:1", 1.0, 2)],
+            "events[1].query_text: must contain a word, got '??'",
+        ),
+    ],
+)
+def test_record_many_validates_every_event_before_any_call(events: list[Any], message: str) -> None:
+    mem = MemoryStrategy(MemoryConfig(url="http://127.0.0.1:9", timeout_s=0.2))
+    with pytest.raises(InvalidRequest) as ei:
+        mem.record_many(events)
+    assert str(ei.value) == message
+    mem.close()
+
+
+# -- exactly once: click edits ------------------------------------------------------------------
+def test_click_edits_group_by_document_and_sort_by_seq() -> None:
+    edits = click_edits(
+        [
+            Click("Sad  Song", "t:1", 1.0, 7),
+            ("sad song", "t:1", 0.5),  # no seq: added every time
+            Click("sad song!", "t:1", 2.0, 3),
+            Click("sad song", "t:1", 0.25, 7),  # the same seq twice: summed
+            Click("creep", "t:2", 1.0, 4),
+            ("creep", "t:3", 3),
+        ]
+    )
+    assert list(edits) == [("sad song", "t:1"), ("creep", "t:2"), ("creep", "t:3")]  # first seen first
+    assert edits[("sad song", "t:1")] == ClickEdit(0.5, ((3, 2.0), (7, 1.25)))
+    assert edits[("creep", "t:2")] == ClickEdit(0.0, ((4, 1.0),))
+    assert edits[("creep", "t:3")] == ClickEdit(3.0, ())
+    assert click_edits([]) == {}
+
+
+@pytest.mark.parametrize(
+    ("edit", "before", "after"),
+    [
+        # a fresh document: c = 0 + 0.5 + 2 + 1.25 = 3.75, last_seq = max(0, 3, 7) = 7
+        (ClickEdit(0.5, ((3, 2.0), (7, 1.25))), (0.0, 0), (3.75, 7)),
+        # the same batch replayed (last_seq 7): only the seq-less 0.5 is added
+        (ClickEdit(0.5, ((3, 2.0), (7, 1.25))), (3.75, 7), (4.25, 7)),
+        # half of it applied before (last_seq 3): 10 + 1.25, last_seq 7
+        (ClickEdit(0.0, ((3, 2.0), (7, 1.25))), (10.0, 3), (11.25, 7)),
+        # a document from before last_seq (reads 0): everything counts
+        (ClickEdit(0.0, ((1, 1.0),)), (4.0, 0), (5.0, 1)),
+        # a newer seq on the document than the whole batch: nothing counts, last_seq stays
+        (ClickEdit(0.0, ((3, 2.0), (7, 1.25))), (1.0, 9), (1.0, 9)),
+        (ClickEdit(), (2.0, 5), (2.0, 5)),
+    ],
+    ids=["fresh", "replayed", "half-applied", "pre-last-seq-doc", "all-older", "empty"],
+)
+def test_click_edit_apply_by_hand(edit: ClickEdit, before: tuple[float, int], after: tuple[float, int]) -> None:
+    assert edit.apply(*before) == after
+
+
+def test_replaying_a_logged_stream_in_any_batching_counts_each_click_once() -> None:
+    """Teaching in seq order, with crashes that replay a batch whole or in part, ends where one pass does."""
+    stream = [Click(q, "t:1", w, seq) for seq, (q, w) in enumerate([("a", 1.0), ("a", 0.5), ("a", 2.0), ("a", 1.0)], 1)]
+    once = (0.0, 0)
+    for c in stream:
+        once = click_edits([c])[("a", "t:1")].apply(*once)
+    assert once == (4.5, 4)
+    state = (0.0, 0)
+    for lo, hi in [(0, 2), (0, 2), (0, 1), (1, 4), (2, 4), (0, 4)]:  # crashes replay from old cursors
+        state = click_edits(stream[lo:hi])[("a", "t:1")].apply(*state)
+    assert state == once
+
+
+def test_click_edit_context_round_trip() -> None:
+    edit = ClickEdit(0.5, ((3, 2.0), (7, 1.25)))
+    assert edit.to_context() == {"add": 0.5, "log": [[3, 2.0], [7, 1.25]]}
+    assert ClickEdit.from_context(edit.to_context()) == edit
 
 
 def test_config_is_strict() -> None:
