@@ -15,10 +15,12 @@ export RAY_SERVE_USE_GRPC_BY_DEFAULT ?= 1
 export RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD ?= 1
 export RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP ?= 1
 export HF_HUB_OFFLINE := 1
+# The gRPC proxy's largest message (Ray's default is 2 GiB); read from the environment of `ray start`.
+export RAY_SERVE_GRPC_MAX_MESSAGE_SIZE ?= 4194304
 export TRANSFORMERS_OFFLINE := 1
 export LTRR_HOME := $(CURDIR)
 
-.PHONY: install meili run up down logs test unit integration lint bench bench-quick clean
+.PHONY: install meili run up down logs test unit integration lint bench bench-quick chaos overload soak clean
 
 install: $(STAMP)
 
@@ -73,6 +75,18 @@ bench: install meili
 bench-quick: install meili
 	$(PY) scripts/bench_ranker.py -n 150 --train-n 300 --no-losses --reps 60 --searches 40 --out bench-out/quick
 	$(PY) scripts/bench_regret.py --queries 300 --vw "vw squarecb g=1000,vw epsilon 0.1" --out bench-out/quick
+
+# Issue 11, against the running app (`make up` first): `overload` is 200 callers back to back for 60 s, `soak`
+# 30 minutes of open-loop load at 10 searches/s; each writes bench-out/<name>/. Options: SOAK_ARGS="--minutes 5".
+# About 20 minutes: every fault of scripts/chaos.py twice under load; writes bench-out/chaos/.
+chaos: install
+	$(PY) scripts/chaos.py $(CHAOS_ARGS)
+
+overload: install
+	$(PY) scripts/overload.py $(OVERLOAD_ARGS)
+
+soak: install
+	$(PY) scripts/soak.py $(SOAK_ARGS)
 
 clean: down
 	rm -rf var

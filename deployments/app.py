@@ -22,6 +22,7 @@ def _options(opts: DeploymentOptions) -> dict[str, Any]:
     return {
         "num_replicas": opts.num_replicas,
         "max_ongoing_requests": opts.max_ongoing_requests,
+        "max_queued_requests": opts.max_queued_requests,
         "ray_actor_options": {"num_cpus": opts.num_cpus},
     }
 

@@ -1,6 +1,8 @@
 """The gRPC ingress: ``ltrr.v1.SearchService`` plus ``grpc.health.v1.Health``.
 
-It maps protobuf messages to the pure :class:`ltrr.service.SearchService` and
+Every SearchService RPC first checks the caller's bearer token and its scope
+(:mod:`ltrr.auth`; the proxy takes no interceptors, so the check is the first
+line of each method); health is exempt. It maps protobuf messages to the pure :class:`ltrr.service.SearchService` and
 maps every error to a gRPC status through :func:`ltrr.grpc_status.status_for`,
 so no traceback ever reaches a client. It receives its strategy handles and the
 policy learner's handle as arguments and looks nothing up globally.
@@ -27,16 +29,20 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.rlmodule import BanditRLModule, ModulePlanner
 from deployments.strategy import InProcessHandle, server_class
+from ltrr.auth import Authenticator
 from ltrr.bandit import ContextFeaturizer
 from ltrr.builder import build_service
 from ltrr.catalog.store import CatalogStore
+from ltrr.client import TIMEOUT_METADATA
 from ltrr.config import AppConfig
 from ltrr.eventlog import SQLiteEventLog
 from ltrr.fanout import Caller
+from ltrr.grpc_servicer import check_decoded
 from ltrr.grpc_status import status_for
 from ltrr.index_status import INDEX_SERVICE_PREFIX, IndexBacklog
 from ltrr.ingest import index_targets
 from ltrr.types import Candidate, Entity
+from ltrr.upsert import UploadStopped, UpsertProgress, write_in_batches
 from ltrr.v1 import search_pb2 as pb
 from ltrr.validation import entity_from_fields, user_from_fields, validate_feedback, validate_search
 
@@ -57,6 +63,33 @@ def _caller(handle: DeploymentHandle) -> Caller:
         return result
 
     return call
+
+
+def _entity(index: int, msg: pb.Entity) -> Entity:
+    check_decoded(msg, f"entities[{index}]")
+    return entity_from_fields(
+        index,
+        entity_id=msg.entity_id,
+        entity_type=msg.entity_type,
+        title=msg.title,
+        subtitle=msg.subtitle,
+        genres=list(msg.genres),
+        tags=list(msg.tags),
+        description=msg.description,
+        popularity=msg.popularity,
+        attrs=dict(msg.attrs),
+        sources=("upsert",),
+    )
+
+
+def _deadline(ctx: RayServegRPCContext) -> float | None:
+    """Seconds the caller still waits: its ``ltrr-timeout-ms`` metadata (``LtrrClient`` sends the
+    attempt's deadline; Ray's gRPC context does not expose the client's own), else None."""
+    for key, value in ctx.invocation_metadata():
+        if key == TIMEOUT_METADATA:
+            text = value.decode() if isinstance(value, bytes) else value
+            return int(text) / 1000.0 if text.isdigit() and 0 < int(text) <= 3_600_000 else None
+    return None
 
 
 def _fail(ctx: RayServegRPCContext, exc: BaseException) -> None:
@@ -83,6 +116,7 @@ class Ingress:
         }
         strategies = {**strategies, **local}  # type: ignore[dict-item]
         self.handles = strategies
+        self.auth = Authenticator(app.auth)  # before anything else: no tokens is a start-up error
         self.learner = learner
         self.trainer = trainer
         self.sync_interval_s = app.policy.sync_interval_s
@@ -154,6 +188,8 @@ class Ingress:
     async def Search(self, request: pb.SearchRequest, grpc_context: RayServegRPCContext) -> pb.SearchResponse:
         self._ensure_sync()
         try:
+            self.auth.check(grpc_context.invocation_metadata(), "Search")
+            check_decoded(request)
             params = validate_search(
                 query=request.query,
                 user_id=request.user_id,
@@ -166,7 +202,7 @@ class Ingress:
                 budgets=dict(request.budgets),
                 ladder=self.ladder,
             )
-            out = await self.service.search(params)
+            out = await self.service.search(params, deadline=_deadline(grpc_context))
         except Exception as exc:  # noqa: BLE001 - mapped to a status, never a traceback
             _fail(grpc_context, exc)
             return pb.SearchResponse()
@@ -206,6 +242,8 @@ class Ingress:
 
     async def Feedback(self, request: pb.FeedbackRequest, grpc_context: RayServegRPCContext) -> pb.FeedbackResponse:
         try:
+            self.auth.check(grpc_context.invocation_metadata(), "Feedback")
+            check_decoded(request)
             params = validate_feedback(
                 request_id=request.request_id,
                 event_id=request.event_id,
@@ -213,7 +251,7 @@ class Ingress:
                 action=request.action,
                 position=request.position,
             )
-            duplicate = await self.service.feedback(params)
+            duplicate = await self.service.feedback(params, deadline=_deadline(grpc_context))
         except Exception as exc:  # noqa: BLE001
             _fail(grpc_context, exc)
             return pb.FeedbackResponse()
@@ -222,32 +260,41 @@ class Ingress:
     async def UpsertEntities(
         self, request_stream: AsyncIterator[pb.Entity], grpc_context: RayServegRPCContext
     ) -> pb.UpsertSummary:
-        """Validate every streamed entity, write the catalog, then sync every strategy."""
+        """Validate the streamed entities and write them in batches as they arrive, then sync every strategy.
+
+        Memory holds one batch (``UPSERT_BATCH``); a cancelled or broken stream commits nothing of its
+        last partial batch (:mod:`ltrr.upsert`), and the strategies still index what was committed.
+        """
+        progress = UpsertProgress()
+
+        async def commit(batch: list[Entity]) -> int:
+            changed = await asyncio.to_thread(self.store.upsert_entities, batch)
+            await self.service.forget_facts([e.entity_id for e in batch])  # ranked with the new facts here
+            return int(changed)
+
         try:
-            entities: list[Entity] = []
-            async for msg in request_stream:
-                entities.append(
-                    entity_from_fields(
-                        len(entities),
-                        entity_id=msg.entity_id,
-                        entity_type=msg.entity_type,
-                        title=msg.title,
-                        subtitle=msg.subtitle,
-                        genres=list(msg.genres),
-                        tags=list(msg.tags),
-                        description=msg.description,
-                        popularity=msg.popularity,
-                        attrs=dict(msg.attrs),
-                        sources=("upsert",),
-                    )
-                )
-            changed = await asyncio.to_thread(self.store.upsert_entities, entities)
-            self.facts.forget([e.entity_id for e in entities])  # this replica ranks them with the new facts
-            names = list(self.handles)
-            results = await asyncio.gather(*(self.handles[n].sync.remote() for n in names), return_exceptions=True)
+            self.auth.check(grpc_context.invocation_metadata(), "UpsertEntities")  # before reading the stream
+            progress = await write_in_batches(
+                request_stream,
+                _entity,
+                commit,
+                batch_size=UPSERT_BATCH,
+                cancelled=getattr(request_stream, "is_cancelled", lambda: False),
+            )
         except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, UploadStopped):
+                progress = exc.progress
+                log.warning("upsert stopped: %s (dropped %d of its last batch)", exc, progress.dropped)
+            if progress.committed:
+                await self._sync_strategies()
             _fail(grpc_context, exc)
             return pb.UpsertSummary()
+        indexed, failed = await self._sync_strategies()
+        return pb.UpsertSummary(received=progress.received, changed=progress.changed, indexed=indexed, failed=failed)
+
+    async def _sync_strategies(self) -> tuple[dict[str, int], list[str]]:
+        names = list(self.handles)
+        results = await asyncio.gather(*(self.handles[n].sync.remote() for n in names), return_exceptions=True)
         indexed, failed = {}, []
         for n, r in zip(names, results, strict=True):
             if isinstance(r, BaseException):
@@ -255,7 +302,7 @@ class Ingress:
                 log.warning("upsert: %s failed to sync: %s", n, r)
             else:
                 indexed[n] = int(r)
-        return pb.UpsertSummary(received=len(entities), changed=changed, indexed=indexed, failed=failed)
+        return indexed, failed
 
     async def UpsertUsers(
         self, request_stream: AsyncIterator[pb.UserProfile], grpc_context: RayServegRPCContext
@@ -267,7 +314,10 @@ class Ingress:
         ("radiohead") would otherwise be stored and never match. Nothing is written unless all are valid.
         """
         try:
+            self.auth.check(grpc_context.invocation_metadata(), "UpsertUsers")  # before reading the stream
             msgs = [msg async for msg in request_stream]
+            for i, msg in enumerate(msgs):
+                check_decoded(msg, f"users[{i}]")
             wanted = sorted({n.name.strip() for msg in msgs for n in msg.top_artists})
             found = await asyncio.to_thread(self.store.get_many, wanted)
             known = {eid for eid, e in found.items() if e.entity_type == "artist"}

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ltrr import constants as C
+from ltrr.auth import AuthConfig
 from ltrr.bandit.config import PolicyConfig
 from ltrr.ranking.config import RankingConfig
 from ltrr.strategies.registry import STRATEGY_NAMES, config_class, make_config
@@ -32,6 +33,13 @@ class DeploymentOptions(_Strict):
         0.1, ge=0.0, le=64.0, description="Logical CPUs reserved per replica; small so the app fits on 2 cores."
     )
     max_ongoing_requests: int = Field(64, ge=1, le=10_000, description="Concurrent requests per replica.")
+    max_queued_requests: int = Field(
+        -1,
+        ge=-1,
+        le=100_000,
+        description="Requests waiting for a replica beyond `max_ongoing_requests`; past it a caller gets "
+        "RESOURCE_EXHAUSTED at once instead of joining a growing queue. -1: unbounded (Serve's default).",
+    )
 
 
 class StrategySpec(_Strict):
@@ -78,6 +86,7 @@ class AppConfig(_Strict):
     events_path: str = Field(C.FEEDBACK_PATH, description="SQLite event log (searches and feedback).")
     feedback_window_s: float = Field(86400.0, gt=0, description="How long after a search its feedback is accepted.")
     ingress: IngressOptions = Field(default_factory=IngressOptions, description="The gRPC ingress.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="Bearer tokens and their scopes (ltrr.auth).")
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="The learned retrieval policy.")
     ranking: RankingConfig = Field(default_factory=RankingConfig, description="The learned ranker.")
     learner: DeploymentOptions = Field(

@@ -6,6 +6,9 @@
     ├── ConfigError            a config value is wrong; raised at start-up
     ├── InvalidRequest         a caller sent bad input; names the field
     ├── NotFound               a referenced object (request, entity) does not exist
+    ├── Unauthenticated        no valid bearer token came with the call
+    ├── PermissionDenied       the token is valid but lacks the RPC's scope
+    ├── Aborted                an operation stopped before its end (a cancelled upload)
     └── BackendError           a backend (Meilisearch, Milvus, ...) failed
         ├── BackendUnavailable the backend could not be reached or refused
         └── BackendTimeout     the backend did not answer within its deadline
@@ -40,6 +43,18 @@ class InvalidRequest(LtrrError):
 
 class NotFound(LtrrError):
     """A referenced object does not exist (or has expired)."""
+
+
+class Unauthenticated(LtrrError):
+    """No valid bearer token came with the call (``UNAUTHENTICATED``)."""
+
+
+class PermissionDenied(LtrrError):
+    """The caller's token is valid but lacks the scope the RPC needs (``PERMISSION_DENIED``)."""
+
+
+class Aborted(LtrrError):
+    """An operation stopped before its end; the message says what of it was committed (``ABORTED``)."""
 
 
 class BackendError(LtrrError):

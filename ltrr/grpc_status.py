@@ -11,7 +11,16 @@ import uuid
 
 import grpc
 
-from ltrr.errors import BackendTimeout, BackendUnavailable, ConfigError, InvalidRequest, NotFound
+from ltrr.errors import (
+    Aborted,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 
 log = logging.getLogger("ltrr")
 
@@ -20,6 +29,12 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """Map an exception to ``(status code, client-safe message)``."""
     if isinstance(exc, InvalidRequest):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, Unauthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED, str(exc)
+    if isinstance(exc, PermissionDenied):
+        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
+    if isinstance(exc, Aborted):
+        return grpc.StatusCode.ABORTED, str(exc)
     if isinstance(exc, NotFound):
         return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, BackendTimeout):

@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 export LTRR_HOME=${LTRR_HOME:-$PWD}
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# The gRPC proxy's largest message: Ray reads it from the environment of `ray start` (default 2 GiB).
+export RAY_SERVE_GRPC_MAX_MESSAGE_SIZE=${RAY_SERVE_GRPC_MAX_MESSAGE_SIZE:-4194304}
 PY=.venv/bin/python
 BIN=.venv/bin
 CONFIG=${LTRR_CONFIG:-deployments/serve_config.yaml}
@@ -25,7 +27,9 @@ stage() {  # print the time the previous stage took, then the next stage's name
   return 0
 }
 
-stage "" "Meilisearch"
+stage "" "API token (var/secrets/ltrr-token, mode 0600)"
+$PY -m ltrr.auth ensure var/secrets/ltrr-token
+stage done "Meilisearch"
 $PY -m ltrr.backends.meili_server start
 stage done "Milvus standalone (first start decompresses its binaries into var/milvus-bin)"
 $PY -m ltrr.backends.milvus_server start
@@ -63,6 +67,8 @@ for _ in $(seq 1 180); do
     echo " SERVING after $(( $(date +%s) - ts )) s"
     echo "==> ltrr is up: $(( $(date +%s) - t0 )) s in all"
     $BIN/ltrr health --timeout 5 | sed 1d || true  # any index still catching up in the background
+    echo "==> every call needs the token: the ltrr CLI and LtrrClient read var/secrets/ltrr-token (or \$LTRR_TOKEN);"
+    echo "    grpcurl -H \"authorization: Bearer \$(cat var/secrets/ltrr-token)\" -plaintext 127.0.0.1:9000 ..."
     echo "==> example: ltrr search 'artists like radiohead' -k 5"
     $BIN/ltrr search "artists like radiohead" -k 5
     echo "==> example: ltrr search 'radiohaed' (typo) -k 5"

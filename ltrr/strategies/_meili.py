@@ -53,6 +53,7 @@ index bookkeeping (create, settings, count, close) of a strategy owning one inde
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -72,6 +73,7 @@ from ltrr.types import ENTITY_TYPES, Query
 
 #: Task states after which a task will not change any more.
 _FINAL_TASK_STATES = frozenset({"succeeded", "failed", "canceled"})
+log = logging.getLogger("ltrr")
 _T = TypeVar("_T")
 #: The SDK appends this guess to some API errors (a bad filter, say); Meilisearch's message is enough.
 _SDK_HINT = re.compile(r"\. Hint: It might not be working because you're not up to date with the Meilisearch .*$")
@@ -83,7 +85,16 @@ class MeiliConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = Field(default=constants.MEILI_URL, description="Meilisearch base URL, e.g. http://127.0.0.1:7700.")
-    api_key: str = Field(default=constants.MEILI_KEY, description="Meilisearch master or API key (Bearer token).")
+    api_key: str = Field(
+        default=constants.MEILI_KEY,
+        description="Meilisearch master or admin API key: indexing and settings (Bearer token).",
+    )
+    search_api_key: str = Field(
+        default="",
+        description="Key for searches only. Empty: the server's default search key (actions [search], "
+        "every index), read once through the keys API with `api_key`; `api_key` itself if the server has "
+        "no master key. A search never carries the master key.",
+    )
     timeout_s: float = Field(default=2.0, gt=0, le=120, description="Deadline of one search/HTTP call, seconds.")
     task_timeout_s: float = Field(
         default=600.0,
@@ -93,7 +104,13 @@ class MeiliConfig(BaseModel):
     )
 
     def client(self) -> MeiliClient:
-        return MeiliClient(self.url, self.api_key, timeout_s=self.timeout_s, task_timeout_s=self.task_timeout_s)
+        return MeiliClient(
+            self.url,
+            self.api_key,
+            timeout_s=self.timeout_s,
+            task_timeout_s=self.task_timeout_s,
+            search_key=self.search_api_key or None,
+        )
 
 
 # -- pure helpers -------------------------------------------------------------
@@ -163,9 +180,19 @@ class MeiliClient:
     waiting for an asynchronous task (index creation, document writes, settings).
     """
 
-    def __init__(self, url: str, api_key: str, *, timeout_s: float = 2.0, task_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 2.0,
+        task_timeout_s: float = 600.0,
+        search_key: str | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.api_key = api_key
+        self._search_key = search_key
+        self._search_headers: dict[str, str] | None = None
         self.timeout_s = float(timeout_s)
         self.task_timeout_s = float(task_timeout_s)
         # identity: Meilisearch gzips with chunked writes, and on a keep-alive connection that
@@ -250,12 +277,15 @@ class MeiliClient:
         *,
         timeout_s: float | None = None,
         allow_404: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
-        """One HTTP call; returns the decoded JSON (``None`` for 404 when ``allow_404``)."""
+        """One HTTP call; returns the decoded JSON (``None`` for 404 when ``allow_404``).
+
+        ``headers`` override the session's for this call (a search sends the search key)."""
         url = f"{self.url}/{path.lstrip('/')}"
         timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
-            resp = self._session().request(method, url, json=body, timeout=timeout)
+            resp = self._session().request(method, url, json=body, timeout=timeout, headers=headers)
         except requests.Timeout as exc:
             raise BackendTimeout(f"meilisearch {method} /{path} did not answer within {timeout:g} s") from exc
         except requests.RequestException as exc:
@@ -276,12 +306,42 @@ class MeiliClient:
         except ValueError as exc:
             raise BackendUnavailable(f"meilisearch {method} /{path} returned invalid JSON") from exc
 
+    # -- searches carry the search key ------------------------------------
+    def search_key(self) -> str:
+        """The key searches send: the configured one, else the server's default search key.
+
+        The default search key is the one with ``actions == ["search"]`` on every index (``"*"``), read
+        once with ``GET /keys`` (which needs the master key). A server without a master key answers
+        ``missing_master_key`` and needs no key: then searches send ``api_key`` as every call does.
+        """
+        if self._search_key is None:
+            key = self.api_key
+            try:
+                listing = self.request("GET", "keys?limit=100")
+                for k in (listing or {}).get("results", []):
+                    if k.get("actions") == ["search"] and k.get("indexes") == ["*"] and k.get("expiresAt") is None:
+                        key = str(k["key"])
+                        break
+                else:
+                    log.warning("meilisearch at %s has no default search key; searching with api_key", self.url)
+            except BackendUnavailable as exc:
+                if "missing_master_key" not in str(exc):
+                    raise
+            self._search_key = key
+        return self._search_key
+
+    def _search_request(self, path: str, body: Any) -> Any:
+        if self._search_headers is None:
+            key = self.search_key()
+            self._search_headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return self.request("POST", path, body, headers=self._search_headers)
+
     def search(self, uid: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        return dict(self.request("POST", f"indexes/{uid}/search", dict(params)))
+        return dict(self._search_request(f"indexes/{uid}/search", dict(params)))
 
     def multi_search(self, queries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Run several searches in one round trip; each query names its ``indexUid``."""
-        out = self.request("POST", "multi-search", {"queries": [dict(q) for q in queries]})
+        out = self._search_request("multi-search", {"queries": [dict(q) for q in queries]})
         return [dict(r) for r in out["results"]]
 
     # -- tasks (SDK) --------------------------------------------------------

@@ -156,7 +156,7 @@ INVALID = [
 )
 def test_invalid_search_gets_invalid_argument(client, request_, message):
     with pytest.raises(grpc.RpcError) as ei:
-        client.stub.Search(request_, timeout=10)
+        client.stub.Search(request_, timeout=10, metadata=client.metadata(10))
     assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert ei.value.details() == message
 
@@ -186,7 +186,7 @@ def test_feedback_validation_idempotency_and_unknown_request(client):
     ]
     for req, code, message in cases:
         with pytest.raises(grpc.RpcError) as ei:
-            client.stub.Feedback(req, timeout=10)
+            client.stub.Feedback(req, timeout=10, metadata=client.metadata(10))
         assert (ei.value.code(), ei.value.details()) == (code, message)
     # The replica survived all of it.
     assert client.search("coldplay", k=1).results

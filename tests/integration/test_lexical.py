@@ -318,3 +318,24 @@ def test_ensure_index_is_a_no_op_when_settings_match(lexical: LexicalStrategy) -
     lexical.ensure_index()
     LexicalStrategy(lexical.config).ensure_index()  # a second replica starting up
     assert lexical._client.request("GET", "tasks?limit=1")["results"][0]["uid"] == before
+
+
+def test_searches_carry_the_default_search_key_never_the_master_key(
+    meili_server: MeiliServer, lexical: LexicalStrategy
+) -> None:
+    from ltrr.strategies._meili import MeiliClient
+
+    client = MeiliClient(meili_server.url, meili_server.api_key)
+    key = client.search_key()
+    assert key and key != meili_server.api_key
+    described = client.request("GET", f"keys/{key}")
+    assert (described["actions"], described["indexes"]) == (["search"], ["*"])
+    # That key cannot write: a leaked search key does not let anyone change an index.
+    writer = MeiliClient(meili_server.url, key)
+    with pytest.raises(BackendUnavailable, match="HTTP 403"):
+        writer.request("POST", f"indexes/{lexical.config.index}/documents", [{"id": "x"}])
+    # A strategy whose api_key is wrong still searches with a right search key: searches send only it.
+    searching = LexicalStrategy(
+        LexicalConfig(url=meili_server.url, api_key="wrong-key", search_api_key=key, index=lexical.config.index)
+    )
+    assert searching.search(Q("radiohead"), 3)[0].entity_id == "artist:radiohead"

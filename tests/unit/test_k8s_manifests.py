@@ -53,9 +53,11 @@ EXPECTED_OBJECTS = {
     ("StatefulSet", "meilisearch"),
     ("Milvus", "ltrr"),
     ("Secret", "ltrr-ray-auth"),
+    ("Secret", "ltrr-api-tokens"),
     ("RayService", "ltrr"),
     ("ConfigMap", "ltrr-serve-config"),
     ("Job", "ltrr-ingest"),
+    ("NetworkPolicy", "ltrr-ray-ingress"),
 }
 APP = "applications[0]"
 #: The only leaves in which serveConfigV2 may differ from deployments/serve_config.yaml.
@@ -71,6 +73,9 @@ EXPECTED_CONFIG_DIFF = {
     f"{APP}.args.strategies.graph.config.cache_dir",
     f"{APP}.args.policy.checkpoint_dir",
     f"{APP}.args.ranking.model_dir",
+    "grpc_options.enable_reflection",
+    f"{APP}.args.auth.token_files",  # [] in k8s: tokens come from $LTRR_AUTH_TOKENS
+    *(f"{APP}.args.auth.token_files[{i}].{leaf}" for i in (0, 1) for leaf in ("path", "scopes")),
 }
 
 
@@ -391,7 +396,7 @@ def test_ingest_job_reads_the_same_serve_config_and_gates_the_head(
 def test_secrets_are_placeholders_that_do_not_leak(docs: list[dict[str, Any]]) -> None:
     secrets = [d for d in docs if d["kind"] == "Secret"]
     values = [v for s in secrets for v in s["stringData"].values()]
-    assert len(values) == 2 and all(v.startswith("CHANGE-ME-") for v in values)
+    assert len(values) == 3 and all(v.startswith("CHANGE-ME-") for v in values)
     rendered_elsewhere = yaml.safe_dump([d for d in docs if d["kind"] != "Secret"])
     for v in values:
         assert v not in rendered_elsewhere
@@ -417,3 +422,19 @@ def test_dockerfile_copies_only_paths_that_exist() -> None:
     assert {"ltrr", "deployments", "graph", "data", "pyproject.toml"} <= set(sources)
     missing = [s for s in sources if not (ROOT / s).exists()]
     assert missing == [], f"k8s/Dockerfile copies paths missing from the repository: {missing}"
+
+
+def test_network_policy_lets_only_the_gateway_reach_the_api(docs: list[dict[str, Any]]) -> None:
+    """Port 9000 from gateway pods only; other traffic into Ray pods only from Ray pods (README, "Security")."""
+    policy = _one(docs, "NetworkPolicy", "ltrr-ray-ingress")["spec"]
+    rayservice = _one(docs, "RayService", "ltrr")
+    rcc = rayservice["spec"]["rayClusterConfig"]
+    templates = [rcc["headGroupSpec"]["template"]] + [g["template"] for g in rcc["workerGroupSpecs"]]
+    components = {t["metadata"]["labels"]["app.kubernetes.io/component"] for t in templates}
+    (selector,) = policy["podSelector"]["matchExpressions"]
+    assert set(selector["values"]) == components == {"ray-head", "ray-worker"}
+    assert policy["policyTypes"] == ["Ingress"]
+    gateway, peers = policy["ingress"]
+    assert gateway["ports"] == [{"protocol": "TCP", "port": 9000}]
+    assert gateway["from"][0]["podSelector"]["matchLabels"] == {"ltrr.io/gateway": "true"}
+    assert "ports" not in peers and peers["from"][0]["podSelector"]["matchExpressions"] == [selector]
