@@ -84,7 +84,7 @@ from ltrr.client import LtrrClient  # noqa: E402
 from ltrr.config import AppConfig  # noqa: E402
 from ltrr.constants import MAX_K  # noqa: E402
 from ltrr.peers import Peer  # noqa: E402
-from ltrr.sim.bench_config import BENCH_VAR_DIR, app_args, bench_config  # noqa: E402
+from ltrr.sim.bench_config import BENCH_MEMORY_INDEX, BENCH_VAR_DIR, app_args, bench_config  # noqa: E402
 from ltrr.sim.clicks import PositionClickModel  # noqa: E402
 from ltrr.sim.regret import QueryRecord, cumulative_regret, score_run  # noqa: E402
 from ltrr.sim.report import ALL_MAX_RANKER, ALL_MAX_RRF, LIVE, STATIC_RANKER, final_tables, markdown, summary  # noqa: E402
@@ -190,16 +190,30 @@ def copy_catalog(src: str, dst: Path) -> None:
         s.backup(d)
 
 
-def deploy_bench(args: argparse.Namespace, client: LtrrClient) -> tuple[AppConfig, dict[str, float]]:
-    """Fresh bench state, memory cold start, ``serve deploy``; returns the bench app config and timings."""
+def deploy_bench(
+    args: argparse.Namespace,
+    client: LtrrClient,
+    *,
+    var_dir: str = BENCH_VAR_DIR,
+    memory_index: str = BENCH_MEMORY_INDEX,
+    policy: dict[str, Any] | None = None,
+    writer: str = "scripts/bench_regret.py",
+) -> tuple[AppConfig, dict[str, float]]:
+    """Fresh bench state in ``var_dir``, memory cold start, ``serve deploy``; returns the bench app
+    config and timings. ``policy`` overrides fields of the derived config's policy block (the fault
+    bench settles searches within seconds); the config is written to ``<var_dir>/serve_config.yaml``."""
     timings: dict[str, float] = {}
-    var = ROOT / BENCH_VAR_DIR
+    var = ROOT / var_dir
     var.mkdir(parents=True, exist_ok=True)
     serve_cfg = yaml.safe_load((ROOT / args.config).read_text())
-    derived = bench_config(serve_cfg, algorithm=args.algorithm)
+    derived = bench_config(serve_cfg, var_dir=var_dir, algorithm=getattr(args, "algorithm", None),
+                           memory_index=memory_index)
+    if policy:
+        derived_args = next(a for a in derived["applications"] if a.get("name") == "ltrr")["args"]
+        derived_args.setdefault("policy", {}).update(policy)
     cfg_path = var / "serve_config.yaml"
     cfg_path.write_text(
-        "# Written by scripts/bench_regret.py from "
+        f"# Written by {writer} from "
         + args.config
         + "; see ltrr/sim/bench_config.py.\n"
         + yaml.safe_dump(derived, sort_keys=False)
