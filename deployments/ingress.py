@@ -2,10 +2,10 @@
 
 Every SearchService RPC first checks the caller's bearer token and its scope
 (:mod:`ltrr.auth`; the proxy takes no interceptors, so the check is the first
-line of each method); health is exempt. It maps protobuf messages to the pure :class:`ltrr.service.SearchService` and
-maps every error to a gRPC status through :func:`ltrr.grpc_status.status_for`,
-so no traceback ever reaches a client. It receives its strategy handles and the
-policy learner's handle as arguments and looks nothing up globally.
+line of each method); health is exempt. It maps protobuf messages to the pure :class:`ltrr.service.SearchService`
+(requests through :mod:`ltrr.grpc_mapping`, the functions the fuzz test exercises) and maps every error to a
+gRPC status through :func:`ltrr.grpc_status.status_for`, so no traceback ever reaches a client. It receives its
+strategy handles and the policy learner's handle as arguments and looks nothing up globally.
 
 **Deciding in the ingress.** Each ingress replica holds a copy of the policy's
 RLModule and decides with its ``forward_exploration`` in-process (a fraction of
@@ -37,14 +37,13 @@ from ltrr.client import TIMEOUT_METADATA
 from ltrr.config import AppConfig
 from ltrr.eventlog import SQLiteEventLog
 from ltrr.fanout import Caller
-from ltrr.grpc_servicer import check_decoded
+from ltrr.grpc_mapping import artist_ids, entity, feedback_params, search_params, user
 from ltrr.grpc_status import status_for
 from ltrr.index_status import INDEX_SERVICE_PREFIX, IndexBacklog
 from ltrr.ingest import index_targets
 from ltrr.types import Candidate, Entity
 from ltrr.upsert import UploadStopped, UpsertProgress, write_in_batches
 from ltrr.v1 import search_pb2 as pb
-from ltrr.validation import entity_from_fields, user_from_fields, validate_feedback, validate_search
 
 log = logging.getLogger("ray.serve")
 SERVICE_NAME = "ltrr.v1.SearchService"
@@ -63,23 +62,6 @@ def _caller(handle: DeploymentHandle) -> Caller:
         return result
 
     return call
-
-
-def _entity(index: int, msg: pb.Entity) -> Entity:
-    check_decoded(msg, f"entities[{index}]")
-    return entity_from_fields(
-        index,
-        entity_id=msg.entity_id,
-        entity_type=msg.entity_type,
-        title=msg.title,
-        subtitle=msg.subtitle,
-        genres=list(msg.genres),
-        tags=list(msg.tags),
-        description=msg.description,
-        popularity=msg.popularity,
-        attrs=dict(msg.attrs),
-        sources=("upsert",),
-    )
 
 
 def _deadline(ctx: RayServegRPCContext) -> float | None:
@@ -189,19 +171,7 @@ class Ingress:
         self._ensure_sync()
         try:
             self.auth.check(grpc_context.invocation_metadata(), "Search")
-            check_decoded(request)
-            params = validate_search(
-                query=request.query,
-                user_id=request.user_id,
-                k=request.k,
-                entity_types=list(request.entity_types),
-                context=dict(request.context),
-                strategies=list(request.strategies),
-                explain=request.explain,
-                known_strategies=self.service.strategies,
-                budgets=dict(request.budgets),
-                ladder=self.ladder,
-            )
+            params = search_params(request, known_strategies=self.service.strategies, ladder=self.ladder)
             out = await self.service.search(params, deadline=_deadline(grpc_context))
         except Exception as exc:  # noqa: BLE001 - mapped to a status, never a traceback
             _fail(grpc_context, exc)
@@ -243,14 +213,7 @@ class Ingress:
     async def Feedback(self, request: pb.FeedbackRequest, grpc_context: RayServegRPCContext) -> pb.FeedbackResponse:
         try:
             self.auth.check(grpc_context.invocation_metadata(), "Feedback")
-            check_decoded(request)
-            params = validate_feedback(
-                request_id=request.request_id,
-                event_id=request.event_id,
-                entity_id=request.entity_id,
-                action=request.action,
-                position=request.position,
-            )
+            params = feedback_params(request)
             duplicate = await self.service.feedback(params, deadline=_deadline(grpc_context))
         except Exception as exc:  # noqa: BLE001
             _fail(grpc_context, exc)
@@ -276,7 +239,7 @@ class Ingress:
             self.auth.check(grpc_context.invocation_metadata(), "UpsertEntities")  # before reading the stream
             progress = await write_in_batches(
                 request_stream,
-                _entity,
+                entity,
                 commit,
                 batch_size=UPSERT_BATCH,
                 cancelled=getattr(request_stream, "is_cancelled", lambda: False),
@@ -307,7 +270,7 @@ class Ingress:
     async def UpsertUsers(
         self, request_stream: AsyncIterator[pb.UserProfile], grpc_context: RayServegRPCContext
     ) -> pb.UpsertUsersSummary:
-        """Validate every streamed profile, then write them all (:func:`ltrr.validation.user_from_fields`).
+        """Validate every streamed profile, then write them all (:func:`ltrr.grpc_mapping.user`).
 
         Artist ids must be catalog artists (upsert the entities first): an unknown id is rejected with
         INVALID_ARGUMENT naming it (``users[i].top_artists[j].name``), since a name sent in place of an id
@@ -316,21 +279,10 @@ class Ingress:
         try:
             self.auth.check(grpc_context.invocation_metadata(), "UpsertUsers")  # before reading the stream
             msgs = [msg async for msg in request_stream]
-            for i, msg in enumerate(msgs):
-                check_decoded(msg, f"users[{i}]")
-            wanted = sorted({n.name.strip() for msg in msgs for n in msg.top_artists})
+            wanted = artist_ids(msgs)  # first refuses a message that did not decode
             found = await asyncio.to_thread(self.store.get_many, wanted)
             known = {eid for eid, e in found.items() if e.entity_type == "artist"}
-            users = [
-                user_from_fields(
-                    i,
-                    user_id=msg.user_id,
-                    top_artists=[(n.name, n.weight) for n in msg.top_artists],
-                    top_tags=[(n.name, n.weight) for n in msg.top_tags],
-                    known_artists=known,
-                )
-                for i, msg in enumerate(msgs)
-            ]
+            users = [user(i, msg, known) for i, msg in enumerate(msgs)]
             changed = await asyncio.to_thread(self.store.upsert_users, users)
         except Exception as exc:  # noqa: BLE001
             _fail(grpc_context, exc)

@@ -107,7 +107,10 @@ class PolicyLearner:
         self._side_wake = threading.Event()
         self._stop = threading.Event()
         self._saved_version = self.module.version
+        self._saved_cursors = (int(self.module.open_cursor), int(self.module.cursor))  # what a restart restores
         self._last_save = time.monotonic()
+        self.retention = app.retention
+        self._next_prune = 0.0
         self.totals = {
             "settled": 0,
             "learned": 0,
@@ -116,6 +119,7 @@ class PolicyLearner:
             "profiles": 0,
             "checkpoints": 0,
             "errors": 0,
+            "pruned": 0,
         }
         self._thread = threading.Thread(
             target=self._loop, args=(self._wake, self.step_policy), name="policy-learner", daemon=True
@@ -152,8 +156,10 @@ class PolicyLearner:
             tmp = self.checkpoints.new()
             self.module.save_to_path(tmp)
             version = self.module.version
+            cursors = (int(self.module.open_cursor), int(self.module.cursor))
         final = self.checkpoints.commit(tmp, version)
         self._saved_version, self._last_save = version, time.monotonic()
+        self._saved_cursors = cursors
         self.totals["checkpoints"] += 1
         return str(final)
 
@@ -189,7 +195,37 @@ class PolicyLearner:
 
     def step_side(self) -> dict[str, int]:
         """Teach the query memory and the users' profiles the new positive feedback."""
-        return self._count({"memory": self._teach_memory(), "profiles": self.profiles.step()})
+        return self._count(
+            {"memory": self._teach_memory(), "profiles": self.profiles.step(), "pruned": self.prune_if_due()}
+        )
+
+    def prune_if_due(self, now: float | None = None) -> int:
+        """Delete the searches no consumer needs any more (``retention``), at most every ``interval_s``.
+
+        The cursors are the last *saved* checkpoint's (a restart restores those and replays from
+        them), the query memory's and the profiles'; see :class:`ltrr.config.RetentionConfig`."""
+        r = self.retention
+        t = time.monotonic() if now is None else now
+        if not r.enabled or t < self._next_prune:
+            return 0
+        self._next_prune = t + r.interval_s
+        open_cursor, cursor = self._saved_cursors
+        folded = self.profiles.cursor()
+        if self.memory is not None:
+            folded = min(folded, self.events.cursor(MEMORY_CURSOR))
+        pruned = 0
+        while True:
+            n = self.events.prune(
+                before_ts=time.time() - r.max_age_s,
+                through_search_seq=open_cursor,
+                through_settlement_seq=cursor,
+                through_feedback_seq=folded,
+                keep_newest=r.min_searches,
+                limit=r.batch,
+            )
+            pruned += n
+            if n < r.batch:
+                return pruned
 
     def _count(self, out: dict[str, int]) -> dict[str, int]:
         for k, v in out.items():

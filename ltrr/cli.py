@@ -31,6 +31,7 @@ from ltrr.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from ltrr.catalog.store import CatalogStore
+    from ltrr.client import LtrrClient
     from ltrr.types import UserProfile
 
 DEFAULT_CONFIG = "deployments/serve_config.yaml"
@@ -95,33 +96,34 @@ def _train_ranker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _token(args: argparse.Namespace) -> str | None:
-    """The token of ``--token-file``; None without the option (the client then reads ``$LTRR_TOKEN`` or
-    ``var/secrets/ltrr-token``). Raises ``ValueError`` with the message to print when the file is unusable."""
-    if not args.token_file:
-        return None
-    from ltrr.client import read_token_file
+def _client(args: argparse.Namespace) -> LtrrClient | None:
+    """A client of ``--target`` with ``--timeout`` that sends ``--token-file``'s token (without the option,
+    the client reads ``$LTRR_TOKEN`` or ``var/secrets/ltrr-token``). None, with the error printed to stderr,
+    when that file cannot be read or holds no token."""
+    from ltrr.client import LtrrClient, read_token_file
 
-    try:
-        token = read_token_file(args.token_file)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"error: --token-file: cannot read {args.token_file!r}: {exc}") from exc
-    if token is None:
-        raise ValueError(f"error: --token-file: {args.token_file!r} holds no token")
-    return token
+    token = None
+    if args.token_file:
+        try:
+            token = read_token_file(args.token_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"error: --token-file: cannot read {args.token_file!r}: {exc}", file=sys.stderr)
+            return None
+        if token is None:
+            print(f"error: --token-file: {args.token_file!r} holds no token", file=sys.stderr)
+            return None
+    return LtrrClient(args.target, timeout=args.timeout, token=token)
 
 
 def _search(args: argparse.Namespace) -> int:
     import grpc
 
-    from ltrr.client import LtrrClient, format_table
+    from ltrr.client import format_table
 
-    try:
-        token = _token(args)
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
+    client = _client(args)
+    if client is None:
         return 2
-    with LtrrClient(args.target, timeout=args.timeout, token=token) as c:
+    with client as c:
         try:
             resp = c.search(
                 args.query,
@@ -141,16 +143,13 @@ def _search(args: argparse.Namespace) -> int:
 def _health(args: argparse.Namespace) -> int:
     import grpc
 
-    from ltrr.client import LtrrClient
     from ltrr.index_status import INDEX_SERVICE_PREFIX
     from ltrr.strategies.registry import STRATEGY_NAMES
 
-    try:
-        token = _token(args)
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
+    client = _client(args)
+    if client is None:
         return 2
-    with LtrrClient(args.target, timeout=args.timeout, token=token) as c:
+    with client as c:
         try:
             status = c.health()
         except grpc.RpcError as exc:

@@ -79,6 +79,28 @@ class IngressOptions(_Strict):
     rrf_c: float = Field(60.0, ge=0.0, description="Reciprocal-rank fusion constant c in 1/(c + rank).")
 
 
+class RetentionConfig(_Strict):
+    """How long the event log keeps searches (:meth:`ltrr.eventlog.SQLiteEventLog.prune`).
+
+    A search is deleted, with its feedback and settlement, only once it is older than ``max_age_s``,
+    settled, applied by the learner's last saved checkpoint, folded into the query memory and the
+    profiles, and outside the newest ``min_searches``: what the learner, the ranker trainer
+    (``ranking.max_searches``) and off-policy evaluation read. ``query_stats`` (per-query counts)
+    is kept whole. Freed pages are reused by SQLite, so the file stops growing; it does not shrink."""
+
+    enabled: bool = Field(True, description="Prune the event log from the learner.")
+    max_age_s: float = Field(
+        30 * 86400.0, gt=0, description="Keep every search younger than this (default 30 days)."
+    )
+    min_searches: int = Field(
+        50_000, ge=1, description="Always keep the newest this many searches (ranker training, OPE)."
+    )
+    interval_s: float = Field(600.0, gt=0, le=86400.0, description="How often the learner prunes.")
+    batch: int = Field(
+        5_000, ge=1, le=100_000, description="Searches deleted per transaction (each holds the write lock)."
+    )
+
+
 class AppConfig(_Strict):
     """The whole application."""
 
@@ -86,6 +108,9 @@ class AppConfig(_Strict):
     events_path: str = Field(C.FEEDBACK_PATH, description="SQLite event log (searches and feedback).")
     feedback_window_s: float = Field(86400.0, gt=0, description="How long after a search its feedback is accepted.")
     ingress: IngressOptions = Field(default_factory=IngressOptions, description="The gRPC ingress.")
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig, description="How long the event log keeps searches."
+    )
     auth: AuthConfig = Field(default_factory=AuthConfig, description="Bearer tokens and their scopes (ltrr.auth).")
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="The learned retrieval policy.")
     ranking: RankingConfig = Field(default_factory=RankingConfig, description="The learned ranker.")
@@ -121,6 +146,17 @@ class AppConfig(_Strict):
                     f"strategies.{name}.default_k: must be a budget on policy.ladder {list(self.policy.ladder)}, "
                     f"got {spec.default_k}"
                 )
+        r = self.retention
+        if r.enabled and r.max_age_s < self.feedback_window_s + self.policy.reward_window_s:
+            raise ValueError(
+                f"retention.max_age_s: must be at least feedback_window_s + policy.reward_window_s "
+                f"({self.feedback_window_s + self.policy.reward_window_s:g}), got {r.max_age_s:g}"
+            )
+        if r.enabled and r.min_searches < self.ranking.max_searches:
+            raise ValueError(
+                f"retention.min_searches: must be at least ranking.max_searches ({self.ranking.max_searches}), "
+                f"got {r.min_searches}"
+            )
         if self.learner.num_replicas != 1:
             raise ValueError(
                 f"learner.num_replicas: must be 1 (one learner owns the parameters), got {self.learner.num_replicas}"

@@ -550,6 +550,43 @@ class SQLiteEventLog:
         with self._read() as db:
             return int(db.execute("SELECT COUNT(DISTINCT request_id) FROM feedback").fetchone()[0])
 
+    def prune(
+        self,
+        *,
+        before_ts: float,
+        through_search_seq: int,
+        through_settlement_seq: int,
+        through_feedback_seq: int,
+        keep_newest: int,
+        limit: int = 5_000,
+    ) -> int:
+        """Delete up to ``limit`` old searches with their feedback and settlements; return how many.
+
+        A search goes only if it was logged before ``before_ts``, its ``search_seq`` is at most
+        ``through_search_seq`` and outside the newest ``keep_newest``, it is settled with a settlement
+        ``seq`` at most ``through_settlement_seq``, and none of its feedback has a ``seq`` above
+        ``through_feedback_seq``: every consumer's cursor has passed it. Sequence numbers are
+        AUTOINCREMENT, so deleting rows never makes one be reused. ``query_stats`` is kept."""
+        _check_int("keep_newest", keep_newest, 1, 2**62)
+        _check_int("limit", limit, 1, _MAX_LIMIT)
+        with self._tx() as db:
+            top = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM search_seq").fetchone()[0])
+            doomed = db.execute(
+                "SELECT q.request_id FROM search_seq q JOIN searches s ON s.request_id = q.request_id "
+                "JOIN settlements st ON st.request_id = q.request_id "
+                "WHERE s.ts < ? AND q.seq <= ? AND q.seq <= ? AND st.seq <= ? "
+                "AND NOT EXISTS (SELECT 1 FROM pending p WHERE p.request_id = q.request_id) "
+                "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = q.request_id AND f.seq > ?) "
+                "ORDER BY q.seq LIMIT ?",
+                (before_ts, through_search_seq, top - keep_newest, through_settlement_seq, through_feedback_seq, limit),
+            ).fetchall()
+            for table in ("feedback", "settlements", "search_seq", "searches"):
+                db.executemany(f"DELETE FROM {table} WHERE request_id = ?", doomed)
+        if doomed:
+            with _translated("checkpoint"), self._lock:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # let the WAL's pages be reused
+        return len(doomed)
+
     @staticmethod
     def _cursor(db: sqlite3.Connection, name: str) -> int:
         row = db.execute("SELECT seq FROM cursors WHERE name=?", (name,)).fetchone()

@@ -17,6 +17,7 @@ from ltrr.errors import (
     BackendUnavailable,
     ConfigError,
     InvalidRequest,
+    LtrrError,
     NotFound,
     PermissionDenied,
     Unauthenticated,
@@ -24,25 +25,28 @@ from ltrr.errors import (
 
 log = logging.getLogger("ltrr")
 
+#: Each error class and its status code, in the order they are tried: the first the error is an instance of
+#: wins. The order matters where a class has two of these bases: ``ltrr.upsert.UploadInvalid`` is an
+#: InvalidRequest and an Aborted, and is the caller's fault, so InvalidRequest comes first.
+CODES: tuple[tuple[type[LtrrError], grpc.StatusCode], ...] = (
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (Aborted, grpc.StatusCode.ABORTED),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (BackendTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (BackendUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """Map an exception to ``(status code, client-safe message)``."""
-    if isinstance(exc, InvalidRequest):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, Unauthenticated):
-        return grpc.StatusCode.UNAUTHENTICATED, str(exc)
-    if isinstance(exc, PermissionDenied):
-        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
-    if isinstance(exc, Aborted):
-        return grpc.StatusCode.ABORTED, str(exc)
-    if isinstance(exc, NotFound):
-        return grpc.StatusCode.NOT_FOUND, str(exc)
-    if isinstance(exc, BackendTimeout):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
-    if isinstance(exc, BackendUnavailable):
-        return grpc.StatusCode.UNAVAILABLE, str(exc)
-    if isinstance(exc, ConfigError):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    """Map an exception to ``(status code, client-safe message)``: the code of the first class of
+    :data:`CODES` it is an instance of, with its own message; anything else is ``INTERNAL`` with a
+    reference id (the traceback is logged under it, never sent)."""
+    for cls, code in CODES:
+        if isinstance(exc, cls):
+            return code, str(exc)
     ref = uuid.uuid4().hex[:12]
     log.error("internal error ref=%s", ref, exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error (ref {ref})"

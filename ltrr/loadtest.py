@@ -380,9 +380,19 @@ def run_open_loop(
     return stats
 
 
-def make_queries(titles: Sequence[str], artists: Sequence[str], n: int, seed: int = 0) -> list[str]:
+def make_queries(
+    titles: Sequence[str],
+    artists: Sequence[str],
+    n: int,
+    seed: int = 0,
+    *,
+    semantic: Sequence[str] = SEMANTIC_QUERIES,
+) -> list[str]:
     """``n`` search strings, seeded: about 40% known-item titles (half of them with two letters swapped), 30%
-    ``artists like X`` and 30% :data:`SEMANTIC_QUERIES`; only semantic phrases when ``titles`` is empty."""
+    ``artists like X`` and 30% phrases of ``semantic`` (:data:`SEMANTIC_QUERIES`); only semantic phrases when
+    ``titles`` is empty. Titles and ``artists like X`` are cut to 200 characters."""
+    if not semantic:
+        raise ValueError("`semantic` must not be empty")
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -396,7 +406,7 @@ def make_queries(titles: Sequence[str], artists: Sequence[str], n: int, seed: in
         elif titles and artists and r < 0.7:
             out.append(f"artists like {rng.choice(artists)}"[:200])
         else:
-            out.append(rng.choice(SEMANTIC_QUERIES))
+            out.append(rng.choice(semantic))
     return out
 
 

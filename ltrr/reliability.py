@@ -148,12 +148,16 @@ class Window:
 
 
 def windows(calls: Sequence[Call], faults: Sequence[Fault]) -> list[Window]:
-    """One :class:`Window` before the first fault (``baseline``) and one per fault, up to the next."""
+    """One :class:`Window` before the first fault (``baseline``) and one per fault, up to the next.
+
+    A call belongs to the window in which it *ended* (``t + latency_s``): a search issued just before
+    a replica was killed, and failed by the kill, is the fault's, not the baseline's."""
     bounds = [("baseline", -float("inf"))] + [(f.name, f.t) for f in faults]
     out = [Window(name) for name, _ in bounds]
     starts = [t for _, t in bounds]
     for c in calls:
-        i = max(j for j, t in enumerate(starts) if t <= c.t)
+        end = c.t + c.latency_s
+        i = max(j for j, t in enumerate(starts) if t <= end)
         w = out[i]
         w.calls += 1
         if c.code != "OK":

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -56,39 +55,18 @@ def summary(name: str, lat_ms: list[float], wall_s: float) -> dict[str, Any]:
 
 
 def queries(catalog_path: str, n: int, seed: int = 0) -> list[str]:
-    """A realistic mix: known-item titles (some with a typo), 'like X', semantic phrases."""
+    """A realistic mix (:func:`ltrr.loadtest.make_queries`) over the 2,000 most popular entities: known-item
+    titles (some with a typo), 'artists like X', semantic phrases (the first eight of
+    ``SEMANTIC_QUERIES``, the mix the published figures were measured with)."""
+    from ltrr import loadtest as lt
     from ltrr.catalog.store import CatalogStore
 
-    rng = random.Random(seed)
     store = CatalogStore(catalog_path)
     ents = [e for _, batch in store.entities_since(0, batch_size=5000) for e in batch]
     store.close()
     popular = sorted(ents, key=lambda e: -e.popularity)[:2000]
     artists = [e.title for e in popular if e.entity_type == "artist"][:300]
-    semantic = [
-        "sad songs for a rainy day",
-        "upbeat workout edm",
-        "podcast about true crime investigations",
-        "chill acoustic covers",
-        "latin party hits",
-        "history podcast about ancient rome",
-        "90s hip hop classics",
-        "relaxing piano for studying",
-    ]
-    out = []
-    for _ in range(n):
-        r = rng.random()
-        if r < 0.4:
-            t = rng.choice(popular).title
-            if len(t) > 5 and rng.random() < 0.5:
-                i = rng.randrange(1, len(t) - 1)
-                t = t[:i] + t[i + 1] + t[i] + t[i + 2 :]
-            out.append(t[:200])
-        elif r < 0.7:
-            out.append(f"artists like {rng.choice(artists)}")
-        else:
-            out.append(rng.choice(semantic))
-    return out
+    return lt.make_queries([e.title for e in popular], artists, n, seed, semantic=lt.SEMANTIC_QUERIES[:8])
 
 
 def record_calls(resp: Any, calls: Calls) -> None:

@@ -5,7 +5,8 @@ catalog copy, ranker registry and query-memory index under `var/chaos`, searches
 instead of 600), then:
 
 1. a load process (its own process, so the faults here never stall it) sends about `--qps`
-   searches per second, open loop, and follows about `--feedback` of them with a click on a random
+   searches per second, open loop (half of them forcing all four strategies, so that every backend
+   is called whatever the learned policy prefers), and follows about `--feedback` of them with a click on a random
    result under a client-chosen `event_id` (retried with the same id); it journals every call, and
    `fsync`s each acknowledged feedback before counting it (`ltrr/reliability.py`);
 2. after a quiet baseline, each fault is injected `--repeat` times, in turn, each followed by a wait
@@ -50,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 PY = str(ROOT / ".venv" / "bin" / "python")
 CHAOS_VAR = "var/chaos"
+ALL_STRATEGIES = ["lexical", "vector", "graph", "memory"]
 FAULTS = ("ingress", "learner", "vector", "proxy", "controller", "meilisearch", "milvus", "ray-restart")
 #: Actor-name patterns of each Ray fault, and whether Ray may restart the killed actor itself.
 RAY_FAULTS = {
@@ -78,8 +80,10 @@ def ray_main(argv: list[str]) -> int:
             print(json.dumps({"killed": [], "error": f"no actor matches {pattern!r}"}))
             return 1
         name = sorted(names)[0]
-        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=not restart)
-        print(json.dumps({"killed": [name]}))
+        handle = ray.get_actor(name, namespace="serve")
+        t = time.time()
+        ray.kill(handle, no_restart=not restart)
+        print(json.dumps({"killed": [name], "t": t}))
         return 0
     if argv[0] == "learner-status":
         from ray import serve
@@ -126,11 +130,13 @@ def load_main(
             c = local.client = LtrrClient(target, timeout=5.0)
         return c
 
-    def one(query: str, click: bool, pick: float) -> None:
+    def one(query: str, click: bool, pick: float, forced: bool) -> None:
         t = time.time() - t0
         s0 = time.perf_counter()
         try:
-            resp = client().search(query, k=10)
+            # Half the searches force all four strategies (not learned from), so every backend is called
+            # whatever the learned policy prefers; the other half are the policy's.
+            resp = client().search(query, k=10, strategies=ALL_STRATEGIES if forced else ())
             code, degraded = "OK", resp.degraded
             missing = tuple(s.strategy for s in resp.strategies if s.status not in (1, 4))  # not OK/SKIPPED
         except Exception as exc:  # noqa: BLE001 - the outcome is what we journal
@@ -181,7 +187,7 @@ def load_main(
             delay = due - time.time()
             if delay > 0:
                 time.sleep(delay)
-            pool.submit(one, rng.choice(queries), rng.random() < feedback, rng.random())
+            pool.submit(one, rng.choice(queries), rng.random() < feedback, rng.random(), rng.random() < 0.5)
             i += 1
     j.close()
 
@@ -195,28 +201,31 @@ def backend_pid(module: str) -> int | None:
         return None
 
 
-def inject(name: str, args: argparse.Namespace, env: dict[str, str]) -> str:
-    """Inject one fault and undo what a supervisor would undo; returns what was done."""
+def inject(name: str, args: argparse.Namespace, env: dict[str, str]) -> tuple[float, str]:
+    """Inject one fault and undo what a supervisor would undo; returns when the fault took effect
+    (unix time: the kill itself, not the start of the Python process that sends it) and what was done."""
     if name in RAY_FAULTS:
         pattern, restart = RAY_FAULTS[name]
         out = ray_call("kill", pattern, *(["--restart"] if restart else []))
-        return f"ray.kill {', '.join(out.get('killed', [])) or out.get('error')}"
+        return float(out.get("t", time.time())), f"ray.kill {', '.join(out.get('killed', [])) or out.get('error')}"
     if name in ("meilisearch", "milvus"):
         module = f"ltrr.backends.{'meili' if name == 'meilisearch' else 'milvus'}_server"
         pid = backend_pid(module)
         if pid is None:
-            return f"no {name} process found"
+            return time.time(), f"no {name} process found"
+        t = time.time()
         os.kill(pid, signal.SIGKILL)
         time.sleep(args.restart_after)
         subprocess.run([PY, "-m", module, "start"], cwd=ROOT, env=env, check=True, capture_output=True)
-        return f"SIGKILL pid {pid}, restarted after {args.restart_after:g} s"
+        return t, f"SIGKILL pid {pid}, restarted after {args.restart_after:g} s"
     if name == "ray-restart":
+        t = time.time()
         subprocess.run(
             [str(ROOT / ".venv/bin/ray"), "stop", "--force"], cwd=ROOT, env=env, check=False, capture_output=True
         )
         with (ROOT / CHAOS_VAR / "up.log").open("a") as fh:
             subprocess.run([str(ROOT / "scripts/up.sh")], cwd=ROOT, env=env, check=True, stdout=fh, stderr=fh)
-        return "ray stop --force, then scripts/up.sh with the chaos config"
+        return t, "ray stop --force, then scripts/up.sh with the chaos config"
     raise SystemExit(f"unknown fault {name!r}; valid: {', '.join(FAULTS)}")
 
 
@@ -477,13 +486,12 @@ def main() -> int:
     time.sleep(args.baseline)
     plan = [n for _ in range(args.repeat) for n in names]
     for i, name in enumerate(plan, 1):
-        ft = time.time() - t0
         log(f"fault {i}/{len(plan)}: {name}")
         try:
-            detail = inject(name, args, env)
+            took, detail = inject(name, args, env)
         except Exception as exc:  # noqa: BLE001 - report it and carry on with the next fault
-            detail = f"injection failed: {exc}"
-        faults_journal.fault(Fault(name, ft, time.time() - t0, detail))
+            took, detail = time.time(), f"injection failed: {exc}"
+        faults_journal.fault(Fault(name, took - t0, time.time() - t0, detail))
         waited = wait_whole(client, args.max_wait)
         log(f"  {detail}; whole again after {waited if waited is None else round(waited, 1)} s (probe)")
         time.sleep(args.gap)

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,6 +49,22 @@ def status_of(exc: BaseException) -> str:
     return f"CLIENT_{type(exc).__name__}"
 
 
+def timed_call(
+    call: Callable[[], Any], t0: float, *, kind: str = "search", clock: Callable[[], float] = time.perf_counter
+) -> tuple[Any, lt.CallRecord]:
+    """Run ``call()``: its result (None when it failed) and its record: ended at ``clock() - t0`` s, its
+    latency, status ``OK`` or :func:`status_of` the failure (any exception is a status, never raised)."""
+    result = None
+    start = clock()
+    try:
+        result = call()
+        status = "OK"
+    except Exception as exc:  # noqa: BLE001 - every failure is counted by its name
+        status = status_of(exc)
+    end = clock()
+    return result, lt.CallRecord(end - t0, (end - start) * 1000.0, status, kind)
+
+
 def load_queries(args: argparse.Namespace) -> list[str]:
     if args.queries:
         qs = [q.strip() for q in Path(args.queries).read_text(encoding="utf-8").splitlines() if q.strip()]
@@ -60,11 +76,39 @@ def load_queries(args: argparse.Namespace) -> list[str]:
 
 def preflight(args: argparse.Namespace, query: str) -> str:
     with LtrrClient(args.target, timeout=args.deadline, attempts=1) as c:
-        try:
-            c.search(query, k=args.k)
-            return "OK"
-        except Exception as exc:  # noqa: BLE001 - any failure is reported by name
-            return status_of(exc)
+        return timed_call(lambda: c.search(query, k=args.k), 0.0)[1].status
+
+
+def common_args(ap: argparse.ArgumentParser, name: str) -> None:
+    """The options of every load script (``name``: overload, soak): the target, each call's deadline and k,
+    the /proc to sample, where the queries come from, the seed, the preflight switch and ``--out``
+    (default bench-out/<name>)."""
+    ap.add_argument("--target", default="127.0.0.1:9000")
+    ap.add_argument("--deadline", type=float, default=10.0, help="each attempt's deadline (s)")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--proc", default="/proc")
+    ap.add_argument("--queries", default="", help="a file of queries, one a line (default: from --catalog)")
+    ap.add_argument("--catalog", default=str(ROOT / "var" / "catalog.sqlite"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-preflight", action="store_true", help="skip the single search that checks the target")
+    ap.add_argument("--out", default=str(ROOT / "bench-out" / name))
+
+
+def start(args: argparse.Namespace, name: str) -> tuple[Path, list[str], str] | None:
+    """Make ``--out``, load the queries and, unless ``--no-preflight``, send one search: ``(out folder,
+    queries, start time)``, or None (with the reason on stderr) when that search fails with a
+    :data:`FATAL` status."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    queries = load_queries(args)
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if not args.no_preflight:
+        status = preflight(args, queries[0])
+        if status in FATAL:
+            print(f"{name}: a first search to {args.target} failed with {status}; is the app up and the token "
+                  "set ($LTRR_TOKEN or var/secrets/ltrr-token)?", file=sys.stderr)
+            return None
+    return out, queries, started
 
 
 def machine_cpu(proc: str) -> tuple[int, int]:
@@ -121,16 +165,10 @@ def caller(
         t0, end = clock["t0"], clock["end"]
         while time.perf_counter() < end:
             q = queries[rng.randrange(len(queries))]
-            start = time.perf_counter()
-            try:
-                c.search(q, k=args.k)
-                status = "OK"
-            except Exception as exc:  # noqa: BLE001 - every failure is counted by its name
-                status = status_of(exc)
-            stop = time.perf_counter()
-            out.append(lt.CallRecord(stop - t0, (stop - start) * 1000.0, status))
+            _, record = timed_call(lambda: c.search(q, k=args.k), t0)  # noqa: B023 - called before q changes
+            out.append(record)
             with lock:
-                counts[status] += 1
+                counts[record.status] += 1
 
 
 def plot(path: Path, records: list[lt.CallRecord], series: dict[str, list[tuple[float, int]]], args) -> None:
@@ -172,35 +210,20 @@ def plot(path: Path, records: list[lt.CallRecord], series: dict[str, list[tuple[
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--target", default="127.0.0.1:9000")
+    common_args(ap, "overload")
     ap.add_argument("--callers", type=int, default=200, help="concurrent callers, one channel each")
     ap.add_argument("--seconds", type=float, default=60.0, help="how long new calls are started")
-    ap.add_argument("--deadline", type=float, default=10.0, help="each call's deadline (s)")
     ap.add_argument("--grace", type=float, default=1.0, help="a call longer than deadline + grace is a hang")
-    ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--every", type=float, default=2.0, help="RSS sampling interval (s)")
     ap.add_argument("--settle", type=float, default=4.0, help="keep sampling RSS this long after the last answer")
     ap.add_argument("--match", action="append", default=None,
                     help="process label substrings to sample (repeatable); default ProxyActor and the ingress")
-    ap.add_argument("--proc", default="/proc")
-    ap.add_argument("--queries", default="", help="a file of queries, one a line (default: from --catalog)")
-    ap.add_argument("--catalog", default=str(ROOT / "var" / "catalog.sqlite"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-preflight", action="store_true", help="skip the single search that checks the target")
-    ap.add_argument("--out", default=str(ROOT / "bench-out" / "overload"))
     args = ap.parse_args(argv)
     contains = tuple(args.match or ("ray::ProxyActor", "ray::ServeReplica:ltrr:ingress"))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    queries = load_queries(args)
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-    if not args.no_preflight:
-        status = preflight(args, queries[0])
-        if status in FATAL:
-            print(f"overload: a first search to {args.target} failed with {status}; is the app up and the token "
-                  "set ($LTRR_TOKEN or var/secrets/ltrr-token)?", file=sys.stderr)
-            return 2
+    begun = start(args, "overload")
+    if begun is None:
+        return 2
+    out, queries, started = begun
 
     records_by_caller: list[list[lt.CallRecord]] = [[] for _ in range(args.callers)]
     counts: Counter[str] = Counter()

@@ -21,7 +21,6 @@ Writes soak.json, soak.md and soak.png (RSS per process, p50/p99, event log size
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import random
@@ -45,7 +44,7 @@ from ltrr import loadtest as lt  # noqa: E402
 from ltrr.client import LtrrClient  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from overload import FATAL, load_queries, preflight, status_of  # noqa: E402
+from overload import common_args, start, timed_call  # noqa: E402
 
 
 def file_size(path: Path) -> int:
@@ -72,27 +71,19 @@ class Run:
                 self.started_late += 1
         rng = random.Random(a.seed * 1_000_003 + i)
         user = f"soak:{rng.randrange(a.users)}" if a.users > 0 else ""
-        start = time.monotonic()
-        resp = None
-        try:
-            resp = self.client.search(self.queries[rng.randrange(len(self.queries))], k=a.k, user_id=user)
-            status = "OK"
-        except Exception as exc:  # noqa: BLE001 - counted by name
-            status = status_of(exc)
-        end = time.monotonic()
-        self.records.append(lt.CallRecord(end - self.t0, (end - start) * 1000.0, status, "search"))
+        query = self.queries[rng.randrange(len(self.queries))]
+        resp, record = timed_call(lambda: self.client.search(query, k=a.k, user_id=user), self.t0,
+                                  clock=time.monotonic)
+        self.records.append(record)
         if resp is None or not resp.results or rng.random() >= a.feedback_share:
             return
         j = rng.randrange(len(resp.results))
-        start = time.monotonic()
-        try:
-            self.client.feedback(resp.request_id, resp.results[j].entity_id, "click", position=j + 1,
-                                 event_id=uuid.uuid4().hex)
-            status = "OK"
-        except Exception as exc:  # noqa: BLE001 - counted by name
-            status = status_of(exc)
-        end = time.monotonic()
-        self.records.append(lt.CallRecord(end - self.t0, (end - start) * 1000.0, status, "feedback"))
+        _, record = timed_call(
+            lambda: self.client.feedback(resp.request_id, resp.results[j].entity_id, "click", position=j + 1,
+                                         event_id=uuid.uuid4().hex),
+            self.t0, kind="feedback", clock=time.monotonic,
+        )  # fmt: skip
+        self.records.append(record)
 
 
 class Sampler(threading.Thread):
@@ -178,13 +169,11 @@ def plot(path: Path, series, windows, log, top: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--target", default="127.0.0.1:9000")
+    common_args(ap, "soak")
     ap.add_argument("--rate", type=float, default=10.0, help="searches issued per second")
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--feedback-share", type=float, default=0.3, help="share of answered searches clicked")
-    ap.add_argument("--deadline", type=float, default=10.0, help="each attempt's deadline (s)")
     ap.add_argument("--attempts", type=int, default=1, help="the client's attempts per call (1: no retries)")
-    ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--users", type=int, default=200, help="distinct user ids soak:<n> (0: anonymous)")
     ap.add_argument("--workers", type=int, default=64, help="threads the issued calls run on")
     ap.add_argument("--late-ms", type=float, default=10.0, help="an issue later than this is counted late")
@@ -192,23 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-share", type=float, default=0.1, help="share of the run left out of the slopes")
     ap.add_argument("--top", type=int, default=8, help="processes drawn in the RSS plot")
     ap.add_argument("--events", default=str(ROOT / "var" / "events.sqlite"))
-    ap.add_argument("--proc", default="/proc")
-    ap.add_argument("--queries", default="", help="a file of queries, one a line (default: from --catalog)")
-    ap.add_argument("--catalog", default=str(ROOT / "var" / "catalog.sqlite"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-preflight", action="store_true", help="skip the single search that checks the target")
-    ap.add_argument("--out", default=str(ROOT / "bench-out" / "soak"))
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    queries = load_queries(args)
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    if not args.no_preflight:
-        status = preflight(args, queries[0])
-        if status in FATAL:
-            print(f"soak: a first search to {args.target} failed with {status}; is the app up and the token set "
-                  "($LTRR_TOKEN or var/secrets/ltrr-token)?", file=sys.stderr)
-            return 2
+    begun = start(args, "soak")
+    if begun is None:
+        return 2
+    out, queries, started = begun
 
     times = lt.issue_times(args.rate, args.minutes * 60.0)
     stop = threading.Event()

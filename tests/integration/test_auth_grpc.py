@@ -22,6 +22,15 @@ from ltrr.v1 import search_pb2_grpc
 pytestmark = pytest.mark.integration
 WRONG = "not-a-configured-token-0123456789"
 S = grpc.StatusCode
+#: (who calls, the status) of an RPC any valid token may call: Search and Feedback.
+SEARCH_SCOPE = [("none", S.UNAUTHENTICATED), ("wrong", S.UNAUTHENTICATED), ("search", S.OK), ("admin", S.OK)]
+#: (who calls, the status) of an RPC that needs the `admin` scope: the two uploads.
+ADMIN_SCOPE = [
+    ("none", S.UNAUTHENTICATED),
+    ("wrong", S.UNAUTHENTICATED),
+    ("search", S.PERMISSION_DENIED),
+    ("admin", S.OK),
+]
 
 
 def metadata(tokens: dict[str, str], who: str) -> list[tuple[str, str]]:
@@ -49,20 +58,14 @@ def a_search(stub_, tokens) -> str:
     return resp.request_id
 
 
-@pytest.mark.parametrize(
-    ("who", "expected"),
-    [("none", S.UNAUTHENTICATED), ("wrong", S.UNAUTHENTICATED), ("search", S.OK), ("admin", S.OK)],
-)
+@pytest.mark.parametrize(("who", "expected"), SEARCH_SCOPE)
 def test_search(stub, ltrr_app, who, expected):
     s, _ = stub
     req = pb.SearchRequest(query="radiohead", k=5)
     assert code_of(lambda: s.Search(req, metadata=metadata(ltrr_app.tokens, who), timeout=20)) == expected
 
 
-@pytest.mark.parametrize(
-    ("who", "expected"),
-    [("none", S.UNAUTHENTICATED), ("wrong", S.UNAUTHENTICATED), ("search", S.OK), ("admin", S.OK)],
-)
+@pytest.mark.parametrize(("who", "expected"), SEARCH_SCOPE)
 def test_feedback_and_a_rejected_one_writes_nothing(stub, ltrr_app, who, expected):
     s, _ = stub
     rid = a_search(s, ltrr_app.tokens)
@@ -74,15 +77,7 @@ def test_feedback_and_a_rejected_one_writes_nothing(stub, ltrr_app, who, expecte
     assert stored == (1 if expected == S.OK else 0)
 
 
-@pytest.mark.parametrize(
-    ("who", "expected"),
-    [
-        ("none", S.UNAUTHENTICATED),
-        ("wrong", S.UNAUTHENTICATED),
-        ("search", S.PERMISSION_DENIED),
-        ("admin", S.OK),
-    ],
-)
+@pytest.mark.parametrize(("who", "expected"), ADMIN_SCOPE)
 def test_upsert_entities_and_a_rejected_upload_writes_nothing(stub, ltrr_app, who, expected):
     s, _ = stub
     eid = f"artist:auth-{who}-{uuid.uuid4().hex[:8]}"
@@ -96,15 +91,7 @@ def test_upsert_entities_and_a_rejected_upload_writes_nothing(stub, ltrr_app, wh
         store.close()
 
 
-@pytest.mark.parametrize(
-    ("who", "expected"),
-    [
-        ("none", S.UNAUTHENTICATED),
-        ("wrong", S.UNAUTHENTICATED),
-        ("search", S.PERMISSION_DENIED),
-        ("admin", S.OK),
-    ],
-)
+@pytest.mark.parametrize(("who", "expected"), ADMIN_SCOPE)
 def test_upsert_users(stub, ltrr_app, who, expected):
     s, _ = stub
     msgs = [pb.UserProfile(user_id=f"auth-{who}", top_tags=[pb.WeightedName(name="rock", weight=1.0)])]

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -92,3 +94,18 @@ def test_ladder_may_reach_max_strategy_k():
         {"policy": {"ladder": ladder}, "strategies": {n: {"default_k": 200} for n in STRATEGY_NAMES}}
     )
     assert cfg.policy.ladder == ladder
+
+
+@pytest.mark.parametrize(
+    ("retention", "message"),
+    [
+        ({"max_age_s": 3600.0}, "retention.max_age_s: must be at least feedback_window_s + policy.reward_window_s"),
+        ({"min_searches": 100}, "retention.min_searches: must be at least ranking.max_searches (20000), got 100"),
+    ],
+)
+def test_retention_keeps_what_the_learner_and_trainer_read(retention, message):
+    from ltrr.config import AppConfig
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        AppConfig.model_validate({"retention": retention})
+    assert AppConfig.model_validate({"retention": {**retention, "enabled": False}}).retention.enabled is False

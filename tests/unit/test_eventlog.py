@@ -557,3 +557,55 @@ def test_a_write_given_a_deadline_stops_waiting_for_the_write_lock_and_writes_no
     assert log.record_feedback(fb()) is False
     assert busy_ms(log._db) == 5000
     assert log.record_search(search("r2"), timeout_s=GUARD_S) is None and log.search("r2") == search("r2")
+
+
+# -- retention ---------------------------------------------------------------------------------
+def _pruned_log(slog):
+    """Searches r0..r9 at ts 1000..1009 (search_seq 1..10); r1, r3 clicked; all settled but r9."""
+    for i in range(10):
+        slog.record_search(search(f"r{i}", ts=1000.0 + i), timeout_s=None)
+    for i in (1, 3):
+        slog.record_feedback(fb(f"e{i}", f"r{i}", ts=1001.0 + i))
+    slog.settle(now_ts=1018.5)  # r0..r8 settled (window 10 s), r9 still pending
+    return {sid: rid for sid, rid in sqlite3.connect(slog.path).execute("SELECT seq, request_id FROM search_seq")}
+
+
+def _left(slog):
+    db = sqlite3.connect(slog.path)
+    return {
+        t: sorted(r[0] for r in db.execute(f"SELECT request_id FROM {t}"))
+        for t in ("searches", "search_seq", "settlements", "feedback")
+    }
+
+
+def test_prune_deletes_only_what_every_consumer_has_passed(slog):
+    _pruned_log(slog)
+    n = slog.prune(
+        before_ts=1006.0,  # r0..r5 are old enough
+        through_search_seq=5,  # the learner counted r0..r4
+        through_settlement_seq=10**9,
+        through_feedback_seq=1,  # the memory/profiles folded e1 (r1) but not e3 (r3)
+        keep_newest=2,
+    )
+    left = _left(slog)
+    # r0, r1, r2, r4 go; r3 has unfolded feedback; r5 is not counted; r6.. are young; r9 is pending.
+    assert n == 4
+    assert left["searches"] == ["r3", "r5", "r6", "r7", "r8", "r9"]
+    assert left["search_seq"] == left["searches"]
+    assert left["settlements"] == ["r3", "r5", "r6", "r7", "r8"]
+    assert left["feedback"] == ["r3"]
+    # What the consumers read after their cursors is untouched, and seqs are never reused.
+    assert [seq for seq, _ in slog.searches_since(5)] == [6, 7, 8, 9, 10]
+    slog.record_search(search("r10", ts=1020.0))
+    assert slog.searches_since(10)[0][0] == 11
+
+
+def test_prune_keeps_the_newest_and_unapplied_settlements(slog):
+    _pruned_log(slog)
+    common = dict(before_ts=10**9, through_search_seq=10, through_feedback_seq=10**9)
+    assert slog.prune(**common, through_settlement_seq=0, keep_newest=1) == 0  # the learner applied none
+    assert slog.prune(**common, through_settlement_seq=10**9, keep_newest=7) == 3  # seq 1..3 only
+    assert _left(slog)["searches"] == ["r3", "r4", "r5", "r6", "r7", "r8", "r9"]
+    assert slog.prune(**common, through_settlement_seq=10**9, keep_newest=1, limit=2) == 2  # in batches
+    with pytest.raises(ValueError, match=r"`keep_newest` must be an integer in \[1, "):
+        slog.prune(**common, through_settlement_seq=0, keep_newest=0)

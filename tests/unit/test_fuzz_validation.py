@@ -1,9 +1,9 @@
 """Fuzzing the request validators: every request either passes or is refused with InvalidRequest naming a field.
 
 Two fuzzers, both deterministic (``derandomize=True``, no example database), over the generated
-protobuf classes of ``ltrr.v1`` and the mapping :mod:`deployments.ingress` applies to them (copied
-below as :func:`search`, :func:`feedback`, :func:`entity`, :func:`user`: ``list(...)`` of the
-repeated fields, ``dict(...)`` of the maps):
+protobuf classes of ``ltrr.v1`` and the mapping :mod:`deployments.ingress` applies to them: the
+functions of :mod:`ltrr.grpc_mapping` themselves (named below :func:`search`, :func:`feedback`,
+:func:`entity`, :func:`user`, with the arguments the ingress passes):
 
 * **Structured** (:func:`test_search_requests`, ...): hypothesis builds 10,000 messages per RPC (five
   to an example) with arbitrary text (control characters, NUL, every plane but the surrogates a
@@ -36,18 +36,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from ltrr import constants as C
+from ltrr import grpc_mapping
 from ltrr.errors import InvalidRequest
 from ltrr.query_understanding import normalize_text
-from ltrr.types import ENTITY_TYPES, Entity
+from ltrr.types import ENTITY_TYPES
 from ltrr.v1 import search_pb2 as pb
-from ltrr.validation import (
-    FEEDBACK_ACTIONS,
-    MAX_ID_CHARS,
-    entity_from_fields,
-    user_from_fields,
-    validate_feedback,
-    validate_search,
-)
+from ltrr.validation import FEEDBACK_ACTIONS, MAX_ID_CHARS
 
 KNOWN = ("lexical", "vector", "graph", "memory")  # the ingress passes the enabled strategies
 LADDER = (0, 10, 25, 50, 100)  # the default PolicyConfig.ladder
@@ -65,52 +59,17 @@ FUZZ = settings(
 )
 
 
-# -- the ingress's mapping of each message to its validator (deployments/ingress.py) --------------
+# -- the ingress's mapping of each message to its validator (ltrr.grpc_mapping, as the ingress calls it) ----
 def search(r: pb.SearchRequest) -> Any:
-    return validate_search(
-        query=r.query,
-        user_id=r.user_id,
-        k=r.k,
-        entity_types=list(r.entity_types),
-        context=dict(r.context),
-        strategies=list(r.strategies),
-        explain=r.explain,
-        known_strategies=KNOWN,
-        budgets=dict(r.budgets),
-        ladder=LADDER,
-    )
-
-
-def feedback(r: pb.FeedbackRequest) -> Any:
-    return validate_feedback(
-        request_id=r.request_id, event_id=r.event_id, entity_id=r.entity_id, action=r.action, position=r.position
-    )
-
-
-def entity(index: int, m: pb.Entity) -> Entity:
-    return entity_from_fields(
-        index,
-        entity_id=m.entity_id,
-        entity_type=m.entity_type,
-        title=m.title,
-        subtitle=m.subtitle,
-        genres=list(m.genres),
-        tags=list(m.tags),
-        description=m.description,
-        popularity=m.popularity,
-        attrs=dict(m.attrs),
-        sources=("upsert",),
-    )
+    return grpc_mapping.search_params(r, known_strategies=KNOWN, ladder=LADDER)
 
 
 def user(index: int, m: pb.UserProfile) -> Any:
-    return user_from_fields(
-        index,
-        user_id=m.user_id,
-        top_artists=[(n.name, n.weight) for n in m.top_artists],
-        top_tags=[(n.name, n.weight) for n in m.top_tags],
-        known_artists=None,
-    )
+    return grpc_mapping.user(index, m, None)
+
+
+feedback = grpc_mapping.feedback_params
+entity = grpc_mapping.entity
 
 
 # -- the oracle -------------------------------------------------------------------------------------

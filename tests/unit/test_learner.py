@@ -65,10 +65,10 @@ def test_learns_each_settlement_once_and_replays_after_a_crash(tmp_path):
     args = app_args(tmp_path)
     log_searches(tmp_path, 3)
     first = PolicyLearner(args, start=False)
-    assert first.step() == {"settled": 3, "learned": 3, "credited": 3, "memory": 0, "profiles": 0}
+    assert first.step() == {"settled": 3, "learned": 3, "credited": 3, "memory": 0, "profiles": 0, "pruned": 0}
     assert first.module.version == 6, "each search counted once and credited once"
     assert int(first.module.cursor) == 3 and int(first.module.open_cursor) == 3
-    assert first.step() == {"settled": 0, "learned": 0, "credited": 0, "memory": 0, "profiles": 0}, (
+    assert first.step() == {"settled": 0, "learned": 0, "credited": 0, "memory": 0, "profiles": 0, "pruned": 0}, (
         "nothing is learned twice"
     )
     arms = first.module.arms
@@ -178,12 +178,12 @@ def test_forced_searches_are_not_learned_from_unless_configured(tmp_path):
     log.close()
     skip = PolicyLearner(app_args(tmp_path), start=False)
     assert (
-        skip.step() == {"settled": 1, "learned": 0, "credited": 0, "memory": 0, "profiles": 0}
+        skip.step() == {"settled": 1, "learned": 0, "credited": 0, "memory": 0, "profiles": 0, "pruned": 0}
         and int(skip.module.cursor) == 1
     )
     skip._stop.set()
     learn = PolicyLearner(app_args(tmp_path, learn_from_forced=True), start=False)
-    assert learn.step() == {"settled": 0, "learned": 1, "credited": 1, "memory": 0, "profiles": 0}
+    assert learn.step() == {"settled": 0, "learned": 1, "credited": 1, "memory": 0, "profiles": 0, "pruned": 0}
     learn.close()
 
 
@@ -302,7 +302,7 @@ def test_a_query_that_normalises_to_nothing_is_skipped_counted_and_passed(tmp_pa
     learner = PolicyLearner(app_args(tmp_path), start=False)
     learner.memory = memory_over(client := FakeMeili())
     with caplog.at_level("WARNING", logger="ray.serve"):
-        assert learner.step() == {"settled": 4, "learned": 4, "credited": 4, "memory": 2, "profiles": 4}
+        assert learner.step() == {"settled": 4, "learned": 4, "credited": 4, "memory": 2, "profiles": 4, "pruned": 0}
     assert client.taught() == {("radiohead", "g3"): 1.0, ("creep", "g3"): 1.0}, "the good clicks are taught"
     assert learner.events.cursor("memory") == 4, "the cursor moved past the bad ones"
     status = learner.status()
@@ -351,7 +351,7 @@ def test_a_malformed_decision_is_skipped_when_counted_and_credited(tmp_path):
     db.commit()
     db.close()
     learner = PolicyLearner(app_args(tmp_path), start=False)
-    assert learner.step() == {"settled": 3, "learned": 2, "credited": 2, "memory": 0, "profiles": 0}
+    assert learner.step() == {"settled": 3, "learned": 2, "credited": 2, "memory": 0, "profiles": 0, "pruned": 0}
     assert int(learner.module.open_cursor) == 3 and int(learner.module.cursor) == 3
     assert learner.module.version == 4, "the two good searches counted and credited once each"
     assert learner.status()["skipped_by_stage"] == {"open": 1, "credit": 1}
@@ -373,8 +373,27 @@ def test_an_entity_that_fails_to_fold_is_skipped_by_the_profiles(tmp_path):
     db.commit()
     db.close()
     learner = PolicyLearner(app_args(tmp_path), start=False)
-    assert learner.step_side() == {"memory": 0, "profiles": 1}
+    assert learner.step_side() == {"memory": 0, "profiles": 1, "pruned": 0}
     assert learner.store.user("u1").top_artists == (("artist:good", 1.0),)
     assert learner.profiles.cursor() == 2 and learner.status()["skipped_by_stage"] == {"profiles": 1}
     assert learner.step_side()["profiles"] == 0 and learner.status()["skipped_events"] == 1
     learner.close()
+
+
+def test_prunes_with_the_saved_checkpoints_cursors_and_at_most_every_interval(tmp_path):
+    """Retention deletes only what a restart from the last *saved* checkpoint will not replay."""
+    args = app_args(tmp_path)
+    log_searches(tmp_path, 3)
+    learner = PolicyLearner(args, start=False)
+    learner.retention = learner.retention.model_copy(update={"max_age_s": 1e-9, "min_searches": 1})
+    try:
+        t = time.monotonic()
+        out = learner.step()  # counts, credits and folds the 3 searches; no checkpoint saved yet
+        assert (out["settled"], out["learned"], out["pruned"]) == (3, 3, 0), "the saved checkpoint passed none"
+        learner.checkpoint()
+        assert learner.prune_if_due(now=t + 1.0) == 0, "not due: at most every interval_s"
+        assert learner.prune_if_due(now=t + 700.0) == 2, "the newest search is always kept"
+        assert learner.events.counts()["searches"] == 1
+        assert learner.status()["pruned"] == 0  # totals count the loop's prunes; this one was called directly
+    finally:
+        learner.close()

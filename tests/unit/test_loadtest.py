@@ -333,6 +333,17 @@ def test_make_queries_is_seeded_and_falls_back_to_semantic_phrases():
     assert any(q.startswith("artists like ") for q in lt.make_queries(titles, artists, 50))
 
 
+def test_make_queries_draws_its_semantic_phrases_from_the_given_ones():
+    """scripts/bench.py passes the first eight phrases: its published query mix."""
+    titles, artists = ["Dance Monkey", "Lady Gaga"], ["Lady Gaga"]
+    assert set(lt.make_queries([], [], 50, semantic=("jazz", "sad songs"))) == {"jazz", "sad songs"}
+    mixed = lt.make_queries(titles, artists, 200, seed=1, semantic=lt.SEMANTIC_QUERIES[:2])
+    phrases = {q for q in mixed if q in lt.SEMANTIC_QUERIES}
+    assert phrases == set(lt.SEMANTIC_QUERIES[:2])
+    with pytest.raises(ValueError, match=r"^`semantic` must not be empty$"):
+        lt.make_queries(titles, artists, 5, semantic=())
+
+
 def test_catalog_names_reads_the_most_popular_titles(tmp_path):
     path = tmp_path / "catalog.sqlite"
     db = sqlite3.connect(path)

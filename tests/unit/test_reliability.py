@@ -65,3 +65,7 @@ def test_windows_and_failures():
     assert (meili.name, meili.calls, dict(meili.failed), meili.degraded) == ("kill meili", 4, {"UNAVAILABLE": 2}, 1)
     assert dict(meili.missing) == {"lexical": 1, "memory": 1}
     assert failures_by_code(calls) == {"Feedback": {"UNAVAILABLE": 1}, "Search": {"UNAVAILABLE": 1}}
+    # Issued before the fault, failed by it: the fault's window.
+    in_flight = Call(t=9.5, rpc="Search", code="INTERNAL", latency_s=0.8)
+    base, meili = windows([in_flight], faults)
+    assert (base.calls, meili.calls, dict(meili.failed)) == (0, 1, {"INTERNAL": 1})
