@@ -101,7 +101,7 @@ def test_a_click_settled_before_its_search_was_counted_waits_for_it(tmp_path):
     assert len(learner.events.settle()) == 5
     assert learner._credit_positives() == 2, "stops at the first click whose search it has not counted"
     assert int(learner.module.cursor) == 2
-    assert learner.step() == {"settled": 0, "learned": 3, "credited": 3, "memory": 0, "profiles": 0}
+    assert learner.step() == {"settled": 0, "learned": 3, "credited": 3, "memory": 0, "profiles": 0, "pruned": 0}
     graph10 = learner.module.space.arm(NAMES.index("graph"), 1)
     assert learner.module.arms.count[graph10] == 5 and learner.module.version == 10
     x = ContextFeaturizer(NAMES).vector({"bias": 1.0, "class.seed": 1.0})
