@@ -124,7 +124,7 @@ class Ingress:
             on_feedback=self._wake_learner,
             backlog=self.backlog,
         )
-        self.service, self.ranker, self.facts = built.service, built.ranker, built.facts
+        self.service, self.ranker = built.service, built.ranker
         self.planner: ModulePlanner = self.service.planner  # type: ignore[assignment]
         self.reload_interval_s = app.ranking.reload_interval_s
         self._ranker_task: asyncio.Task[None] | None = None

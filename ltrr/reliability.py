@@ -145,13 +145,17 @@ class Window:
     failed: Counter[str] = field(default_factory=Counter)
     degraded: int = 0
     missing: Counter[str] = field(default_factory=Counter)
+    acknowledged: int = 0
+    lost: int = 0
 
 
-def windows(calls: Sequence[Call], faults: Sequence[Fault]) -> list[Window]:
+def windows(calls: Sequence[Call], faults: Sequence[Fault], lost: Iterable[str] = ()) -> list[Window]:
     """One :class:`Window` before the first fault (``baseline``) and one per fault, up to the next.
 
     A call belongs to the window in which it *ended* (``t + latency_s``): a search issued just before
-    a replica was killed, and failed by the kill, is the fault's, not the baseline's."""
+    a replica was killed, and failed by the kill, is the fault's, not the baseline's. ``lost``: the
+    acknowledged feedback ids missing from the log (:func:`lost_acknowledged`), counted per window."""
+    missing_ids = set(lost)
     bounds = [("baseline", -float("inf"))] + [(f.name, f.t) for f in faults]
     out = [Window(name) for name, _ in bounds]
     starts = [t for _, t in bounds]
@@ -162,6 +166,9 @@ def windows(calls: Sequence[Call], faults: Sequence[Fault]) -> list[Window]:
         w.calls += 1
         if c.code != "OK":
             w.failed[c.code] += 1
+        elif c.rpc == "Feedback":
+            w.acknowledged += 1
+            w.lost += c.event_id in missing_ids
         elif c.degraded:
             w.degraded += 1
             w.missing.update(c.missing)

@@ -286,27 +286,21 @@ def write_report(
     from ltrr.reliability import failures_by_code, recovery_seconds, windows
 
     rec = recovery_seconds(calls, faults, streak=10)
-    wins = windows(calls, faults)
+    wins = windows(calls, faults, lost)
     by_fault: dict[str, dict[str, Any]] = {}
-    acked_in: dict[str, int] = {}
     for w, f, r in zip(wins[1:], faults, rec, strict=True):
-        d = by_fault.setdefault(f.name, {"injected": 0, "calls": 0, "failed": {}, "degraded": 0, "recovery_s": []})
+        d = by_fault.setdefault(
+            f.name,
+            {"injected": 0, "calls": 0, "failed": {}, "degraded": 0, "acknowledged": 0, "lost": 0, "recovery_s": []},
+        )
         d["injected"] += 1
         d["calls"] += w.calls
         d["degraded"] += w.degraded
+        d["acknowledged"] += w.acknowledged
+        d["lost"] += w.lost
         for code, n in w.failed.items():
             d["failed"][code] = d["failed"].get(code, 0) + n
         d["recovery_s"].append(r)
-    lost_set = set(lost)
-    for c in calls:
-        if c.rpc == "Feedback" and c.code == "OK":
-            name = next((f.name for f in reversed(faults) if f.t <= c.t), "baseline")
-            acked_in[name] = acked_in.get(name, 0) + 1
-    lost_in = {f: 0 for f in by_fault}
-    for c in calls:
-        if c.event_id in lost_set:
-            name = next((f.name for f in reversed(faults) if f.t <= c.t), "baseline")
-            lost_in[name] = lost_in.get(name, 0) + 1
     acked = sum(1 for c in calls if c.rpc == "Feedback" and c.code == "OK")
     report = {
         "command": " ".join(sys.argv),
@@ -322,10 +316,7 @@ def write_report(
         "lost_ids": lost[:20],
         "failed_by_code": failures_by_code(calls),
         "baseline": {"calls": wins[0].calls, "failed": dict(wins[0].failed), "degraded": wins[0].degraded},
-        "faults": {
-            name: {**d, "acknowledged": acked_in.get(name, 0), "lost": lost_in.get(name, 0)}
-            for name, d in by_fault.items()
-        },
+        "faults": by_fault,
         "event_log": {k: v for k, v in facts.items() if k != "event_ids"},
         "learner": {
             k: learner.get(k)

@@ -60,8 +60,9 @@ def test_windows_and_failures():
     faults = [Fault("kill meili", 10.0, 12.0)]
     calls = [S(1), F(2, "a"), S(11, degraded=True, missing=("lexical", "memory")), S(12, "UNAVAILABLE")]
     calls += [F(13, "b", "UNAVAILABLE"), S(14)]
-    base, meili = windows(calls, faults)
+    base, meili = windows(calls, faults, lost=["a"])
     assert (base.name, base.calls, dict(base.failed), base.degraded) == ("baseline", 2, {}, 0)
+    assert (base.acknowledged, base.lost, meili.acknowledged, meili.lost) == (1, 1, 0, 0)
     assert (meili.name, meili.calls, dict(meili.failed), meili.degraded) == ("kill meili", 4, {"UNAVAILABLE": 2}, 1)
     assert dict(meili.missing) == {"lexical": 1, "memory": 1}
     assert failures_by_code(calls) == {"Feedback": {"UNAVAILABLE": 1}, "Search": {"UNAVAILABLE": 1}}
