@@ -89,7 +89,7 @@ class PolicyLearner:
         self.cfg = app.policy
         self.strategies = list(app.enabled())
         self.deadlines_ms = {name: float(spec.timeout_ms) for name, spec in app.enabled().items()}
-        self.featurizer = ContextFeaturizer(self.strategies)
+        self.featurizer = ContextFeaturizer(self.strategies, ignore=self.cfg.ignore_features)
         self.events = SQLiteEventLog(
             app.events_path,
             feedback_window_s=app.feedback_window_s,

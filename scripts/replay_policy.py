@@ -20,7 +20,8 @@ Besides PolicyConfig fields, a variant may set three diagnostic keys:
   censoring at all), ``"none"`` (no learning: the prior alone);
 * ``"_features"``: a list of the only context features the policy sees (the others read as 0);
 * ``"_position_bias"``: learn through each arm's visibility with this examination exponent
-  (:func:`ltrr.bandit.rewards.arm_visibility`; what ``policy.position_bias`` does in the learner).
+  (:func:`ltrr.bandit.rewards.arm_visibility`), overriding ``position_bias`` (which the replay
+  reads like the learner does).
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ def replay(run: Path, overrides: dict[str, Any], seed: int = 0) -> dict[str, Any
     keep = overrides.pop("_features", None)
     eta = overrides.pop("_position_bias", None)  # None: plain updates
     cfg = PolicyConfig.model_validate({"seed": seed, **overrides})
+    if eta is None:
+        eta = cfg.position_bias  # as the learner reads clicks
     strategies = ("lexical", "vector", "graph", "memory")
-    fz = ContextFeaturizer(strategies)
+    fz = ContextFeaturizer(strategies, ignore=cfg.ignore_features)
     pol = new_policy(cfg, strategies, fz.dim)
     if cfg.prior_path:
         load_prior(cfg.prior_path, strategies, cfg.ladder).install(
@@ -111,8 +114,9 @@ def main() -> int:
     ap.add_argument("run", type=Path, help="a bench_regret output directory (regret.json + full-information log)")
     ap.add_argument("--variant", action="append", default=[], help="PolicyConfig overrides as JSON (repeatable)")
     ap.add_argument("--seeds", type=int, default=2, help="decision seeds per variant")
+    ap.add_argument("--no-defaults", action="store_true", help="replay only the --variant rows")
     args = ap.parse_args()
-    variants = [{}] + [json.loads(v) for v in args.variant]
+    variants = ([] if args.no_defaults else [{}]) + [json.loads(v) for v in args.variant]
     lines = [
         "| variant | regret all | regret 2nd half | first 200 | recall | candidates | calls |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -118,6 +118,11 @@ class PolicyConfig(BaseModel):
         "candidate the fused list did not show could not be clicked, one shown at position r was examined "
         "with chance r^-position_bias (0: every shown result was looked at). None: every miss is a plain 0.",
     )
+    ignore_features: tuple[str, ...] = Field(
+        (),
+        description="Context features the policy does not learn from: names, or prefixes ending in '*' "
+        "(e.g. 'mem_*', 'hist.*'). They are still logged; in the policy's vector they read as 0.",
+    )
     prior_path: str | None = Field(
         None,
         description="A fitted prior for the arms (ltrr.bandit.prior; `scripts/fit_prior.py` writes one from "

@@ -71,16 +71,36 @@ def _max_conf(conf: Mapping[str, float], prefix: str) -> float:
     return max((float(v) for k, v in conf.items() if k == prefix or k.startswith(prefix + ":")), default=0.0)
 
 
-class ContextFeaturizer:
-    """Builds features for the strategies ``strategies`` against artist ``names`` (normalised)."""
+def matching(names: Sequence[str], patterns: Sequence[str]) -> list[str]:
+    """The ``names`` some pattern selects: a pattern is a feature name, or a prefix ending in ``*``
+    (``"hist.*"``, ``"mem_*"``). A pattern that selects nothing is a typo: ValueError naming it."""
+    out: list[str] = []
+    for pat in patterns:
+        hit = [n for n in names if (n.startswith(pat[:-1]) if pat.endswith("*") else n == pat)]
+        if not hit:
+            raise ValueError(f"feature pattern {pat!r} matches no feature; features: {', '.join(names)}")
+        out.extend(h for h in hit if h not in out)
+    return out
 
-    def __init__(self, strategies: Sequence[str], names: frozenset[str] = frozenset()) -> None:
+
+class ContextFeaturizer:
+    """Builds features for the strategies ``strategies`` against artist ``names`` (normalised).
+
+    ``ignore`` (patterns, see :func:`matching`) names features the policy does not see: they are
+    still computed and logged (:meth:`features`), and read as 0 in :meth:`vector`, so an arm's
+    weight on them never moves and the vector keeps its width (checkpoints stay compatible)."""
+
+    def __init__(
+        self, strategies: Sequence[str], names: frozenset[str] = frozenset(), ignore: Sequence[str] = ()
+    ) -> None:
         self.strategies = tuple(strategies)
         self.artist_names = names
         self.names: tuple[str, ...] = (
             BASE_FEATURES + tuple(f"class.{c}" for c in QUERY_CLASSES) + tuple(f"hist.{s}" for s in self.strategies)
         )
         self.dim = len(self.names)
+        self.ignored = tuple(matching(self.names, ignore))
+        self._keep = np.array([n not in self.ignored for n in self.names], dtype=float)
 
     # -- pieces -------------------------------------------------------------------------------
     def _is_name(self, text: str) -> bool:
@@ -209,5 +229,6 @@ class ContextFeaturizer:
         return int(np.argmax(scores)) if max(scores) > 0 else 0
 
     def vector(self, features: Mapping[str, float]) -> np.ndarray:
-        """The features in :attr:`names` order (missing names are 0)."""
-        return np.fromiter((float(features.get(n, 0.0)) for n in self.names), dtype=float, count=self.dim)
+        """The features in :attr:`names` order (missing and ignored names are 0)."""
+        x = np.fromiter((float(features.get(n, 0.0)) for n in self.names), dtype=float, count=self.dim)
+        return x * self._keep if self.ignored else x

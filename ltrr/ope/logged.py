@@ -79,7 +79,7 @@ def collect(
     Searches with ``ts >= until_ts`` (the oldest unsettled search) are left out: among
     them only the positive outcomes are settled yet, which would bias every estimate up.
     Searches before ``since_ts`` are skipped (counted in ``skipped``); targets do not learn from them."""
-    featurizer = ContextFeaturizer(strategies)
+    featurizer = ContextFeaturizer(strategies, ignore=config.ignore_features)
     space = ActionSpace.build(strategies, config.ladder, config.costs, config.overlap)
     cfg = config.model_copy(update={"ts_resamples": ts_resamples})
     targets = {

@@ -275,3 +275,22 @@ def test_vector_missing_names_are_zero(fz: ContextFeaturizer) -> None:
     expected[fz.dim - 1] = 0.25
     np.testing.assert_array_equal(vec, expected)
     np.testing.assert_array_equal(fz.vector({}), np.zeros(fz.dim))
+
+
+def test_ignored_features_are_logged_but_read_as_zero() -> None:
+    fz = ContextFeaturizer(STRATEGIES, NAMES, ignore=("mem_*", "hist.*", "user_known"))
+    assert fz.ignored == ("mem_seen", "mem_searches", "mem_positive_rate", "hist.lexical", "hist.vector", "user_known")
+    assert fz.dim == ContextFeaturizer(STRATEGIES, NAMES).dim
+    user = UserProfile(user_id="lfm:1", top_tags=(("rock", 1.0),), top_artists=())
+    feats = fz.features(q("daft punk"), user=user, stats=(3, 1), class_rates=np.full((len(QUERY_CLASSES), 2), 0.5))
+    assert feats["mem_seen"] == 1.0 and feats["hist.lexical"] == 0.5 and feats["user_known"] == 1.0
+    vec = fz.vector(feats)
+    for i, name in enumerate(fz.names):
+        assert vec[i] == (0.0 if name in fz.ignored else feats[name]), name
+    assert vec[fz.names.index("name_exact")] == 1.0
+
+
+@pytest.mark.parametrize("pattern", ["mem*x", "hist", "nope.*", "bias "])
+def test_ignore_pattern_matching_nothing_is_an_error(pattern: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"feature pattern {pattern!r} matches no feature")):
+        ContextFeaturizer(STRATEGIES, NAMES, ignore=(pattern,))
