@@ -23,6 +23,7 @@ def _options(opts: DeploymentOptions) -> dict[str, Any]:
         "num_replicas": opts.num_replicas,
         "max_ongoing_requests": opts.max_ongoing_requests,
         "max_queued_requests": opts.max_queued_requests,
+        "max_replicas_per_node": opts.max_replicas_per_node,
         "ray_actor_options": {"num_cpus": opts.num_cpus},
     }
 

@@ -29,13 +29,14 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.rlmodule import BanditRLModule, ModulePlanner
 from deployments.strategy import InProcessHandle, server_class
+from ltrr import metrics
 from ltrr.auth import Authenticator
 from ltrr.bandit import ContextFeaturizer
 from ltrr.builder import build_service
 from ltrr.catalog.store import CatalogStore
 from ltrr.client import TIMEOUT_METADATA
 from ltrr.config import AppConfig
-from ltrr.eventlog import SQLiteEventLog
+from ltrr.event_store import open_event_log
 from ltrr.fanout import Caller
 from ltrr.grpc_mapping import artist_ids, entity, feedback_params, search_params, user
 from ltrr.grpc_status import status_for
@@ -105,8 +106,8 @@ class Ingress:
         self.ladder = app.policy.ladder
         self.store = CatalogStore(app.catalog_path)
         self.backlog = IndexBacklog(self.store, index_targets(app))
-        self.events = SQLiteEventLog(
-            app.events_path,
+        self.events = open_event_log(
+            app,
             feedback_window_s=app.feedback_window_s,
             reward_window_s=app.policy.reward_window_s,
             positive_actions=app.policy.positive_actions,
@@ -118,7 +119,7 @@ class Ingress:
         built = build_service(
             app,
             {name: _caller(strategies[name]) for name in enabled},
-            self.events,
+            metrics.timed_writes(self.events),  # ltrr_eventlog_write_ms{op=search|feedback}
             self.store,
             planner,
             on_feedback=self._wake_learner,
@@ -142,6 +143,9 @@ class Ingress:
         if snap is not None:
             self.planner.load(snap["state"])
         self.synced = True
+        # Info gauges, re-set every sync: Ray drops a gauge not set again within two report intervals.
+        metrics.record_policy_version(self.planner.module.policy_config.algorithm, self.planner.version)
+        metrics.record_ranker_version(self.ranker.version)
 
     async def _sync_loop(self) -> None:
         while True:
@@ -173,6 +177,7 @@ class Ingress:
             self.auth.check(grpc_context.invocation_metadata(), "Search")
             params = search_params(request, known_strategies=self.service.strategies, ladder=self.ladder)
             out = await self.service.search(params, deadline=_deadline(grpc_context))
+            metrics.record_search(out.calls, out.decision, self.planner.module.policy)
         except Exception as exc:  # noqa: BLE001 - mapped to a status, never a traceback
             _fail(grpc_context, exc)
             return pb.SearchResponse()
@@ -215,7 +220,9 @@ class Ingress:
             self.auth.check(grpc_context.invocation_metadata(), "Feedback")
             params = feedback_params(request)
             duplicate = await self.service.feedback(params, deadline=_deadline(grpc_context))
+            metrics.record_feedback("duplicate" if duplicate else "accepted")
         except Exception as exc:  # noqa: BLE001
+            metrics.record_feedback("rejected")
             _fail(grpc_context, exc)
             return pb.FeedbackResponse()
         return pb.FeedbackResponse(duplicate=duplicate)

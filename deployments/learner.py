@@ -6,7 +6,8 @@ feedback) or every ``policy.poll_interval_s``. The *policy* thread does steps 1-
 per batch on 2 cores), so that the policy never waits for the query memory's indexing:
 
 1. **settles** searches in the durable event log (first positive action, or the
-   reward window passing: :meth:`ltrr.eventlog.SQLiteEventLog.settle`);
+   reward window passing: :meth:`ltrr.eventlog.SQLiteEventLog.settle`), counted in the
+   ``ltrr_settlements_total`` and ``ltrr_settled_recall`` metrics (:mod:`ltrr.metrics`);
 2. **counts** every search logged after its ``open_cursor``, in log order, the moment it is
    logged (:meth:`BanditRLModule.open`): each arm the search observed gets a reward-0
    observation (:math:`A \mathrel{+}= x x^\top`), and its calls' latencies update the
@@ -50,6 +51,16 @@ Both cursors are buffers of the module, so they are saved with the parameters (t
 estimates included): after a crash the learner restores the last checkpoint and replays the
 searches and settlements after it, and each is counted, credited and timed exactly once.
 
+**One learner cluster-wide.** Each round of either thread first checks the ``learner`` lease
+(:mod:`ltrr.lease`: a PostgreSQL advisory lock when a DSN is set, else a flock next to the event
+log), acquiring it when free. While another learner holds it (the other cluster of a blue/green
+upgrade) this one settles, applies, prunes and checkpoints nothing, logs once that it waits, and
+retries every few seconds; ``status()["lease"]`` is ``"held"`` or ``"waiting"``. Each time it
+acquires the lease it first restores the newest checkpoint, as at a start, and replays the log
+from that checkpoint's cursors, so what the other learner applied is applied once. With a DSN the
+checkpoints are in PostgreSQL (:class:`ltrr.checkpoints.PgCheckpointStore`, written on the lease's
+session, so a learner that lost its lease cannot commit one), not on the pod's disk.
+
 Deciders (ingress replicas) call :meth:`snapshot` every ``policy.sync_interval_s``
 and load the state with ``set_state``; ``policy_version`` in every response says
 which parameters decided.
@@ -66,13 +77,17 @@ import numpy as np
 from ray.rllib.core.rl_module.rl_module import RLModule
 
 from deployments.rlmodule import BanditRLModule
+from ltrr import metrics
 from ltrr.bandit import ContextFeaturizer
 from ltrr.bandit.latency import latency_samples
 from ltrr.bandit.rewards import observe
 from ltrr.catalog.store import CatalogStore
-from ltrr.checkpoints import CheckpointDir
+from ltrr.checkpoints import checkpoint_store
 from ltrr.config import AppConfig
-from ltrr.eventlog import FeedbackEvent, SQLiteEventLog
+from ltrr.errors import Aborted
+from ltrr.event_store import events_dsn, open_event_log
+from ltrr.eventlog import FeedbackEvent
+from ltrr.lease import LeaseGate, lease_for
 from ltrr.poison import SkippedEvents, apply_or_skip
 from ltrr.profiles import ProfileLearner
 from ltrr.strategies.registry import make_strategy
@@ -81,6 +96,7 @@ from ltrr.types import Entity
 log = logging.getLogger("ray.serve")
 MEMORY_CURSOR = "memory"
 BATCH = 500
+LEASE = "learner"
 
 
 class PolicyLearner:
@@ -90,14 +106,17 @@ class PolicyLearner:
         self.strategies = list(app.enabled())
         self.deadlines_ms = {name: float(spec.timeout_ms) for name, spec in app.enabled().items()}
         self.featurizer = ContextFeaturizer(self.strategies, ignore=self.cfg.ignore_features)
-        self.events = SQLiteEventLog(
-            app.events_path,
+        self.events = open_event_log(
+            app,
             feedback_window_s=app.feedback_window_s,
             reward_window_s=self.cfg.reward_window_s,
             positive_actions=self.cfg.positive_actions,
         )
         self.store = CatalogStore(app.catalog_path)
-        self.checkpoints = CheckpointDir(self.cfg.checkpoint_dir)
+        self.lease = LeaseGate(lease_for(app, LEASE), logger=log)
+        self.lease.check()  # either way the module is the newest checkpoint's; a later holding restores again
+        self._lease_term = self.lease.acquisitions  # the holding the module was restored under
+        self.checkpoints = checkpoint_store(self.cfg.checkpoint_dir, events_dsn(app), "policy", fence=self.lease.fence)
         self.module = self._restore() or BanditRLModule.build(self.strategies, self.featurizer.dim, self.cfg)
         self.memory = make_strategy("memory", app.strategy_config("memory")) if "memory" in self.strategies else None
         self.skipped = SkippedEvents(log)
@@ -111,6 +130,7 @@ class PolicyLearner:
         self._last_save = time.monotonic()
         self.retention = app.retention
         self._next_prune = 0.0
+        self.recall = metrics.RollingRecall()  # ltrr_settled_recall{window}: the settlements made here
         self.totals = {
             "settled": 0,
             "learned": 0,
@@ -149,15 +169,22 @@ class PolicyLearner:
         return module
 
     def checkpoint(self) -> str | None:
-        """Save the module now (RLlib ``save_to_path``) if it changed since the last save."""
+        """Save the module now (RLlib ``save_to_path``) if it changed since the last save, and only while
+        this learner holds the lease it restored the module under (module docstring)."""
         with self._lock:
+            if not self.lease.check() or self._lease_term != self.lease.acquisitions:
+                return None
             if self.module.version == self._saved_version and self.checkpoints.latest() is not None:
                 return None
             tmp = self.checkpoints.new()
             self.module.save_to_path(tmp)
             version = self.module.version
             cursors = (int(self.module.open_cursor), int(self.module.cursor))
-        final = self.checkpoints.commit(tmp, version)
+        try:
+            final = self.checkpoints.commit(tmp, version)
+        except Aborted as exc:  # the lease was lost before the commit: the next holder replays from its own
+            log.warning("learner: checkpoint %d not saved: %s", version, exc)
+            return None
         self._saved_version, self._last_save = version, time.monotonic()
         self._saved_cursors = cursors
         self.totals["checkpoints"] += 1
@@ -179,10 +206,15 @@ class PolicyLearner:
         return {**self.step_policy(), **self.step_side()}
 
     def step_policy(self) -> dict[str, int]:
-        """Settle, count the new searches, credit the new clicks, maybe checkpoint."""
+        """Settle, count the new searches, credit the new clicks, maybe checkpoint (holding the lease)."""
+        if not self._holds_lease():
+            return self._count({"settled": 0, "learned": 0, "credited": 0})
         settled = 0
         while True:  # small batches: settle holds the log's write lock, and searches wait behind it
-            n = len(self.events.settle(limit=BATCH))
+            with metrics.timed_write("settle"):
+                batch = self.events.settle(limit=BATCH)
+            metrics.record_settlements(batch, self.events.search, self.recall)
+            n = len(batch)
             settled += n
             if n < BATCH:
                 break
@@ -194,10 +226,27 @@ class PolicyLearner:
         return self._count({"settled": settled, "learned": opened, "credited": credited})
 
     def step_side(self) -> dict[str, int]:
-        """Teach the query memory and the users' profiles the new positive feedback."""
-        return self._count(
-            {"memory": self._teach_memory(), "profiles": self.profiles.step(), "pruned": self.prune_if_due()}
-        )
+        """Teach the query memory and the users' profiles the new positive feedback, prune (holding the lease;
+        pruning only once the module was restored under this holding, so the saved cursors are current)."""
+        if not self.lease.check():
+            return self._count({"memory": 0, "profiles": 0, "pruned": 0})
+        memory, profiles = self._teach_memory(), self.profiles.step()
+        pruned = self.prune_if_due() if self._lease_term == self.lease.acquisitions else 0
+        return self._count({"memory": memory, "profiles": profiles, "pruned": pruned})
+
+    def _holds_lease(self) -> bool:
+        """Whether this learner may write now (module docstring); on a new holding of the lease, first
+        restore the newest checkpoint (only the policy thread calls this: it alone changes the module)."""
+        if not self.lease.check():
+            return False
+        term = self.lease.acquisitions
+        if term != self._lease_term:
+            module = self._restore() or BanditRLModule.build(self.strategies, self.featurizer.dim, self.cfg)
+            with self._lock:
+                self.module, self._saved_version, self._last_save = module, module.version, time.monotonic()
+                self._saved_cursors = (int(module.open_cursor), int(module.cursor))
+                self._lease_term = term
+        return True
 
     def prune_if_due(self, now: float | None = None) -> int:
         """Delete the searches no consumer needs any more (``retention``), at most every ``interval_s``.
@@ -334,6 +383,7 @@ class PolicyLearner:
                 "arm_counts": np.asarray(self.module.count.numpy()).tolist(),
                 "latency_ms": self.module.latency.as_dict(),
                 "saved_version": self._saved_version,
+                "lease": self.lease.state,
                 **self.totals,
                 "skipped_events": self.skipped.total,
                 "skipped_by_stage": self.skipped.by_stage(),
@@ -351,6 +401,7 @@ class PolicyLearner:
             self.step()
             self.checkpoint()
         finally:
+            self.lease.release()  # after the last checkpoint: the next holder restores it
             self.events.close()
 
     def __del__(self) -> None:

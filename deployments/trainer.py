@@ -5,8 +5,14 @@ A background thread checks the log every ``POLL_S`` seconds. It retrains
 searches got feedback since the last attempt, or ``ranking.retrain_interval_s``
 passed with any new ones. A model is published only if it is not worse than the
 current one and RRF on the newest held-out searches; ingress replicas pick it up
-within ``ranking.reload_interval_s``. Training runs in this replica's process, so
+within ``ranking.reload_interval_s``; the ``ltrr_ranker_version`` gauge of this deployment is the
+published model's number (:mod:`ltrr.metrics`). Training runs in this replica's process, so
 it never competes with a search for the event loop; CatBoost uses one thread.
+
+One trainer cluster-wide: each round, and :meth:`RankerTrainer.train_now`, first check the ``trainer``
+lease (:mod:`ltrr.lease`), acquiring it when free; while another trainer holds it (the other cluster of
+a blue/green upgrade) this one neither trains nor publishes, logs once that it waits, and retries every
+few seconds. ``status()["lease"]`` is ``"held"`` or ``"waiting"``.
 """
 
 from __future__ import annotations
@@ -16,19 +22,25 @@ import threading
 import time
 from typing import Any
 
+from ltrr import metrics
 from ltrr.config import AppConfig
-from ltrr.eventlog import SQLiteEventLog
-from ltrr.ranking.retrain import retrain_from_log
+from ltrr.event_store import open_event_log
+from ltrr.lease import LeaseGate, lease_for, waiting_message
+from ltrr.ranking.catboost import open_registry
+from ltrr.ranking.retrain import Report, retrain_from_log
 
 log = logging.getLogger("ray.serve")
 POLL_S = 10.0
+LEASE = "trainer"
 
 
 class RankerTrainer:
     def __init__(self, app_config: dict[str, Any], *, start: bool = True) -> None:
         self.app = AppConfig.model_validate(app_config)
         self.cfg = self.app.ranking
-        self.events = SQLiteEventLog(self.app.events_path)
+        self.events = open_event_log(self.app)
+        self.lease = LeaseGate(lease_for(self.app, LEASE), logger=log)
+        self.lease.check()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._tried_at = time.monotonic()
@@ -46,31 +58,43 @@ class RankerTrainer:
         return new >= self.cfg.retrain_after or (new > 0 and waited >= self.cfg.retrain_interval_s)
 
     def train_now(self) -> dict[str, Any]:
-        """Retrain now (what ``due`` would trigger); returns the report."""
+        """Retrain now (what ``due`` would trigger); returns the report. While another trainer holds the
+        lease nothing is trained: the report's ``reason`` says so."""
         with self._lock:
+            if not self.lease.check():
+                return Report("event log", reason=waiting_message(LEASE)).to_dict()
             self._tried_count = self.events.searches_with_feedback()
             self._tried_at = time.monotonic()
             report = retrain_from_log(self.app)
             self.runs += 1
             self.last = report.to_dict()
             log.info("trainer: %s", report.published or f"not published: {report.reason}")
+            if report.published:
+                metrics.record_ranker_version(report.published)
             return self.last
 
     def _loop(self) -> None:
         while not self._stop.wait(POLL_S):
             try:
-                if self.due():
+                if self.lease.check() and self.due():
                     self.train_now()
+                metrics.record_ranker_version(open_registry(self.cfg).current_version())  # what is published
             except Exception:  # noqa: BLE001 - keep the trainer alive; the next attempt reads the log again
                 log.exception("trainer: retraining failed; will retry")
 
     def status(self) -> dict[str, Any]:
-        return {"runs": self.runs, "last": self.last, "labelled_at_last_try": self._tried_count}
+        return {
+            "runs": self.runs,
+            "last": self.last,
+            "labelled_at_last_try": self._tried_count,
+            "lease": self.lease.state,
+        }
 
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        self.lease.release()
         self.events.close()
 
     async def check_health(self) -> None:

@@ -5,16 +5,32 @@
 replaces ``LATEST`` with ``os.replace``, so a crash at any point leaves either
 the previous or the new checkpoint as the latest, never a half-written one.
 Older checkpoints beyond ``keep`` are removed.
+
+:class:`PgCheckpointStore` is the same interface with the checkpoints in PostgreSQL, off the pod's disk
+(issue 12): what a cluster uses, so a learner started on another node, or in the other cluster of a
+blue/green upgrade, restores what the last one saved. :func:`checkpoint_store` picks one by the DSN.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
+import tarfile
+import threading
 import uuid
+from functools import partial
 from pathlib import Path
+from typing import Any, Callable, Final, Protocol, TypeVar
+
+import psycopg
+
+from ltrr.errors import BackendUnavailable
+from ltrr.eventlog_pg import ADVISORY_LOCKS, redact_dsn
 
 LATEST = "LATEST"
+T = TypeVar("T")
 
 
 class CheckpointDir:
@@ -69,3 +85,198 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+#: The table of checkpoints (and other versioned blobs), one row per ``(kind, version)``.
+BLOBS_DDL: Final = """CREATE TABLE IF NOT EXISTS ltrr_blobs (
+    kind    TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    data    BYTEA NOT NULL,
+    PRIMARY KEY (kind, version)
+)"""
+#: A local copy of :class:`PgCheckpointStore`: ``ckpt-<version>-<created in µs>``.
+_CACHED: Final = re.compile(r"^ckpt-\d{10,}-\d+$")
+#: The newest first: the last committed (``created``, the server's clock, kept increasing per kind).
+_NEWEST_FIRST: Final = "ORDER BY created DESC, version DESC"
+
+
+class Fence(Protocol):
+    """Runs a write in a transaction that commits only while a lease is held (:meth:`ltrr.lease.PgLease.fenced`)."""
+
+    def fenced(self, fn: Callable[[psycopg.Cursor[Any]], T]) -> T: ...
+
+
+class PgCheckpointStore:
+    """Checkpoints of ``kind`` in the ``ltrr_blobs`` table of the database at ``dsn``; the interface of
+    :class:`CheckpointDir` (``new``, ``commit``, ``latest``, ``keep`` >= 1).
+
+    ``commit(tmp, version)`` packs the directory ``tmp`` as tar.gz and, in one transaction, upserts it as
+    row ``(kind, version)`` (the same version again replaces it, as :class:`CheckpointDir` does) and
+    deletes all but the newest ``keep`` rows of ``kind``; then ``tmp`` becomes the local copy. "Newest" is
+    the last committed, as ``LATEST`` is in :class:`CheckpointDir` (not the largest version: a learner that
+    relearns from scratch after a config change commits small versions, and those are the ones to
+    restore): ``created`` is the server's clock at commit, moved past the kind's previous ``created``
+    so the order holds even if the clock steps back. With ``fence`` (the writer's lease,
+    :meth:`ltrr.lease.PgLease.fenced`) the transaction runs on the lease's session and commits only while
+    the lease is held; a lost lease raises :class:`~ltrr.errors.Aborted` and writes nothing.
+
+    ``latest()`` reads the newest row's version and time (a small query), and on first sight extracts it
+    once into ``cache_dir`` (``ckpt-<version>-<created in µs>``, renamed into place when complete) and
+    returns that path; other copies there are removed. ``cache_dir`` is this process's own (a pod's
+    ``emptyDir``): nothing in it is needed after a restart. Server failures raise
+    :class:`~ltrr.errors.BackendUnavailable` (the message never holds the password). Thread-safe."""
+
+    def __init__(
+        self, dsn: str, kind: str, *, cache_dir: str | Path, keep: int = 3, fence: Fence | None = None
+    ) -> None:
+        if keep < 1:
+            raise ValueError(f"`keep` must be >= 1, got {keep}")
+        if not isinstance(kind, str) or not kind.strip():
+            raise ValueError(f"`kind` must be a non-empty string, got {kind!r}")
+        self.kind = kind
+        self.keep = keep
+        self.root = Path(cache_dir)
+        self.fence = fence
+        self._dsn = dsn
+        self.dsn = redact_dsn(dsn)
+        self._lock = threading.Lock()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+        def create(cur: psycopg.Cursor[Any]) -> None:  # two processes creating it at once take turns
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", ADVISORY_LOCKS["schema"])
+            cur.execute(BLOBS_DDL)
+
+        self._run(create, "create the table", fenced=False)
+
+    def __repr__(self) -> str:
+        return f"PgCheckpointStore({self.kind!r}, {self.dsn!r})"
+
+    def new(self) -> Path:
+        """A fresh temporary directory path (not yet created) to save into."""
+        return self.root / f".tmp-{uuid.uuid4().hex}"
+
+    def commit(self, tmp: Path, version: int) -> Path:
+        """Store directory ``tmp`` as ``version`` (class docstring); returns its local copy."""
+        data = _pack(Path(tmp))
+        kind, keep = self.kind, self.keep
+
+        def write(cur: psycopg.Cursor[Any]) -> float:
+            cur.execute("SET LOCAL synchronous_commit = on")
+            row = cur.execute(
+                "INSERT INTO ltrr_blobs (kind, version, created, data) VALUES (%s, %s, GREATEST("
+                "EXTRACT(EPOCH FROM clock_timestamp())::double precision, "
+                "(SELECT MAX(created) + 1e-6 FROM ltrr_blobs WHERE kind = %s)), %s) "
+                "ON CONFLICT (kind, version) DO UPDATE SET created = EXCLUDED.created, data = EXCLUDED.data "
+                "RETURNING created",
+                (kind, int(version), kind, data),
+            ).fetchone()
+            cur.execute(
+                "DELETE FROM ltrr_blobs WHERE kind = %s AND version NOT IN "
+                f"(SELECT version FROM ltrr_blobs WHERE kind = %s {_NEWEST_FIRST} LIMIT %s)",
+                (kind, kind, keep),
+            )
+            assert row is not None
+            return float(row[0])
+
+        with self._lock:
+            created = self._run(write, f"commit version {version}", fenced=True)
+            final = self._cache_path(int(version), created)
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            self._prune_cache(final, tmp_too=True)
+        return final
+
+    def latest(self) -> Path | None:
+        """The local copy of the newest checkpoint of ``kind`` (class docstring), or None if there is none."""
+        with self._lock:
+            for _ in range(3):  # the newest may be replaced or pruned between the two reads: look again
+                head = self._run(
+                    lambda cur: cur.execute(
+                        f"SELECT version, created FROM ltrr_blobs WHERE kind = %s {_NEWEST_FIRST} LIMIT 1",
+                        (self.kind,),
+                    ).fetchone(),
+                    "read the newest version",
+                    fenced=False,
+                )
+                if head is None:
+                    return None
+                version, created = int(head[0]), float(head[1])
+                final = self._cache_path(version, created)
+                if final.is_dir():
+                    return final
+                row = self._run(partial(_read_blob, key=(self.kind, version, created)), f"read {version}", fenced=False)
+                if row is None:
+                    continue
+                part = self.root / f".dl-{uuid.uuid4().hex}"
+                _unpack(bytes(row[0]), part)
+                os.rename(part, final)
+                self._prune_cache(final, tmp_too=False)
+                return final
+        raise BackendUnavailable(f"checkpoints {self.kind!r} on {self.dsn}: the newest changed on every read")
+
+    # -- private -----------------------------------------------------------------------------------
+    def _cache_path(self, version: int, created: float) -> Path:
+        return self.root / f"ckpt-{version:010d}-{round(created * 1e6)}"
+
+    def _prune_cache(self, current: Path, *, tmp_too: bool) -> None:
+        """Remove every other local copy (and, after a commit, what crashed saves left, as CheckpointDir does).
+        A :class:`CheckpointDir`'s ``ckpt-<version>`` in the same directory (before a DSN was set) is kept."""
+        for old in self.root.glob("ckpt-*-*"):
+            if old != current and _CACHED.match(old.name):
+                shutil.rmtree(old, ignore_errors=True)
+        for debris in (*self.root.glob(".dl-*"), *(self.root.glob(".tmp-*") if tmp_too else ())):
+            shutil.rmtree(debris, ignore_errors=True)
+
+    def _run(self, fn: Callable[[psycopg.Cursor[Any]], T], what: str, *, fenced: bool) -> T:
+        """``fn`` in one transaction: on the fence's session if ``fenced`` and there is a fence, else on a
+        connection of its own (checkpoints are seconds apart: no connection is kept)."""
+        if fenced and self.fence is not None:
+            return self.fence.fenced(fn)
+        try:
+            with psycopg.connect(self._dsn, connect_timeout=10, application_name="ltrr-checkpoints") as conn:
+                with conn.transaction():
+                    return fn(conn.cursor())
+        except psycopg.Error as exc:
+            detail = " ".join(str(exc).split())
+            raise BackendUnavailable(f"checkpoints {self.kind!r} on {self.dsn}: {what} failed: {detail}") from exc
+
+
+def checkpoint_store(
+    root: str | Path, dsn: str, kind: str, *, keep: int = 3, fence: Fence | None = None
+) -> CheckpointDir | PgCheckpointStore:
+    """Where a writer keeps its checkpoints: in PostgreSQL when ``dsn`` is non-empty
+    (:class:`PgCheckpointStore` of ``kind``, with ``root`` as its local cache, fenced by ``fence``), else
+    the directory ``root`` (:class:`CheckpointDir`; one host, where a file lease cannot be lost silently)."""
+    if dsn.strip():
+        return PgCheckpointStore(dsn, kind, cache_dir=root, keep=keep, fence=fence)
+    return CheckpointDir(root, keep=keep)
+
+
+def _read_blob(cur: psycopg.Cursor[Any], *, key: tuple[str, int, float]) -> tuple[Any, ...] | None:
+    """The ``data`` of row ``(kind, version, created)``, or None if it was replaced or pruned meanwhile."""
+    return cur.execute("SELECT data FROM ltrr_blobs WHERE kind = %s AND version = %s AND created = %s", key).fetchone()
+
+
+def _pack(directory: Path) -> bytes:
+    """The files under ``directory`` (its name left out) as tar.gz."""
+    if not directory.is_dir():
+        raise ValueError(f"`tmp` must be a directory to commit, got {str(directory)!r}")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for child in sorted(directory.iterdir()):
+            tar.add(child, arcname=child.name)
+    return buf.getvalue()
+
+
+def _unpack(data: bytes, directory: Path) -> None:
+    """Extract the tar.gz ``data`` into the new directory ``directory`` (regular files and directories only:
+    tarfile's ``data`` filter refuses absolute paths, ``..``, links out of it and devices)."""
+    directory.mkdir()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            tar.extractall(directory, filter="data")
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise

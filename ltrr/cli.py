@@ -14,6 +14,8 @@ ltrr ope      [--config F] [--policy P ...] [--estimator E ...] [--since T] [--o
 ltrr users    import FILE | show USER_ID [--config F] [--catalog PATH]
               import listening profiles (JSON Lines, one profile a line; - reads stdin)
               into the config's catalog store, or print one as such a line
+ltrr migrate-events [--config F] [--sqlite PATH] [--dsn DSN] [--force]
+              copy the SQLite event log into PostgreSQL, seqs kept (ltrr.event_store)
 """
 
 from __future__ import annotations
@@ -364,6 +366,23 @@ def _users_import(store: CatalogStore, source: str) -> int:
     return 0
 
 
+def _migrate_events(args: argparse.Namespace) -> int:
+    """``python -m ltrr.eventlog_pg migrate``, with --sqlite and --dsn defaulting to the app's log."""
+    import os
+
+    from ltrr.event_store import DSN_ENV, events_dsn
+    from ltrr.eventlog_pg import run_migrate
+
+    args.dsn = args.dsn or os.environ.get(DSN_ENV, "").strip() or None
+    if args.sqlite is None or args.dsn is None:
+        from ltrr.appconfig_io import load_app_config
+
+        cfg = load_app_config(args.config)
+        args.sqlite = args.sqlite or cfg.events_path
+        args.dsn = args.dsn or events_dsn(cfg)
+    return run_migrate(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(prog="ltrr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -422,6 +441,13 @@ def main(argv: list[str] | None = None) -> int:
     po.add_argument("--seed", type=int, default=0)
     po.add_argument("--out", default=None, help="also write ope.md and ope.json here")
     po.set_defaults(fn=_ope)
+
+    pm = sub.add_parser("migrate-events", help="copy the SQLite event log into PostgreSQL (seqs kept)")
+    pm.add_argument("--config", default=DEFAULT_CONFIG, help="app config for the defaults of --sqlite and --dsn")
+    pm.add_argument("--sqlite", default=None, help="SQLite event log to copy (default: the config's events_path)")
+    pm.add_argument("--dsn", default=None, help="target (default: $LTRR_EVENTS_DSN, else the config's events_dsn)")
+    pm.add_argument("--force", action="store_true", help="empty a non-empty target first")
+    pm.set_defaults(fn=_migrate_events)
 
     pu = sub.add_parser("users", help="import or show user listening profiles in the catalog store")
     pu.add_argument("action", choices=["import", "show"])

@@ -40,6 +40,14 @@ class DeploymentOptions(_Strict):
         description="Requests waiting for a replica beyond `max_ongoing_requests`; past it a caller gets "
         "RESOURCE_EXHAUSTED at once instead of joining a growing queue. -1: unbounded (Serve's default).",
     )
+    max_replicas_per_node: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="At most this many replicas of this deployment on one Ray node (Serve's option, in [1, 100]): "
+        "1 spreads the replicas over the nodes, and the replacement of a lost node's replica waits for a node "
+        "that has none. None: no limit.",
+    )
 
 
 class StrategySpec(_Strict):
@@ -106,6 +114,11 @@ class AppConfig(_Strict):
 
     catalog_path: str = Field(C.CATALOG_PATH, description="SQLite catalog file: the input of every strategy.")
     events_path: str = Field(C.FEEDBACK_PATH, description="SQLite event log (searches and feedback).")
+    events_dsn: str = Field(
+        "",
+        description="PostgreSQL event log (libpq DSN or postgresql:// URI) shared by every node; empty: the SQLite "
+        "file events_path. $LTRR_EVENTS_DSN, when set and non-empty, wins (keep the password in a Secret, not here).",
+    )
     feedback_window_s: float = Field(86400.0, gt=0, description="How long after a search its feedback is accepted.")
     ingress: IngressOptions = Field(default_factory=IngressOptions, description="The gRPC ingress.")
     retention: RetentionConfig = Field(

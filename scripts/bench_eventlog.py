@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Event-log throughput: durable writes per second of ``ltrr.eventlog.SQLiteEventLog``.
+"""Event-log throughput: durable writes per second of ``ltrr.eventlog.SQLiteEventLog`` and, with
+``--backend postgres`` or ``both``, of ``ltrr.eventlog_pg.PostgresEventLog``.
 
-In a temporary directory, on a fresh file per sync mode, it times:
+In a temporary directory, on a fresh file per sync mode (PostgreSQL: a fresh schema), it times:
 
 a. ``record_search`` alone, with a realistic doc (4 strategies x 50 candidate
    ids and scores, 30 context features, 10 shown, a decision dict);
@@ -22,6 +23,12 @@ connection. p50/p99 are per call (for settle: per settlement, i.e. call time /
 settlements in that call). Output: a markdown table on stdout and
 ``<out>/eventlog.md``, ``eventlog.json``, ``eventlog.png``.
 The machine is shared: compare the ratios of one run, not absolute rates across runs.
+
+PostgreSQL runs the same scenarios with ``synchronous_commit=on`` (the log's, in the FULL column) and
+``off`` (NORMAL: commits return before the WAL flush), against ``--dsn`` (each mode in a schema of its
+own, dropped after) or, without it, a temporary server on a Unix socket (``ltrr.pgserver``, what the
+tests use). Its table follows SQLite's; ``eventlog.json`` holds it under ``postgres``. A smoke run:
+``--backend both --n 100``.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ltrr.eventlog import FeedbackEvent, SearchEvent, SQLiteEventLog  # noqa: E402
+from ltrr.eventlog_pg import PostgresEventLog  # noqa: E402
+
+Log = SQLiteEventLog | PostgresEventLog
 
 STRATEGIES = ("lexical", "vector", "graph", "memory")
 LADDER = (0, 10, 25, 50, 100)
@@ -80,8 +90,15 @@ def make_search(rng: random.Random, rid: str, ts: float) -> SearchEvent:
     )
 
 
-def open_log(path: Path, sync: str) -> SQLiteEventLog:
-    lg = SQLiteEventLog(path)
+def open_log(target: Path | str, sync: str) -> Log:
+    """The SQLite file ``target`` (a Path) or the PostgreSQL log at DSN ``target`` (a str)."""
+    if isinstance(target, str):
+        pg = PostgresEventLog(target)
+        if sync != "FULL":  # bench only: the log itself always commits with synchronous_commit=on
+            with pg._lock:
+                pg._connection("write").execute("SET synchronous_commit = off")
+        return pg
+    lg = SQLiteEventLog(target)
     if sync != "FULL":
         with lg._lock:  # bench only: the log itself always runs with synchronous=FULL
             lg._db.execute(f"PRAGMA synchronous={sync}")
@@ -130,7 +147,7 @@ def row(name: str, lat: list[float], wall: float, events: int | None = None) -> 
 
 
 def mixed_steps(
-    log: SQLiteEventLog, steps: list[tuple[SearchEvent, FeedbackEvent | None]], lat: list[float], bar: tqdm
+    log: Log, steps: list[tuple[SearchEvent, FeedbackEvent | None]], lat: list[float], bar: tqdm
 ) -> int:
     """Write each search then its feedback, if any; returns the number of writes."""
     writes = 0
@@ -145,7 +162,7 @@ def mixed_steps(
 
 
 def in_threads(
-    logs: list[SQLiteEventLog], work_of: list[list[tuple[SearchEvent, FeedbackEvent | None]]], bar: tqdm
+    logs: list[Log], work_of: list[list[tuple[SearchEvent, FeedbackEvent | None]]], bar: tqdm
 ) -> tuple[list[float], int, float]:
     """Thread i writes ``work_of[i]`` to ``logs[i]``; returns (latencies, writes, wall seconds)."""
     lats: list[list[float]] = [[] for _ in logs]
@@ -163,8 +180,9 @@ def in_threads(
     return [x for ls in lats for x in ls], sum(counts), time.perf_counter() - t0
 
 
-def run_mode(tmp: Path, sync: str, n: int, seed: int) -> list[dict[str, Any]]:
-    path = tmp / f"events-{sync.lower()}.sqlite"
+def run_mode(tmp: Path | str, sync: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """One sync mode on a fresh store: a file in directory ``tmp``, or the PostgreSQL DSN ``tmp``."""
+    path = tmp / f"events-{sync.lower()}.sqlite" if isinstance(tmp, Path) else tmp
     log = open_log(path, sync)
     wl = Workload(seed)
     rows = []
@@ -250,7 +268,39 @@ def table(full: list[dict[str, Any]], normal: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(path: Path, full: list[dict[str, Any]], normal: list[dict[str, Any]]) -> None:
+def run_postgres(dsn: str | None, n: int, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """Both sync modes on PostgreSQL, each in a fresh schema of ``dsn`` (default: a temporary server's
+    database); returns (FULL rows, NORMAL rows, the server's version)."""
+    from contextlib import ExitStack
+
+    import psycopg
+    from psycopg import conninfo
+
+    from ltrr.pgserver import PgServer
+
+    with ExitStack() as stack:
+        if dsn is None:
+            dsn = stack.enter_context(PgServer()).create_database("bench")
+        rows: dict[str, list[dict[str, Any]]] = {}
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            version = str(admin.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+            for sync in ("FULL", "NORMAL"):
+                schema = f"ltrr_bench_{os.getpid()}_{sync.lower()}"
+                admin.execute(f"CREATE SCHEMA {schema}".encode())
+                try:
+                    place = conninfo.make_conninfo(dsn, options=f"-c search_path={schema}")
+                    rows[sync] = run_mode(place, sync, n, seed)
+                finally:
+                    admin.execute(f"DROP SCHEMA {schema} CASCADE".encode())
+    for r in rows["FULL"] + rows["NORMAL"]:
+        r["backend"] = "postgres"
+    return rows["FULL"], rows["NORMAL"], version
+
+
+def plot(
+    path: Path, full: list[dict[str, Any]], normal: list[dict[str, Any]], what: str = "SQLite WAL",
+    labels: tuple[str, str] = ("synchronous=FULL (the log)", "synchronous=NORMAL"),
+) -> None:  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
@@ -260,13 +310,13 @@ def plot(path: Path, full: list[dict[str, Any]], normal: list[dict[str, Any]]) -
     xs = range(len(names))
     fig, ax = plt.subplots(figsize=(10, 5.5))
     w = 0.4
-    ax.bar([x - w / 2 for x in xs], [r["events_per_s"] for r in full], w, label="synchronous=FULL (the log)")
-    ax.bar([x + w / 2 for x in xs], [r["events_per_s"] for r in normal], w, label="synchronous=NORMAL")
+    ax.bar([x - w / 2 for x in xs], [r["events_per_s"] for r in full], w, label=labels[0])
+    ax.bar([x + w / 2 for x in xs], [r["events_per_s"] for r in normal], w, label=labels[1])
     ax.set_xticks(list(xs))
     ax.set_xticklabels(names, fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("events per second (log scale)")
-    ax.set_title(f"ltrr event log (SQLite WAL) throughput, {os.cpu_count()} cores")
+    ax.set_title(f"ltrr event log ({what}) throughput, {os.cpu_count()} cores")
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -279,6 +329,10 @@ def main() -> int:
     ap.add_argument("--out", default="bench-out", help="output directory (default bench-out)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tmp", default=None, help="directory for the temporary SQLite files (default: system temp)")
+    ap.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="sqlite", help="default sqlite")
+    ap.add_argument(
+        "--dsn", default=None, help="PostgreSQL database (each mode in a schema of its own; default: a temp server)"
+    )
     args = ap.parse_args()
     if args.n < 10:
         ap.error(f"`--n` must be >= 10, got {args.n}")
@@ -290,25 +344,39 @@ def main() -> int:
     }
     size = doc_bytes(args.seed)
     print(f"bench_eventlog: n={args.n}, search doc {size} bytes, {machine}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="ltrr-bench-eventlog-", dir=args.tmp) as d:
-        tmp = Path(d)
-        full = run_mode(tmp, "FULL", args.n, args.seed)
-        normal = run_mode(tmp, "NORMAL", args.n, args.seed)
-    text = (
-        f"Event log throughput, n={args.n}, search doc {size} bytes; {machine['cores']} cores, "
-        f"{machine['platform']}, Python {machine['python']}, SQLite {machine['sqlite']}.\n\n"
-        + table(full, normal)
-        + "\n\np50/p99 per call (settle: per settlement). NORMAL/FULL = the throughput cost of fsync on every commit."
-    )
-    print(text)
+    report: dict[str, Any] = {"n": args.n, "doc_bytes": size, "machine": machine}
+    texts = []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.backend != "postgres":
+        with tempfile.TemporaryDirectory(prefix="ltrr-bench-eventlog-", dir=args.tmp) as d:
+            tmp = Path(d)
+            full = run_mode(tmp, "FULL", args.n, args.seed)
+            normal = run_mode(tmp, "NORMAL", args.n, args.seed)
+        texts.append(
+            f"Event log throughput, n={args.n}, search doc {size} bytes; {machine['cores']} cores, "
+            f"{machine['platform']}, Python {machine['python']}, SQLite {machine['sqlite']}.\n\n"
+            + table(full, normal)
+            + "\n\np50/p99 per call (settle: per settlement). "
+            "NORMAL/FULL = the throughput cost of fsync on every commit."
+        )
+        report.update(full=full, normal=normal)
+        plot(out / "eventlog.png", full, normal)
+    if args.backend != "sqlite":
+        pg_full, pg_normal, version = run_postgres(args.dsn, args.n, args.seed)
+        where = "the given server" if args.dsn else "a temporary local server (Unix socket, fsync=on)"
+        texts.append(
+            f"PostgreSQL {version} event log, n={args.n}, on {where}: FULL = synchronous_commit=on (the log's), "
+            "NORMAL = synchronous_commit=off.\n\n" + table(pg_full, pg_normal)
+        )
+        report["postgres"] = {"server_version": version, "full": pg_full, "normal": pg_normal}
+        plot(out / "eventlog-postgres.png", pg_full, pg_normal, f"PostgreSQL {version}",
+             ("synchronous_commit=on (the log)", "synchronous_commit=off"))  # fmt: skip
+    text = "\n\n".join(texts)
+    print(text)
     (out / "eventlog.md").write_text(text + "\n")
-    (out / "eventlog.json").write_text(
-        json.dumps({"n": args.n, "doc_bytes": size, "machine": machine, "full": full, "normal": normal}, indent=2)
-    )
-    plot(out / "eventlog.png", full, normal)
-    print(f"wrote {out}/eventlog.md, eventlog.json, eventlog.png", file=sys.stderr)
+    (out / "eventlog.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}/eventlog.md, eventlog.json and the plots", file=sys.stderr)
     return 0
 
 

@@ -53,8 +53,12 @@ if [ -n "$BACKGROUND" ]; then
 fi
 
 stage done "Ray head node"
+# Prometheus metrics (ltrr/metrics.py, exported as ray_ltrr_*) at http://127.0.0.1:$METRICS_PORT/metrics;
+# only a head started here gets the port (a running one keeps its own: `ray stop` first to change it).
+METRICS_PORT=${LTRR_METRICS_PORT:-8080}
 if ! $BIN/ray status >/dev/null 2>&1; then
-  $BIN/ray start --head --num-cpus=2 --dashboard-host=127.0.0.1 --disable-usage-stats >var/log/ray-start.log 2>&1 \
+  $BIN/ray start --head --num-cpus=2 --dashboard-host=127.0.0.1 --disable-usage-stats \
+    --metrics-export-port="$METRICS_PORT" >var/log/ray-start.log 2>&1 \
     || { cat var/log/ray-start.log; exit 1; }
 fi
 stage done "Serve application"

@@ -13,7 +13,7 @@ os.environ.setdefault("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "1")
 os.environ.setdefault("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP", "1")
 os.environ.setdefault("RAY_SERVE_GRPC_MAX_MESSAGE_SIZE", str(4 * 1024 * 1024))  # as the Makefile sets it
 
-pytest_plugins = ["tests.fixtures.meili", "tests.fixtures.milvus", "tests.fixtures.app"]
+pytest_plugins = ["tests.fixtures.meili", "tests.fixtures.milvus", "tests.fixtures.app", "tests.fixtures.postgres"]
 
 
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ltrr.catalog.store import CatalogStore
 from ltrr.config import AppConfig
+from ltrr.event_store import open_event_log
 from ltrr.eventlog import SQLiteEventLog
 from ltrr.index_status import IndexBacklog
 from ltrr.ranking import features as F
@@ -142,9 +143,9 @@ def retrain_from_log(app: AppConfig, *, progress: bool = False, registry: ModelR
     cfg = app.ranking
     registry = registry or open_registry(cfg)
     report = Report("event log")
-    events = SQLiteEventLog(app.events_path)
+    events = open_event_log(app)
     try:
-        _say(progress, f"read the labelled searches of {app.events_path}")
+        _say(progress, f"read the labelled searches of {getattr(events, 'dsn', app.events_path)}")
         data = groups_from_log(events.recent_searches(cfg.max_searches))
     finally:
         events.close()

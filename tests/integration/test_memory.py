@@ -217,6 +217,7 @@ def test_a_crash_before_the_cursor_save_does_not_count_clicks_twice(memory: Memo
     assert first.events.cursor(MEMORY_CURSOR) == 0, "the batch was taught, the cursor not saved"
     assert memory.stats("best sad song")["clicks"] == 3.0
     first._stop.set()  # dead: no final step
+    first.lease.release()  # and a dead process's lease goes with it
     first.events.close()
 
     restarted = PolicyLearner(app, start=False)

@@ -109,3 +109,28 @@ def test_retention_keeps_what_the_learner_and_trainer_read(retention, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         AppConfig.model_validate({"retention": retention})
     assert AppConfig.model_validate({"retention": {**retention, "enabled": False}}).retention.enabled is False
+
+
+def test_max_replicas_per_node_is_validated_and_reaches_serve():
+    """Unset it is None (no limit); outside Serve's [1, 100] it fails naming the field; set, `build_app` passes it to
+    the deployment (what spreads the replicas of scripts/multinode.py over the two nodes)."""
+    from deployments.app import build_app
+
+    assert AppConfig().ingress.deployment.max_replicas_per_node is None
+    for bad, message in ((0, "greater than or equal to 1"), (101, "less than or equal to 100")):
+        with pytest.raises(ValidationError) as ei:
+            AppConfig.model_validate({"strategies": {"vector": {"deployment": {"max_replicas_per_node": bad}}}})
+        (err,) = ei.value.errors()
+        assert err["loc"] == ("strategies", "vector", "deployment", "max_replicas_per_node")
+        assert err["msg"] == f"Input should be {message}"
+    app = build_app(
+        {
+            "ingress": {"deployment": {"num_replicas": 2, "max_replicas_per_node": 1}},
+            "strategies": {"vector": {"deployment": {"max_replicas_per_node": 2}}},
+        }
+    )
+    ingress = app._bound_deployment
+    assert ingress._replica_config.max_replicas_per_node == 1
+    assert ingress.init_args[0]["vector"]._bound_deployment._replica_config.max_replicas_per_node == 2
+    assert ingress.init_args[1]._bound_deployment.name == "learner"
+    assert ingress.init_args[1]._bound_deployment._replica_config.max_replicas_per_node is None

@@ -18,21 +18,21 @@ import pytest
 from deployments.learner import PolicyLearner
 from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
 from ltrr.bandit.rewards import semi_bandit_rewards
-from ltrr.eventlog import FeedbackEvent, SearchEvent, SQLiteEventLog, now
+from ltrr.eventlog import FeedbackEvent, SearchEvent, now
 from tests.unit.test_learner import NAMES, app_args, log_searches
 
 HIT = {"lexical": 0.1, "graph": 0.3}  # chance the wanted item is in each strategy's top 10
 FEATURES = {"bias": 1.0, "class.seed": 1.0}
 
 
-def stream(tmp_path, seed: int, n: int = 400, delay_s: float = 2.0):
+def stream(open_log, seed: int, n: int = 400, delay_s: float = 2.0):
     """``n`` searches one second apart ending now; each strategy holds the wanted item with its
     ``HIT`` chance; a hit is clicked after an exponential delay of mean ``delay_s``. Logs what the
     log would hold now (clicks still in flight are returned, not logged)."""
     rng = np.random.default_rng(seed)
     fz = ContextFeaturizer(NAMES)
     policy = new_policy(PolicyConfig(seed=seed), NAMES, fz.dim)
-    log = SQLiteEventLog(tmp_path / "events.sqlite")
+    log = open_log()
     t_now = now()
     in_flight, outcomes = [], []
     for i in range(n):
@@ -60,10 +60,19 @@ def estimates(learner: PolicyLearner) -> dict[str, float]:
     return {s: float(mean[sp.arm(i, 1)]) for i, s in enumerate(sp.strategies)}
 
 
+def learner_args(tmp_path, event_log_factory):
+    """The learner's config, on the factory's store (its SQLite file is ``app_args``' events_path)."""
+    args = app_args(tmp_path)
+    if event_log_factory.backend == "postgres":
+        args["events_dsn"] = event_log_factory.target
+    return args
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_estimates_are_unbiased_before_any_negative_settles(tmp_path, seed):
-    outcomes, in_flight = stream(tmp_path, seed)
-    learner = PolicyLearner(app_args(tmp_path), start=False)
+def test_estimates_are_unbiased_before_any_negative_settles(tmp_path, seed, event_log_factory, monkeypatch):
+    monkeypatch.delenv("LTRR_EVENTS_DSN", raising=False)  # the backend is this test's parameter
+    outcomes, in_flight = stream(event_log_factory, seed)
+    learner = PolicyLearner(learner_args(tmp_path, event_log_factory), start=False)
     learner.step()
     settled = learner.events.settlements_since(0, 10_000)
     assert settled and all(st.outcome == "positive" for st, _ in settled), "mid-stream only clicks have settled"
@@ -74,7 +83,7 @@ def test_estimates_are_unbiased_before_any_negative_settles(tmp_path, seed):
     assert est["graph"] == pytest.approx(HIT["graph"], abs=0.08) and est["lexical"] == pytest.approx(0.1, abs=0.06)
 
     # the clicks in flight land: the statistics now equal a fit with every outcome known up front
-    log = SQLiteEventLog(tmp_path / "events.sqlite")
+    log = event_log_factory()
     for fb in in_flight:
         log.record_feedback(fb)
     log.close()
@@ -91,6 +100,7 @@ def test_estimates_are_unbiased_before_any_negative_settles(tmp_path, seed):
     learner.close()
 
 
+# SQLite only: test_learner.log_searches writes the SQLite file.
 def test_a_click_settled_before_its_search_was_counted_waits_for_it(tmp_path):
     """The learner counts searches, then credits clicks; a click whose search it has not counted
     yet (logged between the two reads) is credited on the next step, never lost or applied twice."""

@@ -12,22 +12,32 @@ from ltrr import constants as C
 from ltrr.client import LtrrClient
 from ltrr.errors import BackendTimeout, BackendUnavailable, InvalidRequest, NotFound
 from ltrr.eventlog import FeedbackEvent, SearchEvent, Settlement, SQLiteEventLog
+from tests.fixtures.postgres import open_log
+
+# Every test that takes `log`, `slog` or `event_log_factory` runs twice: on SQLite and on a real
+# PostgreSQL server (tests/fixtures/postgres.py). Tests that take `sqlite_log` or open SQLiteEventLog
+# themselves check SQLite itself (PRAGMAs, its write lock, file migration): SQLite only, marked so below.
+# Their PostgreSQL counterparts are in test_eventlog_pg.py.
 
 #: Seconds: a deadline generous enough never to be reached.
 GUARD_S = 30.0
 
 
 @pytest.fixture
-def log(tmp_path):
-    lg = SQLiteEventLog(tmp_path / "events.sqlite", feedback_window_s=100.0)
-    yield lg
-    lg.close()
+def log(event_log_factory):
+    return event_log_factory(feedback_window_s=100.0)
 
 
 @pytest.fixture
-def slog(tmp_path):
+def slog(event_log_factory):
     """Reward window 10 s after the search, no expiry grace."""
-    lg = SQLiteEventLog(tmp_path / "s.sqlite", feedback_window_s=100.0, reward_window_s=10.0, expiry_grace_s=0.0)
+    return event_log_factory(feedback_window_s=100.0, reward_window_s=10.0, expiry_grace_s=0.0)
+
+
+@pytest.fixture
+def sqlite_log(tmp_path):
+    """SQLite only: the log of the tests that reach into SQLite itself."""
+    lg = SQLiteEventLog(tmp_path / "events.sqlite", feedback_window_s=100.0)
     yield lg
     lg.close()
 
@@ -42,17 +52,20 @@ def fb(eid="e1", rid="r1", ts=1010.0, entity="artist:a", action="click"):
     return FeedbackEvent(eid, rid, entity, action, 1, ts)
 
 
-def test_feedback_is_idempotent_and_durable(tmp_path, log):
+def test_feedback_is_idempotent_and_durable(event_log_factory, log):
     log.record_search(search())
     assert log.record_feedback(fb()) is False
     assert log.record_feedback(fb()) is True
     assert log.counts() == {"searches": 1, "feedback": 1, "pending": 1, "settlements": 0}
     # A second connection (another process would be the same) sees the committed rows.
-    other = sqlite3.connect(tmp_path / "events.sqlite")
-    assert other.execute("SELECT seq, event_id, action FROM feedback").fetchall() == [(1, "e1", "click")]
-    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert other.execute("PRAGMA user_version").fetchone()[0] == 3
-    other.close()
+    assert event_log_factory.rows("SELECT seq, event_id, action FROM feedback") == [(1, "e1", "click")]
+    if event_log_factory.backend == "sqlite":
+        assert event_log_factory.rows("PRAGMA journal_mode") == [("wal",)]
+        assert event_log_factory.rows("PRAGMA user_version") == [(3,)]
+    else:  # commits wait for the WAL flush on every session the log opens, whatever the server's default
+        assert event_log_factory.rows("SELECT version FROM schema_version") == [(3,)]
+        conn = log._connection("write")
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
     assert log.search("r1") == search()
 
 
@@ -134,9 +147,9 @@ def test_settlement_and_feedback_round_trip():
         ),
     ],
 )
-def test_constructor_validation(tmp_path, kwargs, message):
+def test_constructor_validation(event_log_factory, kwargs, message):
     with pytest.raises(ValueError) as ei:
-        SQLiteEventLog(tmp_path / "x.sqlite", **kwargs)
+        event_log_factory(**kwargs)
     assert str(ei.value) == message
 
 
@@ -199,8 +212,8 @@ def test_settlement_rules(slog, feedback, now_ts, expected):
     assert slog.settle(now_ts) == []
 
 
-def test_expiry_grace_and_custom_positive_actions(tmp_path):
-    lg = SQLiteEventLog(tmp_path / "g.sqlite", reward_window_s=10.0, expiry_grace_s=5.0, positive_actions=["skip"])
+def test_expiry_grace_and_custom_positive_actions(event_log_factory):
+    lg = event_log_factory(reward_window_s=10.0, expiry_grace_s=5.0, positive_actions=["skip"])
     lg.record_search(search("r1", ts=1000.0))
     lg.record_search(search("r2", ts=1000.0))
     lg.record_feedback(fb("e1", "r1", ts=1001.0, action="click"))
@@ -210,7 +223,6 @@ def test_expiry_grace_and_custom_positive_actions(tmp_path):
         ("r2", "positive", "skip"),
         ("r1", "expired", ""),
     ]
-    lg.close()
 
 
 def test_settle_is_idempotent_with_strictly_increasing_seqs(slog):
@@ -269,7 +281,7 @@ def test_iter_settled_reads_in_batches(slog):
     assert [ev.request_id for _, ev in slog.iter_settled(4)] == ["r4"]
 
 
-def test_positives_since_and_cursors(tmp_path, slog):
+def test_positives_since_and_cursors(event_log_factory, slog):
     slog.record_search(search("r1", query="Radiohead"))
     slog.record_search(search("r2", query="bjork"))
     slog.record_feedback(fb("e1", "r1"))
@@ -287,9 +299,8 @@ def test_positives_since_and_cursors(tmp_path, slog):
     assert slog.positives_since(3) == []
     # Settling does not move a consumer's cursor, and cursors survive a reopen (another process).
     slog.settle(5000.0)
-    other = SQLiteEventLog(tmp_path / "s.sqlite")
+    other = event_log_factory()
     assert other.cursor("memory") == 3 and other.cursor("other") == 0
-    other.close()
 
 
 def test_query_stats_count_settled_searches_by_normalised_query(slog):
@@ -329,7 +340,9 @@ def test_searches_are_read_in_log_order_with_their_positive_settlements(slog):
     assert slog.positive_settlements_since(st.seq) == []
 
 
-def test_reads_do_not_wait_behind_a_blocked_write(tmp_path, log):
+# SQLite only: another connection holds SQLite's write lock (test_eventlog_pg.py holds the advisory lock).
+def test_reads_do_not_wait_behind_a_blocked_write(tmp_path, sqlite_log):
+    log = sqlite_log
     log.record_search(search())
     raw = sqlite3.connect(tmp_path / "events.sqlite", isolation_level=None)
     raw.execute("BEGIN IMMEDIATE")  # another process holds the write lock
@@ -346,7 +359,7 @@ def test_reads_do_not_wait_behind_a_blocked_write(tmp_path, log):
     assert log.search("r2") == search("r2")
 
 
-# -- schema migration ---------------------------------------------------------------------------
+# -- schema migration (SQLite only: files of older versions; test_eventlog_pg.py has PostgreSQL's) --------
 
 V1_DDL = """
 CREATE TABLE IF NOT EXISTS searches (
@@ -418,14 +431,14 @@ def test_newer_schema_is_refused(tmp_path):
         SQLiteEventLog(path)
 
 
-# -- several processes on one file -------------------------------------------------------------
+# -- several processes on one store ------------------------------------------------------------
 
 N_PER_WRITER = 24
 
 
-def _writer(path: str, k: int, ready) -> None:
+def _writer(spec, k: int, ready) -> None:
     """Searches w{k}-{i} at ts=i with a click (i % 3 == 0), a skip (i % 3 == 1) or nothing; plus old searches."""
-    lg = SQLiteEventLog(path, reward_window_s=5.0, expiry_grace_s=0.0)
+    lg = open_log(spec, reward_window_s=5.0, expiry_grace_s=0.0)
     ready.wait(30)  # start once the settler is running, so they overlap
     for i in range(N_PER_WRITER):
         lg.record_search(search(f"w{k}-{i}", ts=float(i), query=f"q{i % 4}"))
@@ -438,9 +451,9 @@ def _writer(path: str, k: int, ready) -> None:
     lg.close()
 
 
-def _settler(path: str, out: str, ready, stop) -> None:
+def _settler(spec, out: str, ready, stop) -> None:
     """Settles as of ts=0 until told to stop: old searches expire, the others settle only when clicked."""
-    lg = SQLiteEventLog(path, reward_window_s=5.0, expiry_grace_s=0.0)
+    lg = open_log(spec, reward_window_s=5.0, expiry_grace_s=0.0)
     got = [s.to_dict() for s in lg.settle(0.0, limit=7)]
     ready.set()
     while True:
@@ -453,13 +466,13 @@ def _settler(path: str, out: str, ready, stop) -> None:
         json.dump(got, f)
 
 
-def test_concurrent_writers_and_settler_settle_each_search_once(tmp_path):
-    path = str(tmp_path / "shared.sqlite")
-    SQLiteEventLog(path).close()
+def test_concurrent_writers_and_settler_settle_each_search_once(tmp_path, event_log_factory):
+    spec = event_log_factory.spec
+    event_log_factory()  # the schema exists before the processes start
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
-    settler = ctx.Process(target=_settler, args=(path, str(tmp_path / "settled.json"), ready, stop))
-    writers = [ctx.Process(target=_writer, args=(path, k, ready)) for k in (1, 2)]
+    settler = ctx.Process(target=_settler, args=(spec, str(tmp_path / "settled.json"), ready, stop))
+    writers = [ctx.Process(target=_writer, args=(spec, k, ready)) for k in (1, 2)]
     for p in [settler, *writers]:
         p.start()
     for p in writers:
@@ -468,7 +481,7 @@ def test_concurrent_writers_and_settler_settle_each_search_once(tmp_path):
     settler.join(60)
     assert [p.exitcode for p in [settler, *writers]] == [0, 0, 0]
 
-    lg = SQLiteEventLog(path, reward_window_s=5.0, expiry_grace_s=0.0)
+    lg = event_log_factory(reward_window_s=5.0, expiry_grace_s=0.0)
     during = [Settlement.from_dict(d) for d in json.loads((tmp_path / "settled.json").read_text())]
     after = lg.settle(1e6)
     returned = during + after
@@ -489,9 +502,9 @@ def test_concurrent_writers_and_settler_settle_each_search_once(tmp_path):
     assert lg.counts()["pending"] == 0
     assert sum(lg.query_stats(f"q{j}")[0] for j in range(4)) == len(expected)
     assert sum(lg.query_stats(f"q{j}")[1] for j in range(4)) == 2 * 8
-    lg.close()
 
 
+# SQLite only (test_eventlog_pg.py stops the server instead).
 def test_sqlite_failures_are_backend_unavailable_and_nothing_is_acknowledged(tmp_path):
     broken = SQLiteEventLog(tmp_path / "broken.sqlite")
     broken._db.close()  # stands for any SQLite failure: a lock past the busy timeout, a full disk
@@ -517,14 +530,15 @@ def test_recent_searches_are_the_newest_oldest_first_with_all_their_feedback(log
         list(log.recent_searches(limit=0))
 
 
-# -- busy timeout and deadlines -------------------------------------------------------------------
+# -- busy timeout and deadlines (SQLite only: test_eventlog_pg.py has PostgreSQL's) -------------------
 
 
 def busy_ms(db):
     return db.execute("PRAGMA busy_timeout").fetchone()[0]
 
 
-def test_busy_timeout_is_configurable_and_by_default_below_the_clients_deadline(tmp_path, log):
+def test_busy_timeout_is_configurable_and_by_default_below_the_clients_deadline(tmp_path, sqlite_log):
+    log = sqlite_log
     assert C.SQLITE_BUSY_TIMEOUT_S == 5.0 < C.CLIENT_TIMEOUT_S == 10.0
     assert inspect.signature(LtrrClient).parameters["timeout"].default == C.CLIENT_TIMEOUT_S
     # Both connections wait 5 s for a lock (it was 30 s: longer than the client waits for the answer).
@@ -534,7 +548,8 @@ def test_busy_timeout_is_configurable_and_by_default_below_the_clients_deadline(
     short.close()
 
 
-def test_a_write_given_a_deadline_stops_waiting_for_the_write_lock_and_writes_nothing(tmp_path, log):
+def test_a_write_given_a_deadline_stops_waiting_for_the_write_lock_and_writes_nothing(tmp_path, sqlite_log):
+    log = sqlite_log
     log.record_search(search())
     other = sqlite3.connect(tmp_path / "events.sqlite", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds SQLite's write lock past the deadline
@@ -567,18 +582,16 @@ def _pruned_log(slog):
     for i in (1, 3):
         slog.record_feedback(fb(f"e{i}", f"r{i}", ts=1001.0 + i))
     slog.settle(now_ts=1018.5)  # r0..r8 settled (window 10 s), r9 still pending
-    return {sid: rid for sid, rid in sqlite3.connect(slog.path).execute("SELECT seq, request_id FROM search_seq")}
 
 
-def _left(slog):
-    db = sqlite3.connect(slog.path)
+def _left(store):
     return {
-        t: sorted(r[0] for r in db.execute(f"SELECT request_id FROM {t}"))
+        t: sorted(r[0] for r in store.rows(f"SELECT request_id FROM {t}"))
         for t in ("searches", "search_seq", "settlements", "feedback")
     }
 
 
-def test_prune_deletes_only_what_every_consumer_has_passed(slog):
+def test_prune_deletes_only_what_every_consumer_has_passed(event_log_factory, slog):
     _pruned_log(slog)
     n = slog.prune(
         before_ts=1006.0,  # r0..r5 are old enough
@@ -587,7 +600,7 @@ def test_prune_deletes_only_what_every_consumer_has_passed(slog):
         through_feedback_seq=1,  # the memory/profiles folded e1 (r1) but not e3 (r3)
         keep_newest=2,
     )
-    left = _left(slog)
+    left = _left(event_log_factory)
     # r0, r1, r2, r4 go; r3 has unfolded feedback; r5 is not counted; r6.. are young; r9 is pending.
     assert n == 4
     assert left["searches"] == ["r3", "r5", "r6", "r7", "r8", "r9"]
@@ -600,12 +613,12 @@ def test_prune_deletes_only_what_every_consumer_has_passed(slog):
     assert slog.searches_since(10)[0][0] == 11
 
 
-def test_prune_keeps_the_newest_and_unapplied_settlements(slog):
+def test_prune_keeps_the_newest_and_unapplied_settlements(event_log_factory, slog):
     _pruned_log(slog)
     common = dict(before_ts=10**9, through_search_seq=10, through_feedback_seq=10**9)
     assert slog.prune(**common, through_settlement_seq=0, keep_newest=1) == 0  # the learner applied none
     assert slog.prune(**common, through_settlement_seq=10**9, keep_newest=7) == 3  # seq 1..3 only
-    assert _left(slog)["searches"] == ["r3", "r4", "r5", "r6", "r7", "r8", "r9"]
+    assert _left(event_log_factory)["searches"] == ["r3", "r4", "r5", "r6", "r7", "r8", "r9"]
     assert slog.prune(**common, through_settlement_seq=10**9, keep_newest=1, limit=2) == 2  # in batches
     with pytest.raises(ValueError, match=r"`keep_newest` must be an integer in \[1, "):
         slog.prune(**common, through_settlement_seq=0, keep_newest=0)

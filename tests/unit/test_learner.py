@@ -81,6 +81,7 @@ def test_learns_each_settlement_once_and_replays_after_a_crash(tmp_path):
     log_searches(tmp_path, 2, start=3)
     assert first.step()["learned"] == 2 and first.module.version == 10  # not checkpointed: interval 3600 s
     first._stop.set()  # crash: no final checkpoint
+    first.lease.release()  # and a dead process's lease goes with it
     second = PolicyLearner(args, start=False)
     assert second.module.version == 6 and int(second.module.cursor) == 3, "restored from the checkpoint"
     assert int(second.module.open_cursor) == 3
@@ -112,6 +113,7 @@ def test_measures_latencies_once_per_settlement_across_a_crash(tmp_path):
     assert first.module.latency_n.tolist() == [5.0, 5.0]
     assert first.status()["latency_ms"] == first.module.latency.as_dict()
     first._stop.set()  # crash: the checkpoint holds the first three searches only
+    first.lease.release()  # and a dead process's lease goes with it
 
     second = PolicyLearner(args, start=False)
     after_three = {"lexical": (5 * 10.0 + 3 + 4 + 5) / 8, "graph": (5 * 1.0 + 3 * 80.0) / 8}
@@ -182,6 +184,7 @@ def test_forced_searches_are_not_learned_from_unless_configured(tmp_path):
         and int(skip.module.cursor) == 1
     )
     skip._stop.set()
+    skip.lease.release()  # a dead process's lease goes with it
     learn = PolicyLearner(app_args(tmp_path, learn_from_forced=True), start=False)
     assert learn.step() == {"settled": 0, "learned": 1, "credited": 1, "memory": 0, "profiles": 0, "pruned": 0}
     learn.close()

@@ -216,7 +216,7 @@ def test_config_invalid(config, loc, message):
 
 def test_constructor_checks_its_arguments(tmp_path):
     store = CatalogStore(tmp_path / "c.sqlite")
-    with pytest.raises(TypeError, match="`events` must be a SQLiteEventLog, got str"):
+    with pytest.raises(TypeError, match="`events` must be a SQLiteEventLog or PostgresEventLog, got str"):
         ProfileLearner("events.sqlite", store)  # type: ignore[arg-type]
     store.close()
 
