@@ -76,17 +76,16 @@ table lock (or a single writer) to keep them in commit order.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import threading
 import time
-from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 from ltrr import constants as C
-from ltrr.errors import BackendTimeout, BackendUnavailable, InvalidRequest, NotFound
+from ltrr.errors import BackendUnavailable, InvalidRequest, NotFound
+from ltrr.eventlog_base import EventLogBase, Query, _check_int, _late
 from ltrr.events import EXPIRED, POSITIVE, EventLog, FeedbackEvent, SearchEvent, Settlement
 from ltrr.validation import POSITIVE_ACTIONS
 
@@ -100,12 +99,10 @@ __all__ = [
     "Settlement",
     "now",
 ]
-from ltrr.query_understanding import normalize_text
 
 SCHEMA_VERSION = 3
 #: Cursor holding how far :meth:`SQLiteEventLog.settle` has scanned the feedback table.
 _SETTLE_CURSOR = "_settle"
-_MAX_LIMIT = 100_000
 
 _V2_TABLES = (
     """CREATE TABLE IF NOT EXISTS searches (
@@ -161,22 +158,7 @@ _MIGRATE_V1 = (
 )
 
 
-def _check_float(name: str, value: float, *, lo: float, strict: bool) -> float:
-    """A finite real number ``> lo`` (``strict``) or ``>= lo``."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= lo if strict else value < lo):
-        bound = "" if lo == -math.inf else f" {'>' if strict else '>='} {lo:g}"
-        raise ValueError(f"`{name}` must be a finite number{bound}, got {value!r}")
-    return float(value)
-
-
-def _check_int(name: str, value: int, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"`{name}` must be an integer in [{lo}, {hi}], got {value!r}")
-    return value
-
-
-class SQLiteEventLog:
+class SQLiteEventLog(EventLogBase):
     """The embedded :class:`EventLog`: one SQLite file in WAL mode, fsync on commit.
 
     ``feedback_window_s`` bounds how long after a search its feedback is accepted;
@@ -185,6 +167,8 @@ class SQLiteEventLog:
     declaring it ``expired`` (see the module docstring). ``busy_timeout_s`` is how long a write
     waits for another connection's write lock (SQLite's busy timeout).
     """
+
+    _MARK = "?"
 
     def __init__(
         self,
@@ -196,16 +180,7 @@ class SQLiteEventLog:
         expiry_grace_s: float = 60.0,
         busy_timeout_s: float = C.SQLITE_BUSY_TIMEOUT_S,
     ) -> None:
-        self.busy_timeout_s = _check_float("busy_timeout_s", busy_timeout_s, lo=0, strict=False)
-        self.feedback_window_s = _check_float("feedback_window_s", feedback_window_s, lo=0, strict=True)
-        self.reward_window_s = _check_float("reward_window_s", reward_window_s, lo=0, strict=True)
-        self.expiry_grace_s = _check_float("expiry_grace_s", expiry_grace_s, lo=0, strict=False)
-        actions = (positive_actions,) if isinstance(positive_actions, str) else tuple(positive_actions)
-        if isinstance(positive_actions, str) or not actions or not all(isinstance(a, str) and a for a in actions):
-            raise ValueError(
-                f"`positive_actions` must be a non-empty collection of non-empty strings, got {positive_actions!r}"
-            )
-        self.positive_actions = tuple(sorted(set(actions)))
+        self._set_windows(feedback_window_s, reward_window_s, positive_actions, expiry_grace_s, busy_timeout_s)
         self._in_positive = f"({','.join('?' * len(self.positive_actions))})"
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,11 +233,7 @@ class SQLiteEventLog:
         ``timeout_s`` (a caller's time left, None for no deadline) bounds the whole wait, for this
         process's other writers and then for SQLite's write lock: past it the call raises
         :class:`~ltrr.errors.BackendTimeout` (``DEADLINE_EXCEEDED``), having written nothing."""
-        start = time.monotonic()
-        if timeout_s is None:
-            self._lock.acquire()
-        elif timeout_s <= 0 or not self._lock.acquire(timeout=min(timeout_s, threading.TIMEOUT_MAX)):
-            raise _late(timeout_s)
+        start = self._take_write_lock(timeout_s)
         try:
             with _translated("write"):
                 wait = self.busy_timeout_s
@@ -293,6 +264,19 @@ class SQLiteEventLog:
         with self._rlock, _translated("read"):
             yield self._rdb
 
+    def _reads(self, *queries: Query) -> list[list[tuple[Any, ...]]]:
+        with self._read() as db:
+            return [db.execute(sql, params).fetchall() for sql, params in queries]
+
+    @staticmethod
+    def _decode_doc(doc: str) -> dict[str, Any]:
+        doc_dict: dict[str, Any] = json.loads(doc)
+        return doc_dict
+
+    @staticmethod
+    def _in_sql(column: str, values: Sequence[str]) -> tuple[str, tuple[object, ...]]:
+        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
+
     def close(self) -> None:
         with self._lock, self._rlock:
             self._db.close()
@@ -315,11 +299,6 @@ class SQLiteEventLog:
                 db.execute("INSERT INTO searches(ts, query, user_id, doc, request_id) VALUES (?,?,?,?,?)", row)
                 db.execute("INSERT INTO pending(request_id, ts) VALUES (?,?)", (event.request_id, event.ts))
                 db.execute("INSERT INTO search_seq(request_id) VALUES (?)", (event.request_id,))
-
-    def search(self, request_id: str) -> SearchEvent | None:
-        with self._read() as db:
-            row = db.execute("SELECT doc FROM searches WHERE request_id=?", (request_id,)).fetchone()
-        return SearchEvent.from_dict(json.loads(row[0])) if row else None
 
     def record_feedback(self, event: FeedbackEvent, *, timeout_s: float | None = None) -> bool:
         """Store ``event`` durably; return True if its ``event_id`` was already stored.
@@ -350,15 +329,6 @@ class SQLiteEventLog:
             )
         return False
 
-    def feedback_for(self, request_id: str) -> list[FeedbackEvent]:
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT event_id, request_id, entity_id, action, position, ts FROM feedback "
-                "WHERE request_id=? ORDER BY ts, seq",
-                (request_id,),
-            ).fetchall()
-        return [FeedbackEvent(*r) for r in rows]
-
     # -- learner: settlements, positives, cursors ------------------------------------------------
     def settle(self, now_ts: float | None = None, *, limit: int = 10_000) -> list[Settlement]:
         """Settle up to ``limit`` pending searches as of ``now_ts`` (default: the clock); return the new settlements.
@@ -368,17 +338,13 @@ class SQLiteEventLog:
         (40-100 us per settlement on 2 cores, ``scripts/bench_eventlog.py``), and ingress writes
         wait for it: next to live traffic, call it often with a ``limit`` of about 1000.
         """
-        _check_int("limit", limit, 1, _MAX_LIMIT)
-        t = time.time() if now_ts is None else _check_float("now_ts", now_ts, lo=-math.inf, strict=False)
+        t = self._settle_time(now_ts, limit)
         w = self.reward_window_s
         acts = self.positive_actions
-        # (request_id, query, seq of the deciding positive feedback or None for expired, forced)
-        chosen: list[tuple[str, str, int | None, bool]] = []
         with self._tx() as db:
             # 1. Positives among the feedback committed since the last scan, lowest seq first.
             scanned = self._cursor(db, _SETTLE_CURSOR)
             top = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM feedback").fetchone()[0])
-            seen: set[str] = set()
             rows = db.execute(
                 f"SELECT f.seq, f.request_id, s.query, {_FORCED} FROM feedback f "
                 "JOIN pending p ON p.request_id = f.request_id JOIN searches s ON s.request_id = f.request_id "
@@ -386,14 +352,7 @@ class SQLiteEventLog:
                 "ORDER BY f.seq",
                 (scanned, top, *acts, w),
             )
-            for fseq, rid, query, forced in rows:
-                if rid in seen:
-                    continue
-                if len(chosen) == limit:
-                    top = int(fseq) - 1  # resume here next time
-                    break
-                seen.add(rid)
-                chosen.append((rid, query, int(fseq), bool(forced)))
+            chosen, top = self._first_positives(rows, limit, top)
             rows.close()
             if top != scanned:
                 db.execute(
@@ -413,19 +372,11 @@ class SQLiteEventLog:
                 db.executemany("DELETE FROM pending WHERE request_id=?", [(r[0],) for r in old])
                 chosen += [(rid, q, None if fseq is None else int(fseq), bool(f)) for rid, q, fseq, f in old]
             out = [self._insert_settlement(db, rid, fseq, t) for rid, _, fseq, _ in chosen]
-            searches: Counter[str] = Counter()
-            positives: Counter[str] = Counter()
-            for _, query, fseq, forced in chosen:
-                if forced:  # the caller chose the plan: its outcome says nothing of how the policy serves it
-                    continue
-                key = normalize_text(query)
-                searches[key] += 1
-                positives[key] += fseq is not None
             db.executemany(
                 "INSERT INTO query_stats(query, searches, positives, last_ts) VALUES (?,?,?,?) "
                 "ON CONFLICT(query) DO UPDATE SET searches = searches + excluded.searches, "
                 "positives = positives + excluded.positives, last_ts = max(last_ts, excluded.last_ts)",
-                [(k, n, positives[k], t) for k, n in searches.items()],
+                self._query_stats_rows(chosen, t),
             )
         return out
 
@@ -442,113 +393,6 @@ class SQLiteEventLog:
         )
         assert cur.lastrowid is not None
         return Settlement(int(cur.lastrowid), rid, outcome, entity_id, action, t)
-
-    def settlements_since(self, seq: int, limit: int = 1000) -> list[tuple[Settlement, SearchEvent]]:
-        """Settlements with ``seq`` above ``seq``, oldest first, each joined to its search."""
-        rows = self._rows_since(
-            "SELECT st.seq, st.request_id, st.outcome, st.entity_id, st.action, st.ts, s.doc "
-            "FROM settlements st JOIN searches s ON s.request_id = st.request_id "
-            "WHERE st.seq > ? ORDER BY st.seq LIMIT ?",
-            seq,
-            limit,
-        )
-        return [(Settlement(*r[:6]), SearchEvent.from_dict(json.loads(r[6]))) for r in rows]
-
-    def _rows_since(self, sql: str, seq: int, limit: int, *params: object) -> list[tuple[Any, ...]]:
-        """The rows of a reader query ``sql`` whose placeholders are ``seq``, then ``params``, then ``limit``."""
-        _check_int("seq", seq, 0, 2**63 - 1)
-        _check_int("limit", limit, 1, _MAX_LIMIT)
-        with self._read() as db:
-            return db.execute(sql, (seq, *params, limit)).fetchall()
-
-    def searches_since(self, seq: int, limit: int = 1000) -> list[tuple[int, SearchEvent]]:
-        """Searches logged after position ``seq`` of ``search_seq``, in log order: (seq, event)."""
-        rows = self._rows_since(
-            "SELECT q.seq, s.doc FROM search_seq q JOIN searches s ON s.request_id = q.request_id "
-            "WHERE q.seq > ? ORDER BY q.seq LIMIT ?",
-            seq,
-            limit,
-        )
-        return [(int(r[0]), SearchEvent.from_dict(json.loads(r[1]))) for r in rows]
-
-    def positive_settlements_since(self, seq: int, limit: int = 1000) -> list[tuple[Settlement, SearchEvent, int]]:
-        """Positive settlements with ``seq`` above ``seq``, oldest first, each with its search and
-        that search's ``search_seq`` position (to credit it only once it was counted)."""
-        rows = self._rows_since(
-            "SELECT st.seq, st.request_id, st.outcome, st.entity_id, st.action, st.ts, s.doc, q.seq "
-            "FROM settlements st JOIN searches s ON s.request_id = st.request_id "
-            "JOIN search_seq q ON q.request_id = st.request_id "
-            "WHERE st.seq > ? AND st.outcome = ? ORDER BY st.seq LIMIT ?",
-            seq,
-            limit,
-            POSITIVE,
-        )
-        return [(Settlement(*r[:6]), SearchEvent.from_dict(json.loads(r[6])), int(r[7])) for r in rows]
-
-    def iter_settled(
-        self, since: int = 0, *, limit: int | None = None, batch_size: int = 1000
-    ) -> Iterator[tuple[Settlement, SearchEvent]]:
-        """Every settlement after ``since`` (at most ``limit``) with its search, in seq order, read in batches."""
-        _check_int("batch_size", batch_size, 1, _MAX_LIMIT)
-        if limit is not None:
-            _check_int("limit", limit, 1, 2**63 - 1)
-        left = limit
-        while left is None or left > 0:
-            batch = self.settlements_since(since, batch_size if left is None else min(batch_size, left))
-            if not batch:
-                return
-            yield from batch
-            since = batch[-1][0].seq
-            if left is not None:
-                left -= len(batch)
-
-    def positives_since(self, seq: int, limit: int = 1000) -> list[tuple[int, FeedbackEvent, str]]:
-        """Positive feedback with ``seq`` above ``seq``, oldest first: (feedback seq, event, the search's query)."""
-        rows = self._rows_since(
-            "SELECT f.seq, f.event_id, f.request_id, f.entity_id, f.action, f.position, f.ts, s.query "
-            "FROM feedback f JOIN searches s ON s.request_id = f.request_id "
-            f"WHERE f.seq > ? AND f.action IN {self._in_positive} ORDER BY f.seq LIMIT ?",
-            seq,
-            limit,
-            *self.positive_actions,
-        )
-        return [(int(r[0]), FeedbackEvent(*r[1:7]), r[7]) for r in rows]
-
-    def recent_searches(
-        self, limit: int = 20_000, batch_size: int = 500
-    ) -> Iterator[tuple[SearchEvent, list[FeedbackEvent]]]:
-        """The newest ``limit`` searches, oldest first, each with all its feedback (possibly none) in
-        arrival order: what the ranker trainer learns from. Read in batches, parsed one search at a time."""
-        _check_int("limit", limit, 1, 2**63 - 1)
-        _check_int("batch_size", batch_size, 1, _MAX_LIMIT)
-        with self._read() as db:
-            rids = [
-                r[0]
-                for r in db.execute(
-                    "SELECT request_id FROM searches ORDER BY ts DESC, request_id LIMIT ?", (limit,)
-                ).fetchall()
-            ]
-        rids.reverse()
-        for i in range(0, len(rids), batch_size):
-            chunk = rids[i : i + batch_size]
-            marks = ",".join("?" * len(chunk))
-            with self._read() as db:
-                docs = dict(db.execute(f"SELECT request_id, doc FROM searches WHERE request_id IN ({marks})", chunk))
-                fb: dict[str, list[FeedbackEvent]] = {}
-                for r in db.execute(
-                    "SELECT event_id, request_id, entity_id, action, position, ts FROM feedback "
-                    f"WHERE request_id IN ({marks}) ORDER BY seq",
-                    chunk,
-                ):
-                    fb.setdefault(r[1], []).append(FeedbackEvent(*r))
-            for rid in chunk:
-                if rid in docs:
-                    yield SearchEvent.from_dict(json.loads(docs[rid])), fb.get(rid, [])
-
-    def searches_with_feedback(self) -> int:
-        """How many searches got any feedback: the trainer retrains when it has grown enough."""
-        with self._read() as db:
-            return int(db.execute("SELECT COUNT(DISTINCT request_id) FROM feedback").fetchone()[0])
 
     def prune(
         self,
@@ -567,17 +411,11 @@ class SQLiteEventLog:
         ``seq`` at most ``through_settlement_seq``, and none of its feedback has a ``seq`` above
         ``through_feedback_seq``: every consumer's cursor has passed it. Sequence numbers are
         AUTOINCREMENT, so deleting rows never makes one be reused. ``query_stats`` is kept."""
-        _check_int("keep_newest", keep_newest, 1, 2**62)
-        _check_int("limit", limit, 1, _MAX_LIMIT)
+        self._check_prune(keep_newest, limit)
         with self._tx() as db:
             top = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM search_seq").fetchone()[0])
             doomed = db.execute(
-                "SELECT q.request_id FROM search_seq q JOIN searches s ON s.request_id = q.request_id "
-                "JOIN settlements st ON st.request_id = q.request_id "
-                "WHERE s.ts < ? AND q.seq <= ? AND q.seq <= ? AND st.seq <= ? "
-                "AND NOT EXISTS (SELECT 1 FROM pending p WHERE p.request_id = q.request_id) "
-                "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = q.request_id AND f.seq > ?) "
-                "ORDER BY q.seq LIMIT ?",
+                self._prunable_sql(),
                 (before_ts, through_search_seq, top - keep_newest, through_settlement_seq, through_feedback_seq, limit),
             ).fetchall()
             for table in ("feedback", "settlements", "search_seq", "searches"):
@@ -592,17 +430,6 @@ class SQLiteEventLog:
         row = db.execute("SELECT seq FROM cursors WHERE name=?", (name,)).fetchone()
         return int(row[0]) if row else 0
 
-    @staticmethod
-    def _check_cursor_name(name: str) -> None:
-        if not isinstance(name, str) or not name or name.startswith("_"):
-            raise ValueError(f"`name` must be a non-empty string not starting with '_' (reserved), got {name!r}")
-
-    def cursor(self, name: str) -> int:
-        """The stored position of consumer ``name`` (0 when unset)."""
-        self._check_cursor_name(name)
-        with self._read() as db:
-            return self._cursor(db, name)
-
     def set_cursor(self, name: str, seq: int) -> None:
         """Store consumer ``name``'s position durably (it may move back, to replay)."""
         self._check_cursor_name(name)
@@ -612,30 +439,6 @@ class SQLiteEventLog:
                 "INSERT INTO cursors(name, seq) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET seq=excluded.seq",
                 (name, seq),
             )
-
-    def query_stats(self, query: str) -> tuple[int, int]:
-        """(settled searches, positive ones) for ``normalize_text(query)``; (0, 0) when unseen. One key lookup."""
-        with self._read() as db:
-            row = db.execute(
-                "SELECT searches, positives FROM query_stats WHERE query=?", (normalize_text(query),)
-            ).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
-
-    def oldest_pending_ts(self) -> float | None:
-        """The ts of the oldest search not settled yet (None when all are settled).
-
-        Searches at or after it are not all settled, and the ones that are settled early
-        are the positive ones, so an evaluation must stop there to avoid a biased sample."""
-        with self._read() as db:
-            row = db.execute("SELECT MIN(ts) FROM pending").fetchone()
-        return float(row[0]) if row and row[0] is not None else None
-
-    def counts(self) -> dict[str, int]:
-        """Row counts of searches, feedback, pending and settlements (one snapshot)."""
-        names = ("searches", "feedback", "pending", "settlements")
-        with self._read() as db:
-            row = db.execute("SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {t})" for t in names)).fetchone()
-        return {t: int(n) for t, n in zip(names, row, strict=True)}
 
 
 @contextmanager
@@ -649,10 +452,6 @@ def _translated(what: str) -> Iterator[None]:
 def _busy(exc: sqlite3.OperationalError) -> bool:
     """Whether ``exc`` is SQLite's "database is locked" (the busy timeout ran out)."""
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
-
-
-def _late(timeout_s: float) -> BackendTimeout:
-    return BackendTimeout(f"event log write: no write lock within the caller's deadline ({timeout_s:.3f} s left)")
 
 
 def now() -> float:

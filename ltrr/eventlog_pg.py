@@ -70,8 +70,7 @@ import os
 import sys
 import threading
 import time
-from collections import Counter
-from typing import Any, Callable, Final, Iterable, Iterator, Literal, Sequence, TypeVar
+from typing import Any, Callable, Final, Iterable, Literal, Sequence, TypeVar
 
 import psycopg
 from psycopg import conninfo
@@ -79,9 +78,9 @@ from psycopg.types.json import Jsonb
 
 from ltrr import constants as C
 from ltrr.errors import BackendUnavailable, InvalidRequest, LtrrError, NotFound
-from ltrr.eventlog import _MAX_LIMIT, _SETTLE_CURSOR, SCHEMA_VERSION, SQLiteEventLog, _check_float, _check_int, _late
+from ltrr.eventlog import _SETTLE_CURSOR, SCHEMA_VERSION
+from ltrr.eventlog_base import EventLogBase, Query, _check_int, _late
 from ltrr.events import EXPIRED, POSITIVE, FeedbackEvent, SearchEvent, Settlement
-from ltrr.query_understanding import normalize_text
 from ltrr.validation import POSITIVE_ACTIONS
 
 __all__ = ["ADVISORY_LOCKS", "PostgresEventLog", "redact_dsn"]
@@ -163,11 +162,14 @@ def _check_dsn(dsn: str) -> dict[str, Any]:
     raise ValueError(f"`dsn` must be a PostgreSQL connection string (key=value or postgresql:// URI), got {shown}")
 
 
-class PostgresEventLog:
+class PostgresEventLog(EventLogBase):
     """The :class:`~ltrr.events.EventLog` on PostgreSQL (module docstring); the arguments after ``dsn`` are
     those of :class:`~ltrr.eventlog.SQLiteEventLog`, validated the same way. ``busy_timeout_s`` is how long a
     statement waits for a lock (the session's ``lock_timeout``), by default the same 5 s, below the client's
     10 s deadline."""
+
+    _MARK = "%s"
+    _BYTE_ORDER = ' COLLATE "C"'
 
     def __init__(
         self,
@@ -179,16 +181,7 @@ class PostgresEventLog:
         expiry_grace_s: float = 60.0,
         busy_timeout_s: float = C.SQLITE_BUSY_TIMEOUT_S,
     ) -> None:
-        self.busy_timeout_s = _check_float("busy_timeout_s", busy_timeout_s, lo=0, strict=False)
-        self.feedback_window_s = _check_float("feedback_window_s", feedback_window_s, lo=0, strict=True)
-        self.reward_window_s = _check_float("reward_window_s", reward_window_s, lo=0, strict=True)
-        self.expiry_grace_s = _check_float("expiry_grace_s", expiry_grace_s, lo=0, strict=False)
-        actions = (positive_actions,) if isinstance(positive_actions, str) else tuple(positive_actions)
-        if isinstance(positive_actions, str) or not actions or not all(isinstance(a, str) and a for a in actions):
-            raise ValueError(
-                f"`positive_actions` must be a non-empty collection of non-empty strings, got {positive_actions!r}"
-            )
-        self.positive_actions = tuple(sorted(set(actions)))
+        self._set_windows(feedback_window_s, reward_window_s, positive_actions, expiry_grace_s, busy_timeout_s)
         params = _check_dsn(dsn)
         self._dsn = dsn
         self._password = str(params.get("password") or "")
@@ -245,11 +238,7 @@ class PostgresEventLog:
         other writers, the locks and every statement; past it :class:`~ltrr.errors.BackendTimeout`, and
         the transaction is rolled back. A connection that breaks before ``COMMIT`` is replaced and ``fn``
         run once more (module docstring)."""
-        start = time.monotonic()
-        if timeout_s is None:
-            self._lock.acquire()
-        elif timeout_s <= 0 or not self._lock.acquire(timeout=min(timeout_s, threading.TIMEOUT_MAX)):
-            raise _late(timeout_s)
+        start = self._take_write_lock(timeout_s)
         try:
             for attempt in (1, 2):
                 conn: psycopg.Connection[Any] | None = None
@@ -296,6 +285,17 @@ class PostgresEventLog:
                         continue
                     raise self._translated(exc, "read", None) from exc
             raise AssertionError("unreachable")
+
+    def _reads(self, *queries: Query) -> list[list[tuple[Any, ...]]]:
+        return self._read(lambda cur: [cur.execute(sql, params).fetchall() for sql, params in queries])
+
+    @staticmethod
+    def _decode_doc(doc: dict[str, Any]) -> dict[str, Any]:
+        return doc  # JSONB comes back as a dict
+
+    @staticmethod
+    def _in_sql(column: str, values: Sequence[str]) -> tuple[str, tuple[object, ...]]:
+        return f"{column} = ANY(%s)", (list(values),)
 
     def _translated(self, exc: psycopg.Error, what: str, timeout_s: float | None) -> Exception:
         if timeout_s is not None:
@@ -361,12 +361,6 @@ class PostgresEventLog:
 
         self._write(run, timeout_s, locks=("search_seq",))
 
-    def search(self, request_id: str) -> SearchEvent | None:
-        row = self._read(
-            lambda cur: cur.execute("SELECT doc FROM searches WHERE request_id = %s", (request_id,)).fetchone()
-        )
-        return SearchEvent.from_dict(row[0]) if row else None
-
     def record_feedback(self, event: FeedbackEvent, *, timeout_s: float | None = None) -> bool:
         """Store ``event`` durably; return True if its ``event_id`` was already stored.
 
@@ -407,16 +401,6 @@ class PostgresEventLog:
 
         return self._write(run, timeout_s, locks=("feedback",))
 
-    def feedback_for(self, request_id: str) -> list[FeedbackEvent]:
-        rows = self._read(
-            lambda cur: cur.execute(
-                "SELECT event_id, request_id, entity_id, action, position, ts FROM feedback "
-                "WHERE request_id = %s ORDER BY ts, seq",
-                (request_id,),
-            ).fetchall()
-        )
-        return [FeedbackEvent(*r) for r in rows]
-
     # -- learner: settlements, positives, cursors ------------------------------------------------
     def settle(self, now_ts: float | None = None, *, limit: int = 10_000) -> list[Settlement]:
         """Settle up to ``limit`` pending searches as of ``now_ts`` (default: the clock); return the new settlements.
@@ -424,33 +408,22 @@ class PostgresEventLog:
         The rule and the two steps are :meth:`ltrr.eventlog.SQLiteEventLog.settle`'s. The whole call holds
         the ``settlements`` advisory lock, so concurrent calls (in any process) settle each search once;
         searches and feedback are written meanwhile (they take other locks)."""
-        _check_int("limit", limit, 1, _MAX_LIMIT)
-        t = time.time() if now_ts is None else _check_float("now_ts", now_ts, lo=-math.inf, strict=False)
+        t = self._settle_time(now_ts, limit)
         w = self.reward_window_s
         acts = list(self.positive_actions)
 
         def run(cur: Cursor) -> list[Settlement]:
-            # (request_id, query, seq of the deciding positive feedback or None for expired, forced)
-            chosen: list[tuple[str, str, int | None, bool]] = []
             # 1. Positives among the feedback committed since the last scan, lowest seq first. Every seq
             # <= top is committed (seqs are handed out in commit order), so none is ever skipped.
             scanned = _cursor(cur, _SETTLE_CURSOR)
             top = int(_one(cur.execute("SELECT COALESCE(MAX(seq), 0) FROM feedback")))
-            seen: set[str] = set()
             rows = cur.execute(
                 f"SELECT f.seq, f.request_id, s.query, {_FORCED} FROM feedback f "
                 "JOIN pending p ON p.request_id = f.request_id JOIN searches s ON s.request_id = f.request_id "
                 "WHERE f.seq > %s AND f.seq <= %s AND f.action = ANY(%s) AND f.ts <= p.ts + %s ORDER BY f.seq",
                 (scanned, top, acts, w),
             ).fetchall()
-            for fseq, rid, query, forced in rows:
-                if rid in seen:
-                    continue
-                if len(chosen) == limit:
-                    top = int(fseq) - 1  # resume here next time
-                    break
-                seen.add(rid)
-                chosen.append((rid, query, int(fseq), bool(forced)))
+            chosen, top = self._first_positives(rows, limit, top)
             if top != scanned:
                 cur.execute(_UPSERT_CURSOR, (_SETTLE_CURSOR, top))
             if chosen:
@@ -471,20 +444,12 @@ class PostgresEventLog:
             if not chosen:
                 return []
             out = self._insert_settlements(cur, [(c[0], c[2]) for c in chosen], t)
-            searches: Counter[str] = Counter()
-            positives: Counter[str] = Counter()
-            for _, query, fseq, forced in chosen:
-                if forced:  # the caller chose the plan: its outcome says nothing of how the policy serves it
-                    continue
-                key = normalize_text(query)
-                searches[key] += 1
-                positives[key] += fseq is not None
             cur.executemany(
                 "INSERT INTO query_stats(query, searches, positives, last_ts) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (query) DO UPDATE SET searches = query_stats.searches + EXCLUDED.searches, "
                 "positives = query_stats.positives + EXCLUDED.positives, "
                 "last_ts = GREATEST(query_stats.last_ts, EXCLUDED.last_ts)",
-                [(k, searches[k], positives[k], t) for k in sorted(searches)],
+                self._query_stats_rows(chosen, t),
             )
             return out
 
@@ -519,115 +484,6 @@ class PostgresEventLog:
         )
         return out
 
-    def _rows_since(self, sql: str, seq: int, limit: int, *params: object) -> list[tuple[Any, ...]]:
-        """The rows of a reader query ``sql`` whose placeholders are ``seq``, then ``params``, then ``limit``."""
-        _check_int("seq", seq, 0, 2**63 - 1)
-        _check_int("limit", limit, 1, _MAX_LIMIT)
-        return self._read(lambda cur: cur.execute(sql, (seq, *params, limit)).fetchall())
-
-    def settlements_since(self, seq: int, limit: int = 1000) -> list[tuple[Settlement, SearchEvent]]:
-        """Settlements with ``seq`` above ``seq``, oldest first, each joined to its search."""
-        rows = self._rows_since(
-            "SELECT st.seq, st.request_id, st.outcome, st.entity_id, st.action, st.ts, s.doc "
-            "FROM settlements st JOIN searches s ON s.request_id = st.request_id "
-            "WHERE st.seq > %s ORDER BY st.seq LIMIT %s",
-            seq,
-            limit,
-        )
-        return [(Settlement(*r[:6]), SearchEvent.from_dict(r[6])) for r in rows]
-
-    def searches_since(self, seq: int, limit: int = 1000) -> list[tuple[int, SearchEvent]]:
-        """Searches logged after position ``seq`` of ``search_seq``, in log order: (seq, event)."""
-        rows = self._rows_since(
-            "SELECT q.seq, s.doc FROM search_seq q JOIN searches s ON s.request_id = q.request_id "
-            "WHERE q.seq > %s ORDER BY q.seq LIMIT %s",
-            seq,
-            limit,
-        )
-        return [(int(r[0]), SearchEvent.from_dict(r[1])) for r in rows]
-
-    def positive_settlements_since(self, seq: int, limit: int = 1000) -> list[tuple[Settlement, SearchEvent, int]]:
-        """Positive settlements with ``seq`` above ``seq``, oldest first, each with its search and
-        that search's ``search_seq`` position (to credit it only once it was counted)."""
-        rows = self._rows_since(
-            "SELECT st.seq, st.request_id, st.outcome, st.entity_id, st.action, st.ts, s.doc, q.seq "
-            "FROM settlements st JOIN searches s ON s.request_id = st.request_id "
-            "JOIN search_seq q ON q.request_id = st.request_id "
-            "WHERE st.seq > %s AND st.outcome = %s ORDER BY st.seq LIMIT %s",
-            seq,
-            limit,
-            POSITIVE,
-        )
-        return [(Settlement(*r[:6]), SearchEvent.from_dict(r[6]), int(r[7])) for r in rows]
-
-    def iter_settled(
-        self, since: int = 0, *, limit: int | None = None, batch_size: int = 1000
-    ) -> Iterator[tuple[Settlement, SearchEvent]]:
-        """Every settlement after ``since`` (at most ``limit``) with its search, in seq order, read in batches."""
-        _check_int("batch_size", batch_size, 1, _MAX_LIMIT)
-        if limit is not None:
-            _check_int("limit", limit, 1, 2**63 - 1)
-        left = limit
-        while left is None or left > 0:
-            batch = self.settlements_since(since, batch_size if left is None else min(batch_size, left))
-            if not batch:
-                return
-            yield from batch
-            since = batch[-1][0].seq
-            if left is not None:
-                left -= len(batch)
-
-    def positives_since(self, seq: int, limit: int = 1000) -> list[tuple[int, FeedbackEvent, str]]:
-        """Positive feedback with ``seq`` above ``seq``, oldest first: (feedback seq, event, the search's query)."""
-        rows = self._rows_since(
-            "SELECT f.seq, f.event_id, f.request_id, f.entity_id, f.action, f.position, f.ts, s.query "
-            "FROM feedback f JOIN searches s ON s.request_id = f.request_id "
-            "WHERE f.seq > %s AND f.action = ANY(%s) ORDER BY f.seq LIMIT %s",
-            seq,
-            limit,
-            list(self.positive_actions),
-        )
-        return [(int(r[0]), FeedbackEvent(*r[1:7]), r[7]) for r in rows]
-
-    def recent_searches(
-        self, limit: int = 20_000, batch_size: int = 500
-    ) -> Iterator[tuple[SearchEvent, list[FeedbackEvent]]]:
-        """The newest ``limit`` searches, oldest first, each with all its feedback (possibly none) in
-        arrival order: what the ranker trainer learns from. Read in batches, parsed one search at a time."""
-        _check_int("limit", limit, 1, 2**63 - 1)
-        _check_int("batch_size", batch_size, 1, _MAX_LIMIT)
-        rids = [
-            r[0]
-            for r in self._read(
-                lambda cur: cur.execute(
-                    'SELECT request_id FROM searches ORDER BY ts DESC, request_id COLLATE "C" LIMIT %s', (limit,)
-                ).fetchall()
-            )
-        ]
-        rids.reverse()
-        for i in range(0, len(rids), batch_size):
-            chunk = rids[i : i + batch_size]
-
-            def batch(cur: Cursor, chunk: list[str] = chunk) -> tuple[dict[str, Any], dict[str, list[FeedbackEvent]]]:
-                docs = dict(cur.execute("SELECT request_id, doc FROM searches WHERE request_id = ANY(%s)", (chunk,)))
-                fb: dict[str, list[FeedbackEvent]] = {}
-                for r in cur.execute(
-                    "SELECT event_id, request_id, entity_id, action, position, ts FROM feedback "
-                    "WHERE request_id = ANY(%s) ORDER BY seq",
-                    (chunk,),
-                ):
-                    fb.setdefault(r[1], []).append(FeedbackEvent(*r))
-                return docs, fb
-
-            docs, fb = self._read(batch)
-            for rid in chunk:
-                if rid in docs:
-                    yield SearchEvent.from_dict(docs[rid]), fb.get(rid, [])
-
-    def searches_with_feedback(self) -> int:
-        """How many searches got any feedback: the trainer retrains when it has grown enough."""
-        return int(self._read(lambda cur: _one(cur.execute("SELECT COUNT(DISTINCT request_id) FROM feedback"))))
-
     def prune(
         self,
         *,
@@ -643,20 +499,14 @@ class PostgresEventLog:
         The rule is :meth:`ltrr.eventlog.SQLiteEventLog.prune`'s; ``BIGSERIAL`` values are never handed out
         twice, so deleting rows never makes a seq be reused. Runs under the ``search_seq`` and ``feedback``
         locks, so no search is rewritten and no feedback is accepted beside the rows it deletes."""
-        _check_int("keep_newest", keep_newest, 1, 2**62)
-        _check_int("limit", limit, 1, _MAX_LIMIT)
+        self._check_prune(keep_newest, limit)
 
         def run(cur: Cursor) -> int:
             top = int(_one(cur.execute("SELECT COALESCE(MAX(seq), 0) FROM search_seq")))
             doomed = [
                 r[0]
                 for r in cur.execute(
-                    "SELECT q.request_id FROM search_seq q JOIN searches s ON s.request_id = q.request_id "
-                    "JOIN settlements st ON st.request_id = q.request_id "
-                    "WHERE s.ts < %s AND q.seq <= %s AND q.seq <= %s AND st.seq <= %s "
-                    "AND NOT EXISTS (SELECT 1 FROM pending p WHERE p.request_id = q.request_id) "
-                    "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = q.request_id AND f.seq > %s) "
-                    "ORDER BY q.seq LIMIT %s",
+                    self._prunable_sql(),
                     (before_ts, through_search_seq, top - keep_newest, through_settlement_seq,
                      through_feedback_seq, limit),  # fmt: skip
                 ).fetchall()
@@ -668,41 +518,15 @@ class PostgresEventLog:
 
         return self._write(run, locks=("search_seq", "feedback"))
 
-    def cursor(self, name: str) -> int:
-        """The stored position of consumer ``name`` (0 when unset)."""
-        SQLiteEventLog._check_cursor_name(name)
-        return self._read(lambda cur: _cursor(cur, name))
-
     def set_cursor(self, name: str, seq: int) -> None:
         """Store consumer ``name``'s position durably (it may move back, to replay)."""
-        SQLiteEventLog._check_cursor_name(name)
+        self._check_cursor_name(name)
         _check_int("seq", seq, 0, 2**63 - 1)
 
         def run(cur: Cursor) -> None:
             cur.execute(_UPSERT_CURSOR, (name, seq))
 
         self._write(run)
-
-    def query_stats(self, query: str) -> tuple[int, int]:
-        """(settled searches, positive ones) for ``normalize_text(query)``; (0, 0) when unseen. One key lookup."""
-        key = normalize_text(query)
-        row = self._read(
-            lambda cur: cur.execute("SELECT searches, positives FROM query_stats WHERE query = %s", (key,)).fetchone()
-        )
-        return (int(row[0]), int(row[1])) if row else (0, 0)
-
-    def oldest_pending_ts(self) -> float | None:
-        """The ts of the oldest search not settled yet (None when all are settled); see the SQLite log."""
-        value = self._read(lambda cur: _one(cur.execute("SELECT MIN(ts) FROM pending")))
-        return None if value is None else float(value)
-
-    def counts(self) -> dict[str, int]:
-        """Row counts of searches, feedback, pending and settlements (one snapshot)."""
-        names = ("searches", "feedback", "pending", "settlements")
-        sql = "SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {t})" for t in names)
-        row = self._read(lambda cur: cur.execute(sql).fetchone())
-        assert row is not None
-        return {t: int(n) for t, n in zip(names, row, strict=True)}
 
 
 def _settlement_row(s: Settlement) -> tuple[int, str, str, str, str, float]:

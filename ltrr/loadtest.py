@@ -235,20 +235,22 @@ class ProcSample:
         return f"{self.label} [{self.pid}]"
 
 
+def pid_dirs(proc_root: str | os.PathLike[str] = "/proc") -> list[Path]:
+    """The ``<pid>`` directories of ``proc_root`` (names that are all digits); none when it cannot be listed."""
+    try:
+        entries = list(Path(proc_root).iterdir())
+    except OSError:
+        return []
+    return [d for d in entries if d.name.isdigit()]
+
+
 def scan_processes(
     proc_root: str | os.PathLike[str] = "/proc", label: Callable[[Sequence[str]], str | None] = process_label
 ) -> dict[int, ProcSample]:
     """Every process under ``proc_root`` that ``label`` names, with its RSS; a process that exits while it is
     read, or whose files cannot be read, is left out."""
     out: dict[int, ProcSample] = {}
-    root = Path(proc_root)
-    try:
-        entries = list(root.iterdir())
-    except OSError:
-        return out
-    for d in entries:
-        if not d.name.isdigit():
-            continue
+    for d in pid_dirs(proc_root):
         try:
             name = label(parse_cmdline((d / "cmdline").read_bytes()))
             if name is None:

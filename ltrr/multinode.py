@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any, Callable, Final, Iterable, Mapping, Sequence
 
 from pydantic import ValidationError
@@ -38,7 +37,7 @@ from pydantic import ValidationError
 from ltrr.appconfig_io import APP_NAME as APP
 from ltrr.config import AppConfig
 from ltrr.errors import ConfigError
-from ltrr.loadtest import md_table, parse_cmdline
+from ltrr.loadtest import md_table, parse_cmdline, pid_dirs
 from ltrr.reliability import Call, Fault, failures_by_code, lost_acknowledged, recovery_seconds, windows
 from ltrr.sim.bench_config import bench_config
 
@@ -281,14 +280,7 @@ def parse_stat(text: str) -> tuple[int, int]:
 def read_procs(proc_root: str | os.PathLike[str] = "/proc") -> dict[int, Proc]:
     """Every process under ``proc_root`` whose ``stat`` and ``cmdline`` can be read."""
     out: dict[int, Proc] = {}
-    root = Path(proc_root)
-    try:
-        entries = list(root.iterdir())
-    except OSError:
-        return out
-    for d in entries:
-        if not d.name.isdigit():
-            continue
+    for d in pid_dirs(proc_root):
         try:
             ppid, start = parse_stat((d / "stat").read_text(encoding="utf-8", errors="replace"))
             argv = tuple(parse_cmdline((d / "cmdline").read_bytes()))
