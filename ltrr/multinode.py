@@ -72,6 +72,8 @@ def derive_config(
     grpc_port: int,
     http_port: int,
     replicas: int = 2,
+    meili: tuple[str, str] | None = None,
+    milvus_uri: str | None = None,
 ) -> dict[str, Any]:
     """The Serve config of a two-node run, from the app's (``deployments/serve_config.yaml``):
 
@@ -83,7 +85,9 @@ def derive_config(
       application's ``deployments`` overrides);
     * the gRPC proxy on the head only, on ``grpc_port`` (HTTP on ``http_port``);
     * the ranker trainer never retrains during the run and cold-starts from 300 queries (the experiment is about
-      placement, not ranking quality).
+      placement, not ranking quality);
+    * ``meili`` (url, key) for the lexical and memory strategies and ``milvus_uri`` for the vector one, when given:
+      servers that are already running elsewhere (Milvus 2.3.5 runs once per machine).
 
     Validated by :class:`ltrr.config.AppConfig`; raises :class:`ltrr.errors.ConfigError` naming the field."""
     src = copy.deepcopy(dict(serve_cfg))
@@ -105,6 +109,11 @@ def derive_config(
         strategies["vector"].setdefault("config", {})["collection"] = f"{INDEX_PREFIX}_entities"
     if "graph" in strategies:
         strategies["graph"].setdefault("config", {})["cache_dir"] = f"{base}/graph-cache"
+    for name in ("lexical", "memory"):
+        if meili is not None and name in strategies:
+            strategies[name]["config"].update(url=meili[0], api_key=meili[1])
+    if milvus_uri is not None and "vector" in strategies:
+        strategies["vector"]["config"]["uri"] = milvus_uri
     ranking = args.setdefault("ranking", {})
     ranking["retrain_after"] = 1_000_000
     ranking["cold_start_queries"] = 300

@@ -580,8 +580,11 @@ class Run:
 def start_servers(r: Run) -> None:
     """The API token, Meilisearch and Milvus (as up.sh starts them), and PostgreSQL unless ``--sqlite``."""
     run([PY, "-m", "ltrr.auth", "ensure", "var/secrets/ltrr-token"], r.env)
+    given = {"ltrr.backends.meili_server": r.args.meili_url, "ltrr.backends.milvus_server": r.args.milvus_uri}
     for module in ("ltrr.backends.meili_server", "ltrr.backends.milvus_server"):
-        if backend_running(module, r.env):
+        if given[module]:
+            log(f"{module}: not started; the run uses {given[module]}")
+        elif backend_running(module, r.env):
             log(f"{module}: running already; used, and left running")
         else:
             run([PY, "-m", module, "start"], r.env, r.logs / "backends.log", timeout_s=300)
@@ -618,6 +621,8 @@ def prepare(r: Run) -> tuple[dict[str, Any], Path, Path]:
         var_dir=r.args.var_dir,
         grpc_port=grpc_port,
         http_port=http_port,
+        meili=(r.args.meili_url, r.args.meili_key) if r.args.meili_url else None,
+        milvus_uri=r.args.milvus_uri,
     )
     app_args = next(a for a in derived["applications"] if a.get("name") == "ltrr")["args"]
     spread = spread_deployments(app_args)
@@ -838,6 +843,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--callers", type=int, default=8, help="callers of the closed-loop throughput runs")
     ap.add_argument("--deploy-timeout-s", type=float, default=300.0, help="bound on the app answering whole")
     ap.add_argument("--spread-timeout-s", type=float, default=180.0, help="bound on the replicas spreading again")
+    ap.add_argument("--milvus-uri", help="a running Milvus to use instead of starting the local one")
+    ap.add_argument("--meili-url", help="a running Meilisearch to use instead of starting the local one")
+    ap.add_argument("--meili-key", default="", help="the master key of --meili-url")
     ap.add_argument("--sqlite", action="store_true", help="the SQLite event log instead of PostgreSQL")
     ap.add_argument("--short", action="store_true", help="--load-s 40 --kill-at-s 10 --bench-s 6 --qps 10 (the test)")
     ap.add_argument("--seed", type=int, default=0)

@@ -4,8 +4,9 @@ The script brings up everything it needs itself: Meilisearch and Milvus (or uses
 PostgreSQL, its catalog slice and indexes under ``var/multinode``, and a head and a worker node started by
 ``ray start``. That cluster has a temp dir and ports of its own, and the script stops its processes only, never
 ``ray stop``: the session app's in-process Ray (tests/fixtures/app.py) and a ``make up`` of the developer are left
-as they are. So this test takes no fixture. It runs last (``run_last``, and the suite runs serially): the session
-app, idle by then, does not compete for the two cores while the figures are taken.
+as they are. It takes the session's Meilisearch and Milvus (``--meili-url``, ``--milvus-uri``), because Milvus
+2.3.5's embedded etcd binds 127.0.0.1:2379 and so runs once per machine. It runs last (``run_last``, and the
+suite runs serially): the session app, idle by then, does not compete for the two cores while the figures are taken.
 
 A fresh machine first builds the slice's indexes and cold-start ranker (a few minutes more); then the run takes
 about 4 minutes. On a timeout the script gets SIGTERM, so its ``finally`` still stops what it started.
@@ -28,13 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 1800.0
 
 
-def run_short(out: Path) -> tuple[int, str]:
-    """``scripts/multinode.py --short --out <out>``: its exit code and the last of its output."""
+def run_short(out: Path, backends: list[str]) -> tuple[int, str]:
+    """``scripts/multinode.py --short --out <out> <backends>``: its exit code and the last of its output."""
     env = {k: v for k, v in os.environ.items() if k not in ("LTRR_TOKEN", "RAY_ADDRESS")}  # not the session app's
     log = out / "multinode.log"
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "scripts/multinode.py", "--short", "--out", str(out)],
+            [sys.executable, "scripts/multinode.py", "--short", "--out", str(out), *backends],
             cwd=ROOT,
             env=env,
             stdout=fh,
@@ -58,8 +59,11 @@ def nodes_running(rows: list[dict], deployment: str) -> set[str]:
     return {r["node"] for r in rows if r["deployment"] == deployment and r["serve_state"] == "RUNNING"}
 
 
-def test_a_worker_lost_under_load_loses_no_acknowledged_feedback_and_replicas_spread_again(tmp_path):
-    rc, tail = run_short(tmp_path)
+def test_a_worker_lost_under_load_loses_no_acknowledged_feedback_and_replicas_spread_again(
+    tmp_path, meili_server, milvus_server
+):
+    backends = ["--meili-url", meili_server.url, "--meili-key", meili_server.api_key, "--milvus-uri", milvus_server.uri]
+    rc, tail = run_short(tmp_path, backends)
     assert (tmp_path / "report.json").exists(), tail
     report = json.loads((tmp_path / "report.json").read_text())
     assert "error" not in report, f"{report['error']}\n{tail}"
