@@ -20,7 +20,7 @@ export RAY_SERVE_GRPC_MAX_MESSAGE_SIZE ?= 4194304
 export TRANSFORMERS_OFFLINE := 1
 export LTRR_HOME := $(CURDIR)
 
-.PHONY: install meili pg run up down logs test unit integration lint bench bench-quick chaos overload soak multinode clean
+.PHONY: install meili pg run up down logs test unit integration lint bench bench-quick chaos overload soak multinode autoscale clean
 
 install: $(STAMP)
 
@@ -104,6 +104,12 @@ soak: install
 # bench-out/multinode/. Runs beside `make up`, stopping only what it started. MULTINODE_ARGS="--short" (~4 min).
 multinode: install meili pg
 	scripts/multinode.sh $(MULTINODE_ARGS)
+
+# Issue 12, "Scaling", against the running app (`make up` first), about 4 minutes: replicas changed through Serve's
+# REST API (PUT /api/serve/applications/, what the dashboard and `serve deploy` send), then autoscaling under a ramp
+# of closed-loop callers; restores the original config; writes bench-out/autoscale/. AUTOSCALE_ARGS="--step-s 15".
+autoscale: install
+	$(PY) scripts/autoscale.py $(AUTOSCALE_ARGS)
 
 clean: down
 	rm -rf var

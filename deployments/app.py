@@ -19,8 +19,13 @@ from ltrr.config import AppConfig, DeploymentOptions
 
 
 def _options(opts: DeploymentOptions) -> dict[str, Any]:
+    """Serve's deployment options: ``num_replicas``, or, with ``autoscaling`` set, ``autoscaling_config`` and no
+    ``num_replicas`` (Serve refuses both)."""
+    scaling: dict[str, Any] = (
+        {"autoscaling_config": opts.autoscaling.to_serve()} if opts.autoscaling else {"num_replicas": opts.num_replicas}
+    )
     return {
-        "num_replicas": opts.num_replicas,
+        **scaling,
         "max_ongoing_requests": opts.max_ongoing_requests,
         "max_queued_requests": opts.max_queued_requests,
         "max_replicas_per_node": opts.max_replicas_per_node,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ltrr import constants as C
 from ltrr.auth import AuthConfig
@@ -25,8 +25,64 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class AutoscalingOptions(_Strict):
+    """Serve's request-based autoscaling of one deployment (``autoscaling_config``, Ray 2.60).
+
+    Every ``look_back_period_s`` window Serve averages the requests running and queued per replica and asks for
+    ``ceil(total ongoing / target_ongoing_requests)`` replicas, clipped to [``min_replicas``, ``max_replicas``]; a
+    decision to grow must hold for ``upscale_delay_s``, one to shrink for ``downscale_delay_s``, before it is
+    applied. Replicas past what the cluster's logical CPUs hold wait, pending, for room."""
+
+    min_replicas: int = Field(1, ge=1, le=64, description="Fewest replicas, in [1, 64] (never scaled to zero).")
+    max_replicas: int = Field(2, ge=1, le=64, description="Most replicas, in [1, 64] and >= `min_replicas`.")
+    initial_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Replicas started on the first deploy, in [`min_replicas`, `max_replicas`]; None: `min_replicas`.",
+    )
+    target_ongoing_requests: float = Field(
+        2.0,
+        gt=0.0,
+        le=10_000.0,
+        description="Requests running or queued per replica that Serve scales towards, > 0 and at most the "
+        "deployment's `max_ongoing_requests` (Serve's default: 2).",
+    )
+    upscale_delay_s: float = Field(
+        30.0, ge=0.0, le=3600.0, description="Seconds an upscale decision must hold before replicas are added."
+    )
+    downscale_delay_s: float = Field(
+        600.0, ge=0.0, le=3600.0, description="Seconds a downscale decision must hold before replicas are removed."
+    )
+    look_back_period_s: float = Field(
+        30.0,
+        gt=10.0,
+        le=3600.0,
+        description="Seconds of request metrics averaged per decision, > 10 (Serve's metrics interval; Serve warns "
+        "at or below it) and at most 3600 (Serve's default: 30).",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingOptions:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"`max_replicas` must be at least `min_replicas` ({self.min_replicas}), got {self.max_replicas}"
+            )
+        if self.initial_replicas is not None and not self.min_replicas <= self.initial_replicas <= self.max_replicas:
+            raise ValueError(
+                f"`initial_replicas` must be in [`min_replicas`, `max_replicas`] = [{self.min_replicas}, "
+                f"{self.max_replicas}], got {self.initial_replicas}"
+            )
+        return self
+
+    def to_serve(self) -> dict[str, Any]:
+        """Serve's ``autoscaling_config`` dict (``initial_replicas`` only when set)."""
+        return self.model_dump(exclude_none=True)
+
+
 class DeploymentOptions(_Strict):
-    """How Serve runs one deployment."""
+    """How Serve runs one deployment: a fixed ``num_replicas``, or ``autoscaling`` between two bounds (then
+    ``num_replicas`` stays at its default, 1, and is not passed to Serve)."""
 
     num_replicas: int = Field(1, ge=1, le=64, description="Replicas of this deployment (scale from the dashboard too).")
     num_cpus: float = Field(
@@ -48,6 +104,30 @@ class DeploymentOptions(_Strict):
         "1 spreads the replicas over the nodes, and the replacement of a lost node's replica waits for a node "
         "that has none. None: no limit.",
     )
+    autoscaling: AutoscalingOptions | None = Field(
+        None,
+        description="Serve's autoscaling (`autoscaling_config`) instead of a fixed `num_replicas`; None: fixed. "
+        "Serve (2.60) takes its own autoscaler or an external one, not both: set it with the application's "
+        "`external_scaler_enabled: false` (the dashboard's scale API needs `true` and fixed replicas).",
+    )
+
+    @field_validator("autoscaling")
+    @classmethod
+    def _autoscaling(cls, v: AutoscalingOptions | None, info: ValidationInfo) -> AutoscalingOptions | None:
+        if v is None:
+            return v
+        n, most = info.data.get("num_replicas"), info.data.get("max_ongoing_requests")
+        if n is not None and n != 1:
+            raise ValueError(
+                f"`autoscaling` and `num_replicas` are exclusive: leave `num_replicas` at its default 1 (Serve "
+                f"scales between `min_replicas` and `max_replicas`), got num_replicas={n}"
+            )
+        if most is not None and v.target_ongoing_requests > most:
+            raise ValueError(
+                f"`autoscaling.target_ongoing_requests` must be at most `max_ongoing_requests` ({most}), "
+                f"got {v.target_ongoing_requests:g}"
+            )
+        return v
 
 
 class StrategySpec(_Strict):
@@ -178,6 +258,9 @@ class AppConfig(_Strict):
             raise ValueError(
                 f"trainer.num_replicas: must be 1 (one trainer publishes the models), got {self.trainer.num_replicas}"
             )
+        for name, opts in (("learner", self.learner), ("trainer", self.trainer)):
+            if opts.autoscaling is not None:
+                raise ValueError(f"{name}.autoscaling: must be unset (always one {name} replica)")
         self.policy.checkpoint_dir = C.resolve_path(self.policy.checkpoint_dir)
         self.ranking.model_dir = C.resolve_path(self.ranking.model_dir)
         return self

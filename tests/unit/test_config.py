@@ -134,3 +134,122 @@ def test_max_replicas_per_node_is_validated_and_reaches_serve():
     assert ingress.init_args[0]["vector"]._bound_deployment._replica_config.max_replicas_per_node == 2
     assert ingress.init_args[1]._bound_deployment.name == "learner"
     assert ingress.init_args[1]._bound_deployment._replica_config.max_replicas_per_node is None
+
+
+AUTO = {
+    "min_replicas": 1,
+    "max_replicas": 3,
+    "target_ongoing_requests": 4,
+    "upscale_delay_s": 5,
+    "downscale_delay_s": 30,
+}
+
+
+@pytest.mark.parametrize(
+    "deployment, loc, message",
+    [
+        (
+            {"num_replicas": 2, "autoscaling": AUTO},
+            ("strategies", "vector", "deployment", "autoscaling"),
+            "Value error, `autoscaling` and `num_replicas` are exclusive: leave `num_replicas` at its default 1 "
+            "(Serve scales between `min_replicas` and `max_replicas`), got num_replicas=2",
+        ),
+        (
+            {"max_ongoing_requests": 8, "autoscaling": {**AUTO, "target_ongoing_requests": 16}},
+            ("strategies", "vector", "deployment", "autoscaling"),
+            "Value error, `autoscaling.target_ongoing_requests` must be at most `max_ongoing_requests` (8), got 16",
+        ),
+        (
+            {"autoscaling": {**AUTO, "min_replicas": 3, "max_replicas": 2}},
+            ("strategies", "vector", "deployment", "autoscaling"),
+            "Value error, `max_replicas` must be at least `min_replicas` (3), got 2",
+        ),
+        (
+            {"autoscaling": {**AUTO, "initial_replicas": 4}},
+            ("strategies", "vector", "deployment", "autoscaling"),
+            "Value error, `initial_replicas` must be in [`min_replicas`, `max_replicas`] = [1, 3], got 4",
+        ),
+        (
+            {"autoscaling": {**AUTO, "min_replicas": 0}},
+            ("strategies", "vector", "deployment", "autoscaling", "min_replicas"),
+            "Input should be greater than or equal to 1",
+        ),
+        (
+            {"autoscaling": {**AUTO, "max_replicas": 65}},
+            ("strategies", "vector", "deployment", "autoscaling", "max_replicas"),
+            "Input should be less than or equal to 64",
+        ),
+        (
+            {"autoscaling": {**AUTO, "target_ongoing_requests": 0}},
+            ("strategies", "vector", "deployment", "autoscaling", "target_ongoing_requests"),
+            "Input should be greater than 0",
+        ),
+        (
+            {"autoscaling": {**AUTO, "upscale_delay_s": -1}},
+            ("strategies", "vector", "deployment", "autoscaling", "upscale_delay_s"),
+            "Input should be greater than or equal to 0",
+        ),
+        (
+            {"autoscaling": {**AUTO, "downscale_delay_s": 3601}},
+            ("strategies", "vector", "deployment", "autoscaling", "downscale_delay_s"),
+            "Input should be less than or equal to 3600",
+        ),
+        (
+            {"autoscaling": {**AUTO, "look_back_period_s": 10}},
+            ("strategies", "vector", "deployment", "autoscaling", "look_back_period_s"),
+            "Input should be greater than 10",
+        ),
+        (
+            {"autoscaling": {**AUTO, "metrics_interval_s": 1}},
+            ("strategies", "vector", "deployment", "autoscaling", "metrics_interval_s"),
+            "Extra inputs are not permitted",
+        ),
+    ],
+)
+def test_autoscaling_invalid(deployment, loc, message):
+    with pytest.raises(ValidationError) as ei:
+        AppConfig.model_validate({"strategies": {"vector": {"deployment": deployment}}})
+    (err,) = ei.value.errors()
+    assert err["loc"] == loc
+    assert err["msg"] == message
+
+
+@pytest.mark.parametrize("name", ["learner", "trainer"])
+def test_learner_and_trainer_never_autoscale(name):
+    with pytest.raises(ValidationError) as ei:
+        AppConfig.model_validate({name: {"autoscaling": AUTO}})
+    (err,) = ei.value.errors()
+    assert err["msg"] == f"Value error, {name}.autoscaling: must be unset (always one {name} replica)"
+
+
+def test_autoscaling_valid_and_reaches_serve():
+    """Unset it is None (a fixed `num_replicas`); set (with `num_replicas` left at 1, or written as 1), `build_app`
+    gives Serve an `autoscaling_config` with exactly these values and no `num_replicas` of its own."""
+    from deployments.app import _options, build_app
+
+    assert AppConfig().ingress.deployment.autoscaling is None
+    cfg = AppConfig.model_validate(
+        {
+            "ingress": {"deployment": {"autoscaling": {**AUTO, "target_ongoing_requests": 16}}},
+            "strategies": {
+                "vector": {"deployment": {"num_replicas": 1, "autoscaling": {**AUTO, "initial_replicas": 2}}}
+            },
+        }
+    )
+    vector = cfg.strategies["vector"].deployment
+    assert vector.autoscaling is not None
+    assert vector.autoscaling.to_serve() == {**AUTO, "initial_replicas": 2, "look_back_period_s": 30.0}
+    opts = _options(vector)
+    assert "num_replicas" not in opts
+    assert opts["autoscaling_config"]["max_replicas"] == 3
+    assert _options(cfg.learner)["num_replicas"] == 1 and "autoscaling_config" not in _options(cfg.learner)
+
+    app = build_app(cfg.model_dump())
+    ingress = app._bound_deployment
+    ing = ingress._deployment_config.autoscaling_config
+    assert (ing.min_replicas, ing.max_replicas, ing.target_ongoing_requests) == (1, 3, 16.0)
+    assert (ing.upscale_delay_s, ing.downscale_delay_s, ing.initial_replicas) == (5.0, 30.0, None)
+    vec = ingress.init_args[0]["vector"]._bound_deployment._deployment_config.autoscaling_config
+    assert (vec.max_replicas, vec.target_ongoing_requests, vec.initial_replicas) == (3, 4.0, 2)
+    assert ingress.init_args[1]._bound_deployment._deployment_config.autoscaling_config is None
+    assert ingress.init_args[1]._bound_deployment._deployment_config.num_replicas == 1
