@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -542,3 +543,33 @@ def catalog_names(path: str | os.PathLike[str], limit: int = 2000) -> tuple[list
         db.close()
     titles = [str(t) for _, t in rows if t]
     return titles, [str(t) for kind, t in rows if t and kind == "artist"][:300]
+
+
+class PeriodicSampler(threading.Thread):
+    """A daemon thread that calls :meth:`sample` every ``every_s`` seconds until :meth:`halt`, keeping each
+    result with ``t`` (seconds since ``t0`` on ``clock``) in :attr:`samples`. A sample that raises is
+    counted in :attr:`errors` and skipped: a dashboard may be slow under load, and the next one is taken
+    on time."""
+
+    def __init__(self, t0: float, every_s: float = 1.0, clock: Callable[[], float] = time.perf_counter) -> None:
+        super().__init__(daemon=True)
+        self.t0, self.every_s, self.clock = t0, every_s, clock
+        self.samples: list[dict[str, Any]] = []
+        self.errors = 0
+        self._halt = threading.Event()
+
+    def sample(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            t = self.clock() - self.t0
+            try:
+                self.samples.append({"t": round(t, 2), **self.sample()})
+            except Exception:  # noqa: BLE001 - counted; the next sample is taken on time
+                self.errors += 1
+            self._halt.wait(self.every_s)
+
+    def halt(self) -> None:
+        self._halt.set()
+        self.join(timeout=30.0)

@@ -192,32 +192,22 @@ class Ramp:
             th.join(timeout=self.deadline_s + 5.0)
 
 
-class Sampler(threading.Thread):
+class Sampler(lt.PeriodicSampler):
     """Every ``every_s``: Serve's replica counts of the app, as ``{"t", "replicas"}`` (``t`` in seconds since
     ``t0``, a :func:`time.perf_counter` value)."""
 
     def __init__(self, dash: Dashboard, app: str, t0: float, every_s: float = 1.0) -> None:
-        super().__init__(daemon=True)
-        self.dash, self.app, self.t0, self.every_s = dash, app, t0, every_s
-        self.samples: list[dict[str, Any]] = []
-        self.errors = 0
-        self._halt = threading.Event()
+        super().__init__(t0, every_s)
+        self.dash, self.app = dash, app
 
-    def run(self) -> None:
-        while not self._halt.is_set():
-            t = time.perf_counter() - self.t0
-            try:
-                self.samples.append({"t": round(t, 2), "replicas": sc.replica_counts(self.dash.details(), self.app)})
-            except Exception:  # noqa: BLE001 - the dashboard may be slow under load; next time
-                self.errors += 1
-            self._halt.wait(self.every_s)
+    def sample(self) -> dict[str, Any]:
+        return {"replicas": sc.replica_counts(self.dash.details(), self.app)}
 
     def last(self) -> dict[str, Any]:
         return self.samples[-1]["replicas"] if self.samples else {}
 
     def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=30.0)
+        self.halt()
 
 
 def plot(path: Path, samples: list[dict[str, Any]], records: list[lt.CallRecord], levels: list[int], step_s: float,

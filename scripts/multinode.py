@@ -74,6 +74,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from ltrr.loadtest import PeriodicSampler  # noqa: E402
 from ltrr.multinode import (  # noqa: E402
     ALL_STRATEGIES,
     HEAD_RESOURCE,
@@ -446,34 +447,20 @@ def closed_loop(target: str, queries: Sequence[str], callers: int, seconds: floa
     }
 
 
-class Sampler(threading.Thread):
+class Sampler(PeriodicSampler):
     """Every ``every_s``: the nodes' states (state API) and Serve's RUNNING replicas per node, as ``{"t", "nodes",
     "running"}`` with ``t`` in seconds since ``t0`` (what :func:`ltrr.multinode.first_after` reads)."""
 
     def __init__(self, cluster: Cluster, t0: float, every_s: float = 1.0) -> None:
-        super().__init__(daemon=True)
-        self.cluster, self.t0, self.every_s = cluster, t0, every_s
-        self.samples: list[dict[str, Any]] = []
+        super().__init__(t0, every_s, clock=time.time)
+        self.cluster = cluster
         self.kinds: dict[str, str] = {}
-        self.errors = 0
-        self._halt = threading.Event()
 
-    def run(self) -> None:
-        while not self._halt.is_set():
-            t = time.time() - self.t0
-            try:
-                nodes = self.cluster.nodes()
-                running = self.cluster.running()
-                self.kinds.update(node_kinds(nodes))
-                states = {str(n["node_id"]): n.get("state") for n in nodes}
-                self.samples.append({"t": round(t, 2), "nodes": states, "running": running})
-            except Exception:  # noqa: BLE001 - the dashboard may be slow while a node dies; next time
-                self.errors += 1
-            self._halt.wait(self.every_s)
-
-    def halt(self) -> None:
-        self._halt.set()
-        self.join(timeout=30.0)
+    def sample(self) -> dict[str, Any]:
+        nodes = self.cluster.nodes()
+        running = self.cluster.running()
+        self.kinds.update(node_kinds(nodes))
+        return {"nodes": {str(n["node_id"]): n.get("state") for n in nodes}, "running": running}
 
 
 def plot(

@@ -462,3 +462,32 @@ def test_soak_issues_the_planned_searches_and_clicks_some(fake, proc, tmp_path):
     assert report["rss_total"]["end_mib"] == round((2048 + 1000 + 512 + 300 + 100 + 4096) / 1024, 1)
     assert (out / "soak.png").stat().st_size > 0 and "## Windows" in (out / "soak.md").read_text()
 
+
+
+def test_periodic_sampler_keeps_results_with_their_time_and_counts_failures() -> None:
+    import itertools
+    import threading
+
+    from ltrr.loadtest import PeriodicSampler
+
+    done = threading.Event()
+    ticks = itertools.count(10.0, 0.5)  # the clock: 10.0, 10.5, 11.0, ... one reading per sample
+
+    class Three(PeriodicSampler):
+        calls = 0
+
+        def sample(self) -> dict:
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("dashboard slow")
+            if self.calls >= 4:
+                done.set()
+            return {"n": self.calls}
+
+    s = Three(t0=10.0, every_s=0.0, clock=lambda: next(ticks))
+    s.start()
+    assert done.wait(30.0)
+    s.halt()
+    assert not s.is_alive()
+    assert s.errors == 1
+    assert s.samples[:3] == [{"t": 0.0, "n": 1}, {"t": 1.0, "n": 3}, {"t": 1.5, "n": 4}]
