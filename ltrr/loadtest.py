@@ -573,3 +573,16 @@ class PeriodicSampler(threading.Thread):
     def halt(self) -> None:
         self._halt.set()
         self.join(timeout=30.0)
+
+
+def report_head(argv: Sequence[str], config: Mapping[str, Any]) -> dict[str, Any]:
+    """The opening of a bench report: the command, the UTC date, the machine's cores, the run's ``config``,
+    and empty ``timings_s`` and ``notes`` for the run to fill."""
+    return {
+        "command": " ".join(argv),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{os.cpu_count()} cores",
+        "config": dict(config),
+        "timings_s": {},
+        "notes": [],
+    }

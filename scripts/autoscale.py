@@ -496,15 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     keys = ("dashboard", "target", "app", "deployments", "replicas", "ramp", "step_s", "scale_timeout_s", "k",
             "deadline", "cpu_fit", "autoscaling")
-    report: dict[str, Any] = {
-        "command": " ".join(sys.argv),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{os.cpu_count()} cores",
-        "config": {k: getattr(args, k) for k in keys},
-        "timings_s": {},
-        "notes": [],
-        "restored": None,
-    }
+    report: dict[str, Any] = {**lt.report_head(sys.argv, {k: getattr(args, k) for k in keys}), "restored": None}
     r = Run(args, report)
     code = 1
     try:

@@ -74,7 +74,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from ltrr.loadtest import PeriodicSampler  # noqa: E402
+from ltrr.loadtest import PeriodicSampler, report_head  # noqa: E402
 from ltrr.multinode import (  # noqa: E402
     ALL_STRATEGIES,
     HEAD_RESOURCE,
@@ -868,14 +868,7 @@ def main() -> int:
         raise SystemExit(f"another scripts/multinode.py run holds {var / '.lock'}") from None
     args.out.mkdir(parents=True, exist_ok=True)
     keys = ("qps", "feedback", "load_s", "kill_at_s", "bench_s", "callers", "max_artists", "spread_timeout_s", "short")
-    report: dict[str, Any] = {
-        "command": " ".join(sys.argv),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{os.cpu_count()} cores",
-        "config": {k: getattr(args, k) for k in keys},
-        "timings_s": {},
-        "notes": [],
-    }
+    report: dict[str, Any] = report_head(sys.argv, {k: getattr(args, k) for k in keys})
     others = {p.pid for p in read_procs().values() if p.argv and os.path.basename(p.argv[0]) == "raylet"}
     if others:
         report["notes"].append(f"{len(others)} other Ray node(s) ran on this machine during the run")

@@ -491,3 +491,16 @@ def test_periodic_sampler_keeps_results_with_their_time_and_counts_failures() ->
     assert not s.is_alive()
     assert s.errors == 1
     assert s.samples[:3] == [{"t": 0.0, "n": 1}, {"t": 1.0, "n": 3}, {"t": 1.5, "n": 4}]
+
+
+def test_report_head_states_the_command_machine_and_config() -> None:
+    import os
+    import re
+
+    from ltrr.loadtest import report_head
+
+    head = report_head(["scripts/x.py", "--short"], {"qps": 10.0})
+    assert head["command"] == "scripts/x.py --short"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", head["date"])
+    assert head["machine"] == f"{os.cpu_count()} cores"
+    assert head["config"] == {"qps": 10.0} and head["timings_s"] == {} and head["notes"] == []
