@@ -50,14 +50,20 @@ def total(found: list[tuple[str, dict[str, str], float]], name: str, **labels: s
 def test_every_metric_is_on_rays_endpoint_after_searches_and_feedback(ltrr_app, client):
     assert ltrr_app.metrics_port, "the fixture starts Ray with a metrics export port"
     # Searches the policy decides (decisions, inclusions, exploration), each clicked at its top result:
-    # accepted feedback that settles the search positive at once (the learner is woken by it).
+    # accepted feedback that settles the search positive at once (the learner is woken by it). The policy of
+    # the shared session app may route a query to a strategy another test left slow (a degraded, empty answer),
+    # so each query is also searched with lexical forced, whose answer always holds the name, and clicked.
     clicked = 0
     for q in QUERIES:
-        resp = client.search(q, k=10)
-        assert resp.results, q
-        top = resp.results[0].entity_id
-        assert client.feedback(resp.request_id, top, "click", position=1, event_id=uuid.uuid4().hex).duplicate is False
-        clicked += 1
+        for resp in (client.search(q, k=10), client.search(q, k=10, strategies=["lexical"])):
+            if not resp.results:
+                assert resp.degraded, f"{q}: an empty answer must say what was missing"
+                continue
+            top = resp.results[0].entity_id
+            event_id = uuid.uuid4().hex
+            assert client.feedback(resp.request_id, top, "click", position=1, event_id=event_id).duplicate is False
+            clicked += 1
+    assert clicked >= len(QUERIES), "every forced lexical search answered"
     # A forced search (the policy's counters ignore it; its skipped strategy is counted as skipped).
     forced = client.search("radiohead", k=10, strategies=["lexical"])
     assert {s.strategy for s in forced.strategies if s.status == pb.StrategyCall.SKIPPED} == {
@@ -92,7 +98,7 @@ def test_every_metric_is_on_rays_endpoint_after_searches_and_feedback(ltrr_app, 
             "decisions": total(found, "ray_ltrr_policy_decisions_total") >= len(QUERIES),
             "skipped": total(found, "ray_ltrr_strategy_calls_total", strategy="vector", outcome="skipped") >= 1,
             "positive": total(found, "ray_ltrr_settlements_total", outcome="positive") >= 1,
-            "search writes": total(found, "ray_ltrr_eventlog_write_ms_count", op="search") >= len(QUERIES) + 1,
+            "search writes": total(found, "ray_ltrr_eventlog_write_ms_count", op="search") >= 2 * len(QUERIES) + 1,
             "settle writes": total(found, "ray_ltrr_eventlog_write_ms_count", op="settle") >= 1,
         }
         short = [k for k, ok in counts.items() if not ok]
