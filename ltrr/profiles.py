@@ -63,8 +63,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ltrr.catalog.normalize import normalize_tag
 from ltrr.catalog.store import CatalogStore
-from ltrr.eventlog import FeedbackEvent, SQLiteEventLog
-from ltrr.eventlog_pg import PostgresEventLog
+from ltrr.eventlog import FeedbackEvent
+from ltrr.eventlog_base import EventLogBase
 from ltrr.poison import SkippedEvents, apply_or_skip
 from ltrr.types import Entity, UserProfile
 from ltrr.validation import ARTIST_PREFIX, MAX_ID_CHARS, MAX_PROFILE_ARTISTS, MAX_PROFILE_TAGS
@@ -208,13 +208,13 @@ class ProfileLearner:
 
     def __init__(
         self,
-        events: SQLiteEventLog | PostgresEventLog,
+        events: EventLogBase,
         store: CatalogStore,
         config: ProfileConfig | Mapping[str, Any] | None = None,
         *,
         skipped: SkippedEvents | None = None,
     ) -> None:
-        if not isinstance(events, (SQLiteEventLog, PostgresEventLog)):
+        if not isinstance(events, EventLogBase):
             raise TypeError(f"`events` must be a SQLiteEventLog or PostgresEventLog, got {type(events).__name__}")
         if not isinstance(store, CatalogStore):
             raise TypeError(f"`store` must be a CatalogStore, got {type(store).__name__}")
