@@ -77,18 +77,20 @@ for _k, _v in {
     os.environ.setdefault(_k, _v)
 
 import grpc  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 
 from ltrr.appconfig_io import load_app_config  # noqa: E402
 from ltrr.bandit.actions import ActionSpace  # noqa: E402
 from ltrr.client import LtrrClient  # noqa: E402
 from ltrr.config import AppConfig  # noqa: E402
 from ltrr.constants import MAX_K  # noqa: E402
+from ltrr.errors import InvalidRequest  # noqa: E402
 from ltrr.peers import Peer  # noqa: E402
 from ltrr.sim.bench_config import BENCH_MEMORY_INDEX, BENCH_VAR_DIR, app_args, bench_config  # noqa: E402
 from ltrr.sim.clicks import PositionClickModel  # noqa: E402
 from ltrr.sim.regret import QueryRecord, cumulative_regret, score_run  # noqa: E402
 from ltrr.sim.report import ALL_MAX_RANKER, ALL_MAX_RRF, LIVE, STATIC_RANKER, final_tables, markdown, summary  # noqa: E402
-from ltrr.sim.users import QueryMix, QueryStream, SimQuery, build_world  # noqa: E402
+from ltrr.sim.users import Drift, QueryMix, QueryStream, SimQuery, build_world  # noqa: E402
 from ltrr.sim.vw import DEFAULT_GRID, VWPolicy, VWSpec, shown_list  # noqa: E402
 from ltrr.v1 import search_pb2 as pb  # noqa: E402
 
@@ -100,6 +102,8 @@ CHECK_EVERY = 100
 
 #: How deep each peer answers: its recall is of its top PEER_DEPTH, its list quality of its top 10.
 PEER_DEPTH = 100
+#: The simulated users served (:func:`ltrr.sim.users.build_world`): those the catalog never saw.
+POPULATION = "held_out"
 
 
 def log(msg: str) -> None:
@@ -316,10 +320,33 @@ def stream_queries(args: argparse.Namespace, catalog_path: str) -> list[SimQuery
 
     store = CatalogStore(catalog_path)
     try:
-        world = build_world(read_lastfm(ROOT / args.data_dir), store)
+        world = build_world(read_lastfm(ROOT / args.data_dir), store, population=POPULATION)
     finally:
         store.close()
-    return QueryStream(world, QueryMix.parse(args.mix), seed=args.seed).generate(args.queries)
+    stream = QueryStream(world, QueryMix.parse(args.mix), seed=args.seed, drift=drift_of(args))
+    return stream.generate(args.queries)
+
+
+def drift_of(args: argparse.Namespace) -> Drift | None:
+    """The :class:`Drift` of ``--drift-at`` / ``--drift-mix`` (None without ``--drift-at``)."""
+    if getattr(args, "drift_at", None) is None:
+        if getattr(args, "drift_mix", ""):
+            raise SystemExit("--drift-mix needs --drift-at")
+        return None
+    try:
+        return Drift(at=args.drift_at, mix=QueryMix.parse(args.drift_mix))
+    except InvalidRequest as exc:
+        raise SystemExit(f"--drift-mix: {exc}") from None
+    except ValidationError as exc:
+        raise SystemExit(f"--drift-at: {exc.errors()[0]['msg']}, got {args.drift_at}") from None
+
+
+def click_model(args: argparse.Namespace) -> PositionClickModel:
+    """The click model of ``--eta``, ``--noise`` and ``--skip`` over the top 10."""
+    try:
+        return PositionClickModel(eta=args.eta, depth=10, noise=args.noise, skip=args.skip)
+    except InvalidRequest as exc:
+        raise SystemExit(f"--{exc}") from None
 
 
 def live_loop(
@@ -331,7 +358,7 @@ def live_loop(
     fullinfo: Any,
     peers: Sequence[Peer] = (),
 ) -> tuple[list[QueryRecord], VWBank]:
-    clicks = PositionClickModel(eta=args.eta, depth=10)
+    clicks = click_model(args)
     rng = np.random.default_rng(args.seed)
     top = {s: space.ladder[-1] for s in space.strategies}
     bank = VWBank(space, select_vw(args.vw), args.seed)
@@ -412,7 +439,7 @@ def live_loop(
 
 def offline_loop(args: argparse.Namespace, space: ActionSpace, records: list[QueryRecord], path: Path) -> VWBank:
     """Re-run the VW learners on a saved run (its full lists, contexts and draws)."""
-    clicks = PositionClickModel(eta=args.eta, depth=10)
+    clicks = click_model(args)
     bank = VWBank(space, select_vw(args.vw), args.seed)
     running = RunningLatency(space)
     with gzip.open(path, "rt") as fh:
@@ -657,6 +684,18 @@ def main() -> int:
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--mix", default="", help="query kinds, e.g. 'name=0.3,typo=0.1' (ltrr.sim.users.QueryMix)")
     ap.add_argument("--eta", type=float, default=1.0, help="click model: examination 1/r^eta over the top 10")
+    ap.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="click model: probability of a click on a random examined non-wanted result (ltrr.sim.clicks; drawn "
+        "and saved with each query; the loop still acts on the wanted item's click alone)",
+    )
+    ap.add_argument("--skip", type=float, default=1.0, help="click model: probability a noise click is a skip")
+    ap.add_argument(
+        "--drift-at", type=int, default=None, help="query index from which --drift-mix holds (ltrr.sim.users.Drift)"
+    )
+    ap.add_argument("--drift-mix", default="", help="query kinds from --drift-at on, e.g. 'tag=0.4,like=0.4'")
     ap.add_argument("--vw", default="all", help="VW configs: all, none, or names from ltrr.sim.vw.DEFAULT_GRID")
     ap.add_argument(
         "--peers", default="all", help=f"peers on the same queries: all, none, or of {', '.join(PEER_NAMES)}"
@@ -667,6 +706,8 @@ def main() -> int:
         "--offline", metavar="DIR", help="re-run the VW learners on DIR's saved run, then score (no server)"
     )
     args = ap.parse_args()
+    click_model(args)  # a wrong value fails here, before any deploy
+    drift_of(args)
     started = time.perf_counter()
     normal = load_app_config(args.config)
     strategies = list(normal.enabled())
@@ -731,13 +772,18 @@ def main() -> int:
         "seed": args.seed,
         "policy": f"{args.algorithm} (fresh bench deployment)" if bench_events else "the running app's, as it was",
         "query mix": ", ".join(f"{k} {v:g}" for k, v in mix.items()),
-        "click model": f"examination 1/r^{args.eta:g} over the top 10; the same draw for every policy",
+        "click model": f"examination 1/r^{args.eta:g} over the top 10; the same draw for every policy"
+        + (f"; noise clicks {args.noise:g}, skipped {args.skip:g}" if args.noise > 0 else ""),
+        "users": f"population {POPULATION} (ltrr.sim.users.build_world)",
         "costs": f"per_call {space.cost_model.per_call}, per_candidate {space.cost_model.per_candidate}, "
         f"per_ms {space.cost_model.per_ms}",
         "peers": "; ".join(f"{k}: {v}" for k, v in peer_info.items()) or "none",
         "run time": ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
         + f"; {timings['query loop'] / max(n_q, 1) * 1000:.0f} ms per query in the loop",
     }
+    drift = drift_of(args)
+    if drift is not None:
+        meta["drift"] = f"from query {drift.at}: " + ", ".join(f"{k} {v:g}" for k, v in drift.mix.weights().items())
     write_outputs(args, space, records, bank, meta)
     log(f"done in {time.perf_counter() - started:.0f} s")
     return 0

@@ -1,8 +1,9 @@
 """Simulated users and the regret harness (pure logic; the gRPC loop is ``scripts/bench_regret.py``).
 
-* :mod:`ltrr.sim.users`: the held-out Last.fm users' queries (name, typo, tag, like, track, podcast);
+* :mod:`ltrr.sim.users`: the held-out Last.fm users' queries (name, typo, tag, like, track, podcast,
+  ambiguous) and the drift schedule (:class:`~ltrr.sim.users.Drift`);
 * :mod:`ltrr.sim.typos`: realistic single-edit misspellings;
-* :mod:`ltrr.sim.clicks`: the position-based click model;
+* :mod:`ltrr.sim.clicks`: the position-based click model, with optional noise clicks and skips;
 * :mod:`ltrr.sim.regret`: scoring every action on full information (oracle, static, uniform, played);
 * :mod:`ltrr.sim.vw`: Vowpal Wabbit ``--cb_explore_adf`` as the peer learner;
 * :mod:`ltrr.sim.report`: the markdown and JSON tables;

@@ -6,12 +6,16 @@ The tiny world below is written by hand: imported users 1-3 and held-out users 8
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from ltrr.catalog.lastfm import is_held_out, split_held_out
 from ltrr.catalog.normalize import artist_entity_id
@@ -19,7 +23,19 @@ from ltrr.catalog.readers import LastfmData, read_lastfm
 from ltrr.catalog.store import CatalogStore
 from ltrr.errors import InvalidRequest
 from ltrr.sim.typos import NEIGHBOURS, can_misspell, misspell
-from ltrr.sim.users import KINDS, QueryMix, QueryStream, SimQuery, build_world, short_title
+from ltrr.sim.users import (
+    CLONE_SUFFIXES,
+    KINDS,
+    Drift,
+    QueryMix,
+    QueryStream,
+    SimQuery,
+    SimUser,
+    build_world,
+    clone_entities,
+    short_title,
+    title_words,
+)
 from ltrr.types import Entity
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "data"
@@ -152,6 +168,222 @@ def test_short_title() -> None:
     assert short_title("Creep - Remastered") == "Creep"
     assert short_title("Uprising (Live)") == "Uprising"
     assert short_title("Up-Rising") == "Up-Rising" and short_title("(Intro)") == "(Intro)"
+
+
+# -- the default stream is pinned ------------------------------------------------------------------
+
+#: The first queries of seed 0 on the fixture world, as the stream drew them before the
+#: ``ambiguous`` kind, drift and noise existed (other benchmarks compare runs across seeds).
+PINNED_SEED_0 = [
+    (20, "track", "Uprising", "track:t2"),
+    (8, "tag", "alternative", RH),
+    (8, "typo", "Radiohuead", RH),
+    (8, "podcast", "weekly show about", "podcast:p1"),
+    (20, "track", "Uprising", "track:t2"),
+    (8, "tag", "alternative", RH),
+    (8, "tag", "alternative", RH),
+    (8, "track", "Creep", "track:t1"),
+    (8, "track", "Creep", "track:t1"),
+    (20, "typo", "Portsihead", PH),
+    (8, "track", "Uprising", "track:t2"),
+    (20, "name", "Muse", MUSE),
+    (20, "podcast", "the history of ancient rome", "podcast:p1"),
+    (20, "track", "Uprising", "track:t2"),
+    (20, "podcast", "and its emperors", "podcast:p1"),
+    (20, "track", "Uprising", "track:t2"),
+]
+#: sha256 of ``json.dumps([q.to_dict() for q in first 300], sort_keys=True)`` by seed, from the same code.
+PINNED_SHA256 = {
+    0: "3a07ad662ac3350124cd0caf2bbdcd1fa4820b8fdd5e0b974df6d5bda75c08dd",
+    1: "8abeace78c2cbab650d2110a39e1dff3b84cc978ab028a7ac995a2419168d8e7",
+    7: "af1ebbebaa7c1112f63e6ac40866c27593ee11094b3e88e0a02507bcbfd2a813",
+}
+
+
+def _digest(queries: list[SimQuery]) -> str:
+    return hashlib.sha256(json.dumps([q.to_dict() for q in queries], sort_keys=True).encode()).hexdigest()
+
+
+def test_default_stream_is_unchanged_and_new_options_at_zero_change_nothing(store: CatalogStore) -> None:
+    world = build_world(_lastfm(), store)
+    default = QueryStream(world, seed=0).generate(300)
+    assert [(int(q.user_id[4:]), q.kind, q.text, q.wanted) for q in default[:16]] == PINNED_SEED_0
+    assert QueryMix().ambiguous == 0.0
+    same_mix = Drift(at=40, mix=QueryMix())  # a drift to the same mix, no clones: the same stream
+    for seed, digest in PINNED_SHA256.items():
+        assert _digest(QueryStream(world, seed=seed).generate(300)) == digest, seed
+        assert _digest(QueryStream(world, QueryMix(ambiguous=0.0), seed=seed).generate(300)) == digest, seed
+        assert _digest(QueryStream(world, seed=seed, drift=same_mix).generate(300)) == digest, seed
+
+
+# -- ambiguous one-word queries --------------------------------------------------------------------
+
+#: Six artists' and tracks' titles share "love" (the stream's threshold is 5); "crazy" only two.
+LOVE_TRACKS = [
+    Entity("track:l1", "track", "Love Song", popularity=10, attrs={"artist_id": RH}),
+    Entity("track:l2", "track", "Love Story - Remastered", popularity=90, attrs={"artist_id": MUSE}),
+    Entity("track:l3", "track", "Crazy in Love", popularity=50, attrs={"artist_id": CP}),
+    Entity("track:l4", "track", "Love", popularity=20, attrs={"artist_id": PH}),
+    Entity("track:l5", "track", "Love Me Do", popularity=99, attrs={"artist_id": "artist:not-in-catalog"}),
+    Entity("track:l6", "track", "LOVE, Bites!", popularity=60, attrs={"artist_id": RH}),
+    Entity("track:c1", "track", "Crazy", popularity=5, attrs={"artist_id": U2}),
+]
+AMBIGUOUS_ONLY = "name=0,typo=0,tag=0,like=0,track=0,podcast=0,ambiguous=1"
+
+
+def test_title_words() -> None:
+    assert title_words("Back in Black") == ("back", "black")
+    assert title_words("LOVE, Love, love!") == ("love",)
+    assert title_words("Don't Stop Me Now") == ("stop",)  # "don't" is not letters only; "me" too short; "now"
+    assert title_words("AC/DC") == () and title_words("The 1975") == ()
+
+
+def test_ambiguous_query_wants_the_entity_the_users_history_favours(store: CatalogStore) -> None:
+    store.upsert_entities(LOVE_TRACKS)
+    world = build_world(_lastfm(), store)
+    assert world.ambiguous == {
+        "love": (
+            ("track:l1", RH, 10.0),
+            ("track:l2", MUSE, 90.0),
+            ("track:l3", CP, 50.0),
+            ("track:l4", PH, 20.0),
+            ("track:l5", "artist:not-in-catalog", 99.0),
+            ("track:l6", RH, 60.0),
+        )
+    }
+    assert set(build_world(_lastfm(), store, ambiguous_min=2).ambiguous) == {"love", "crazy"}
+    u8, u20 = world.users
+    # user 8 played Radiohead 100 > Muse 50 > Coldplay 10: of Radiohead's two "love" tracks, the more popular
+    assert world.favoured(u8, "love") == "track:l6"
+    # user 20 played Portishead 30 > Muse 5: Portishead's track, though Muse's is more popular
+    assert world.favoured(u20, "love") == "track:l4"
+    assert world.favoured(u8, "crazy") is None  # not an ambiguous word at the default threshold
+    queries = QueryStream(world, QueryMix.parse(AMBIGUOUS_ONLY), seed=0).generate(200)
+    assert {(q.user_id, q.kind, q.text, q.wanted) for q in queries} == {
+        ("sim:8", "ambiguous", "love", "track:l6"),
+        ("sim:20", "ambiguous", "love", "track:l4"),  # also when the drawn artist is Muse
+    }
+
+
+def test_ambiguous_ties_go_to_tags_then_the_artist_itself(tmp_path: Path) -> None:
+    s = CatalogStore(tmp_path / "t.sqlite")
+    # Radiohead and Muse renamed so that both have "blue" in their own titles; user 8 played them 100 and 50.
+    lfm = _lastfm()
+    s.upsert_entities(
+        [Entity(RH, "artist", "Blue Radiohead"), Entity(MUSE, "artist", "Blue Muse")]
+        + [Entity(f"track:b{i}", "track", f"Blue {i}", popularity=99, attrs={"artist_id": RH}) for i in range(3)]
+    )
+    world = build_world(lfm, s)
+    u8 = world.users[0]
+    assert u8.lastfm_id == 8 and world.favoured(u8, "blue") == RH  # Radiohead's own name before its tracks
+    tied = SimUser(8, ((MUSE, "Muse", 7), (RH, "Radiohead", 7)), (("rock", MUSE),))
+    assert world.favoured(tied, "blue") == MUSE  # equal plays: the artist the user tagged
+
+
+def test_build_world_rejects_a_bad_ambiguous_threshold(store: CatalogStore) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        build_world(_lastfm(), store, ambiguous_min=1)
+    assert str(err.value) == "ambiguous_min: must be an int in [2, 1000], got 1"
+    with pytest.raises(InvalidRequest) as err:
+        QueryStream(build_world(_lastfm(), store), QueryMix.parse(AMBIGUOUS_ONLY))
+    assert str(err.value) == "mix: no held-out user can ask kind 'ambiguous'; give it weight 0"
+
+
+# -- drift -----------------------------------------------------------------------------------------
+
+LIKE_ONLY = QueryMix.parse("name=0,typo=0,tag=0,like=1,track=0,podcast=0")
+
+
+def test_drift_switches_the_mix_at_its_index(store: CatalogStore) -> None:
+    world = build_world(_lastfm(), store)
+    default = QueryStream(world, seed=5).generate(120)
+    drifted = QueryStream(world, seed=5, drift=Drift(at=50, mix=LIKE_ONLY)).generate(120)
+    assert drifted[:50] == default[:50]
+    assert {q.kind for q in drifted[50:]} == {"like"} and len({q.kind for q in drifted[:50]}) > 1
+    assert [q.index for q in drifted] == list(range(120))
+
+
+def test_clones_replace_their_originals_from_the_drift_on(store: CatalogStore) -> None:
+    world = build_world(_lastfm(), store)
+    entities = [e for _, batch in store.entities_since(0) for e in batch]
+    clones = clone_entities(world, entities, 2, seed=0)
+    assert clones == clone_entities(world, entities, 2, seed=0)  # deterministic under the seed
+    assert len({c.original for c in clones}) == 2
+    originals = {e.entity_id: e for e in entities}
+    for c in clones:
+        old = originals[c.original]
+        assert old.entity_type == c.entity.entity_type == "artist"
+        assert c.entity.title.startswith(old.title + " ") and c.entity.title.removeprefix(old.title + " ") in (
+            CLONE_SUFFIXES
+        )
+        assert c.entity.entity_id == artist_entity_id(c.entity.title) and c.entity.entity_id not in originals
+        assert c.entity.attrs["cloned_from"] == old.entity_id
+    # n = 1 draws among the 4 artists the most users played: Muse (users 8 and 20), then the smallest ids.
+    pool = {MUSE, *sorted([RH, CP, PH, U2])[:3]}
+    assert {c.original for s in range(40) for c in clone_entities(world, entities, 1, seed=s)} == pool
+
+    drift = Drift(at=60, mix=QueryMix(), new_entities=2)
+    default = QueryStream(world, seed=2).generate(400)
+    drifted = QueryStream(world, seed=2, drift=drift, clones=clones).generate(400)
+    assert drifted[:60] == default[:60]
+    old_ids = {c.original for c in clones}
+    new = {c.entity.entity_id: c.entity.title for c in clones}
+    assert any(q.wanted in old_ids for q in default[60:])
+    assert not any(q.wanted in old_ids for q in drifted[60:])
+    assert {q.kind for q in drifted[60:] if q.wanted in new} >= {"name", "typo"}
+    for q in drifted[60:]:
+        if q.kind == "name" and q.wanted in new:
+            assert q.text == new[q.wanted]
+        if q.kind == "like":
+            assert q.text.removeprefix("artists like ") not in {originals[o].title for o in old_ids}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n": 6}, "n: must be an int in [0, 5], got 6"),
+        ({"n": -1}, "n: must be an int in [0, 5], got -1"),
+        ({"n": 1, "seed": "0"}, "seed: must be an int, got '0'"),
+    ],
+)
+def test_clone_entities_rejects(store: CatalogStore, kwargs: dict[str, Any], message: str) -> None:
+    world = build_world(_lastfm(), store)
+    entities = [e for _, batch in store.entities_since(0) for e in batch]
+    with pytest.raises(InvalidRequest) as err:
+        clone_entities(world, entities, **kwargs)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "message"),
+    [
+        ({"at": 0, "mix": {}}, "at", "Input should be greater than or equal to 1"),
+        ({"at": 5}, "mix", "Field required"),
+        ({"at": 5, "mix": {}, "new_entities": -1}, "new_entities", "Input should be greater than or equal to 0"),
+        ({"at": 5, "mix": {"colour": 1}}, "mix.colour", "Extra inputs are not permitted"),
+        ({"at": 5, "mix": {}, "when": 3}, "when", "Extra inputs are not permitted"),
+    ],
+)
+def test_drift_config_rejects(kwargs: dict[str, Any], field: str, message: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        Drift(**kwargs)
+    e = err.value.errors()[0]
+    assert (".".join(str(x) for x in e["loc"]), e["msg"]) == (field, message)
+
+
+def test_stream_rejects_clones_without_a_matching_drift(store: CatalogStore) -> None:
+    world = build_world(_lastfm(), store)
+    entities = [e for _, batch in store.entities_since(0) for e in batch]
+    clones = clone_entities(world, entities, 1, seed=0)
+    with pytest.raises(InvalidRequest) as err:
+        QueryStream(world, clones=clones)
+    assert str(err.value) == "clones: need a drift (they replace their originals from drift.at on)"
+    with pytest.raises(InvalidRequest) as err:
+        QueryStream(world, drift=Drift(at=3, mix=QueryMix(), new_entities=2), clones=clones)
+    assert str(err.value) == "clones: must hold drift.new_entities = 2, got 1"
+    with pytest.raises(InvalidRequest) as err:
+        QueryStream(world, drift=Drift(at=3, mix=QueryMix.parse(AMBIGUOUS_ONLY)))
+    assert str(err.value) == "drift.mix: no held-out user can ask kind 'ambiguous'; give it weight 0"
 
 
 # -- misspellings ----------------------------------------------------------------------------------
