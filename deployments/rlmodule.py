@@ -40,13 +40,13 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 
 from ltrr.bandit import (
     QUERY_CLASSES,
-    ActionSpace,
     ArmRewards,
     ContextFeaturizer,
     Decision,
     LinearArms,
     PolicyConfig,
     make_policy,
+    space_for,
 )
 from ltrr.bandit.latency import LatencyModel, Sample
 from ltrr.bandit.prior import load_prior
@@ -82,7 +82,7 @@ class BanditRLModule(TorchRLModule):
         cfg = PolicyConfig.model_validate(mc["policy"])
         strategies, dim = tuple(mc["strategies"]), int(mc["dim"])
         self.policy_config = cfg
-        self.space = ActionSpace.build(strategies, cfg.ladder, cfg.costs, cfg.overlap)
+        self.space = space_for(cfg, strategies)
         n, f64 = self.space.n_arms, torch.float64
         self.register_buffer("a_inv", torch.zeros(n, dim, dim, dtype=f64))
         self.register_buffer("b", torch.zeros(n, dim, dtype=f64))

@@ -184,7 +184,7 @@ def _catalog(args: argparse.Namespace) -> int:
 
 def _ope(args: argparse.Namespace) -> int:
     from ltrr.appconfig_io import load_app_config
-    from ltrr.bandit import POLICIES, ActionSpace
+    from ltrr.bandit import POLICIES, space_for
     from ltrr.eventlog import SQLiteEventLog
     from ltrr.ope import ESTIMATORS
     from ltrr.ope.logged import collect, evaluate, format_report
@@ -227,7 +227,7 @@ def _ope(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    space = ActionSpace.build(strategies, cfg.policy.ladder, cfg.policy.costs, cfg.policy.overlap)
+    space = space_for(cfg.policy, strategies)
     print(f"ope: bootstrapping {len(policies)} policies x {len(estimators)} estimators ...", file=sys.stderr)
     result = evaluate(rounds, space, estimators=estimators, n_bootstrap_samples=args.bootstrap, random_state=args.seed)
     text = format_report(result, estimators)

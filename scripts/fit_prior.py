@@ -81,6 +81,11 @@ def main() -> int:
     print(f"wrote {path} from {len(records)} searches in {time.perf_counter() - t0:.0f} s; mean hit rate per arm:")
     for s, row in zip(strategies, rates, strict=True):
         print(f"  {s:8s} " + "  ".join(f"@{k}: {r:.2f}" for k, r in zip(ladder[1:], row, strict=True)))
+    if prior.pair_overlap is not None:
+        print("how the strategies' hits overlap (1 nested, 0 independent, -1 disjoint; policy.pair_overlap: prior):")
+        for i, a in enumerate(strategies):
+            for j in range(i + 1, len(strategies)):
+                print(f"  {a}+{strategies[j]}: {prior.pair_overlap[i, j]:+.2f}")
     return 0
 
 

@@ -17,7 +17,7 @@ from ltrr.bandit.config import CostConfig, PolicyConfig
 from ltrr.bandit.features import QUERY_CLASSES, ContextFeaturizer
 from ltrr.bandit.latency import LatencyModel, latency_samples
 from ltrr.bandit.linear import LinearArms
-from ltrr.bandit.registry import POLICIES, make_policy, new_policy
+from ltrr.bandit.registry import POLICIES, make_policy, new_policy, space_for
 from ltrr.bandit.rewards import semi_bandit_rewards, strategy_hits
 
 __all__ = [
@@ -36,5 +36,6 @@ __all__ = [
     "make_policy",
     "new_policy",
     "semi_bandit_rewards",
+    "space_for",
     "strategy_hits",
 ]

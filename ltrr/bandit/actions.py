@@ -27,6 +27,28 @@ independent misses and nested hits (the best strategy's hits contain the others'
 so a second strategy that finds what the first finds adds little. Both are equal on 0/1 tables
 (full-information scoring), so only the policy's estimate changes.
 
+**Pairwise overlap.** One :math:`\\omega` for all strategies cannot say that lexical and memory
+find the same names while lexical and graph find different things. With a symmetric matrix
+:math:`\\Omega` (``pair_overlap``, entries in [-1, 1], fitted on full-information searches by
+:func:`ltrr.bandit.prior.fit_prior`) each pair's joint hit interpolates between independence and
+nesting (:math:`\\omega > 0`) or towards disjoint hits (:math:`\\omega < 0`),
+
+.. math::
+
+    P(s \\cap t) = p_s p_t + \\omega_{st}\\,(\\min(p_s, p_t) - p_s p_t) \\;\\; (\\omega_{st} \\ge 0), \\qquad
+    P(s \\cap t) = (1 + \\omega_{st})\\, p_s p_t \\;\\; (\\omega_{st} < 0),
+
+and the value corrects the independent union by each pair's excess overlap, kept within the
+bounds every union obeys:
+
+.. math::
+
+    u_\\Omega(a) = \\operatorname{clip}\\Bigl(u(a) - \\sum_{s<t} \\bigl(P(s \\cap t) - p_s p_t\\bigr),\\;
+    \\max_s p_s,\\; \\min(1, \\textstyle\\sum_s p_s)\\Bigr).
+
+It is exact for two strategies, and on 0/1 tables it equals the true union. When ``pair_overlap``
+is set it replaces the scalar ``overlap``.
+
 and the policy maximises :math:`u(a \\mid x) - c(a)` (cost, :class:`~ltrr.bandit.config.CostConfig`;
 its latency term uses the measured latencies of :mod:`~ltrr.bandit.latency`, installed with
 :meth:`ActionSpace.set_latency`, which re-prices all actions in place).
@@ -60,12 +82,20 @@ class ActionSpace:
     cost_model: CostConfig = field(repr=False, compare=False)
     latency_ms: np.ndarray = field(repr=False, compare=False)
     overlap: float = 0.0
+    #: (S, S) symmetric pairwise overlap in [-1, 1] (module docstring); None: the scalar ``overlap``
+    pair_overlap: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(
-        cls, strategies: Sequence[str], ladder: Sequence[int], costs: CostConfig | None = None, overlap: float = 0.0
+        cls,
+        strategies: Sequence[str],
+        ladder: Sequence[int],
+        costs: CostConfig | None = None,
+        overlap: float = 0.0,
+        pair_overlap: np.ndarray | None = None,
     ) -> ActionSpace:
-        """The space with its costs at the prior latencies of ``costs``; ``overlap`` in [0, 1] (module docstring)."""
+        """The space with its costs at the prior latencies of ``costs``; ``overlap`` in [0, 1], or
+        ``pair_overlap`` ``(S, S)`` symmetric in [-1, 1] (module docstring)."""
         strategies, ladder = tuple(strategies), tuple(int(k) for k in ladder)
         if not strategies:
             raise ValueError("`strategies` must name at least one strategy")
@@ -79,9 +109,10 @@ class ActionSpace:
             )
         if not 0.0 <= overlap <= 1.0:
             raise ValueError(f"`overlap` must be in [0, 1], got {overlap}")
+        pairs = None if pair_overlap is None else _check_pairs(pair_overlap, len(strategies))
         c = costs or CostConfig()
         latency = np.array([c.prior_latency_ms(s) for s in strategies], dtype=float)
-        return cls(strategies, ladder, _action_costs(ladder, c, latency), c, latency, float(overlap))
+        return cls(strategies, ladder, _action_costs(ladder, c, latency), c, latency, float(overlap), pairs)
 
     def latency_vector(self, latency_ms: Mapping[str, float]) -> np.ndarray:
         """``(S,)`` latencies from a ``{strategy: ms}`` dict; a strategy it lacks gets its prior
@@ -173,15 +204,46 @@ class ActionSpace:
         page-faulted allocation per call, which costs more than the math here)."""
         res = _outer(1.0 - table, np.multiply, out)
         res = np.subtract(1.0, res, out=res)
+        if self.pair_overlap is not None:
+            return self._pairwise(table, res)
         if self.overlap > 0.0:  # u = u_ind - overlap * (u_ind - max_s p_s)
             best = _outer(table, np.maximum)
             res -= self.overlap * (res - best)
         return res
 
+    def _pairwise(self, table: np.ndarray, res: np.ndarray) -> np.ndarray:
+        """:math:`u_\\Omega` in place of the independent union ``res (..., n_actions)``."""
+        n, lead = self.n_strategies, table.shape[:-2]
+        cube = res.reshape(*lead, *(self.n_levels,) * n)
+        for i in range(n):
+            for j in range(i + 1, n):
+                w = float(self.pair_overlap[i, j])  # type: ignore[index]  # set when called
+                if w == 0.0:
+                    continue
+                pi, pj = table[..., i, :, None], table[..., j, None, :]  # (..., L, 1), (..., 1, L)
+                prod = pi * pj
+                excess = w * (np.minimum(pi, pj) - prod) if w > 0.0 else w * prod
+                shape = [*lead] + [1] * n
+                shape[len(lead) + i], shape[len(lead) + j] = self.n_levels, self.n_levels
+                cube -= excess.reshape(shape)
+        if not np.shares_memory(cube, res):  # reshape copied (a non-contiguous ``out``)
+            res[...] = cube.reshape(res.shape)
+        np.maximum(res, _outer(table, np.maximum), out=res)  # np.clip with array bounds is 3x slower
+        np.minimum(res, _outer(table, np.add), out=res)
+        return np.minimum(res, 1.0, out=res)
+
     def union_value(self, table: np.ndarray, levels: Sequence[int]) -> float:
-        """:math:`u_\\omega(a)` of the one action with level vector ``levels`` (not all :math:`L^S`)."""
+        """:math:`u_\\omega(a)` (:math:`u_\\Omega` with ``pair_overlap``) of the one action with level
+        vector ``levels`` (not all :math:`L^S`)."""
         p = table[np.arange(self.n_strategies), list(levels)]
         ind = float(1.0 - np.prod(1.0 - p))
+        if self.pair_overlap is not None:
+            u = ind
+            for i in range(self.n_strategies):
+                for j in range(i + 1, self.n_strategies):
+                    w, prod = float(self.pair_overlap[i, j]), float(p[i] * p[j])
+                    u -= w * (min(float(p[i]), float(p[j])) - prod) if w > 0.0 else w * prod
+            return float(np.clip(u, float(p.max()), min(1.0, float(p.sum()))))
         return ind - self.overlap * (ind - float(p.max()))
 
     def marginals(self, dist: np.ndarray) -> np.ndarray:
@@ -194,6 +256,18 @@ class ActionSpace:
         """Smallest per-strategy level probability under the uniform distribution over valid actions."""
         n, per = self.n_actions - 1, self.n_levels ** (self.n_strategies - 1)
         return (per - 1) / n if self.n_strategies > 1 else 1.0 / n
+
+
+def _check_pairs(pair_overlap: np.ndarray, n: int) -> np.ndarray:
+    """``pair_overlap`` as a float ``(n, n)`` matrix, checked: symmetric, finite, in [-1, 1]."""
+    m = np.array(pair_overlap, dtype=float)
+    if m.shape != (n, n):
+        raise ValueError(f"`pair_overlap` must be a ({n}, {n}) matrix, got shape {m.shape}")
+    if not np.all(np.isfinite(m)) or np.any(np.abs(m) > 1.0):
+        raise ValueError("`pair_overlap` must hold finite values in [-1, 1]")
+    if not np.allclose(m, m.T):
+        raise ValueError("`pair_overlap` must be symmetric")
+    return m
 
 
 def _action_costs(ladder: tuple[int, ...], c: CostConfig, latency_ms: np.ndarray) -> np.ndarray:

@@ -60,6 +60,9 @@ class Decision:
     policy_version: str = ""
     forced: bool = False
     latency_ms: dict[str, float] = field(default_factory=dict)
+    #: the posterior-mean hit probability of every arm (monotone table, arm order) when it decided:
+    #: what soft labels of an unclicked search start from (empty in logs from before soft labels)
+    hit_probs: tuple[float, ...] = ()
     x: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +78,7 @@ class Decision:
             "policy_version": self.policy_version,
             "forced": self.forced,
             "latency_ms": dict(self.latency_ms),
+            "hit_probs": list(self.hit_probs),
         }
 
     @classmethod
@@ -91,6 +95,7 @@ class Decision:
             policy_version=str(d.get("policy_version", "")),
             forced=bool(d.get("forced", False)),
             latency_ms={str(k): float(v) for k, v in (d.get("latency_ms") or {}).items()},
+            hit_probs=tuple(float(p) for p in (d.get("hit_probs") or ())),
             x=x,
         )
 
@@ -167,7 +172,14 @@ class Policy(ABC):
         weighs :math:`v^2` and its reward :math:`v r` (weighted least squares of the click on
         :math:`v p(x)`). Absent: 1, the plain update."""
         x, arms = self._arms_of(decision, rewards)
-        for arm, r, v in zip(arms, rewards.values(), self._visibility(rewards, visibility), strict=True):
+        vis = self._visibility(rewards, visibility)
+        if self._soft(decision, visibility):
+            clicked = any(r for r in rewards.values())
+            targets = list(map(float, rewards.values())) if clicked else self._soft_labels(decision, arms, vis)
+            for arm, y in zip(arms, targets, strict=True):
+                self.arms.update(arm, x, y, 1.0)
+            return len(arms)
+        for arm, r, v in zip(arms, rewards.values(), vis, strict=True):
             self.arms.update(arm, x, float(r), v * v)
         return len(arms)
 
@@ -178,19 +190,47 @@ class Policy(ABC):
         if any(r for r in observed.values()):
             raise ValueError("`observed` must hold only 0 rewards; credit the positives with `credit`")
         x, arms = self._arms_of(decision, observed)
-        for arm, v in zip(arms, self._visibility(observed, visibility), strict=True):
+        vis = self._visibility(observed, visibility)
+        if self._soft(decision, visibility):
+            for arm, y in zip(arms, self._soft_labels(decision, arms, vis), strict=True):
+                self.arms.update(arm, x, y, 1.0)
+            return len(arms)
+        for arm, v in zip(arms, vis, strict=True):
             self.arms.observe(arm, x, v * v)
         return len(arms)
 
     def credit(self, decision: Decision, rewards: ArmRewards, visibility: ArmRewards | None = None) -> int:
         """Add the positive rewards of a decision already counted by :meth:`open`; returns arms credited."""
         x, arms = self._arms_of(decision, rewards)
+        vis = self._visibility(rewards, visibility)
+        if self._soft(decision, visibility):  # replace each arm's soft label by its exact one
+            soft = self._soft_labels(decision, arms, vis)
+            for arm, r, y in zip(arms, rewards.values(), soft, strict=True):
+                if float(r) != y:
+                    self.arms.reward(arm, x, float(r) - y)
+            return sum(1 for r in rewards.values() if r)
         n = 0
-        for arm, r, v in zip(arms, rewards.values(), self._visibility(rewards, visibility), strict=True):
+        for arm, r, v in zip(arms, rewards.values(), vis, strict=True):
             if r:
                 self.arms.reward(arm, x, float(r) * v)
                 n += 1
         return n
+
+    def _soft(self, decision: Decision, visibility: ArmRewards | None) -> bool:
+        """Whether this update reads the search with soft labels: ``soft_labels`` is on, the shown
+        list was read (``visibility``) and the decision logged its hit probabilities."""
+        return self.config.soft_labels and visibility is not None and len(decision.hit_probs) == self.space.n_arms
+
+    @staticmethod
+    def _soft_labels(decision: Decision, arms: list[int], vis: list[float]) -> list[float]:
+        """Per arm, the chance it held the wanted item given that nobody clicked:
+        :math:`y = p (1 - v) / (1 - p v)` (Bayes, with ``p`` the hit probability the decision logged and
+        ``v`` the chance a hit of the arm was seen and clicked)."""
+        out = []
+        for arm, v in zip(arms, vis, strict=True):
+            p = min(max(decision.hit_probs[arm], 0.0), 1.0)
+            out.append(p * (1.0 - v) / (1.0 - p * v) if p * v < 1.0 else 0.0)
+        return out
 
     @staticmethod
     def _visibility(rewards: ArmRewards, visibility: ArmRewards | None) -> list[float]:
@@ -254,6 +294,7 @@ class Policy(ABC):
             cost=float(sp.costs[action]),
             algorithm=self.name,
             latency_ms=sp.latency_dict(),
+            hit_probs=tuple(round(float(p), 6) for p in table[:, 1:].ravel()),  # 6 digits: compact logs
             x=x,
         )
 

@@ -108,7 +108,14 @@ class PolicyConfig(BaseModel):
         ge=0.0,
         le=1.0,
         description="How much the strategies' hits overlap in the value of a plan: 0 assumes they miss "
-        "independently, 1 that the best strategy's hits contain the others' (ltrr.bandit.actions).",
+        "independently, 1 that the best strategy's hits contain the others' (ltrr.bandit.actions). "
+        "Ignored when pair_overlap is set.",
+    )
+    pair_overlap: Literal["prior"] | dict[str, float] | None = Field(
+        None,
+        description="Per pair of strategies, how their hits overlap, in [-1, 1] (1: nested, 0: independent, "
+        "-1: disjoint; ltrr.bandit.actions): 'prior' takes the pairs fitted with prior_path, or a map "
+        "{'lexical+memory': 0.9, ...} (pairs not named: 0). Replaces the single `overlap`. None: `overlap`.",
     )
     position_bias: float | None = Field(
         None,
@@ -117,6 +124,14 @@ class PolicyConfig(BaseModel):
         description="Read clicks through what the user could see (ltrr.bandit.rewards.arm_visibility): a "
         "candidate the fused list did not show could not be clicked, one shown at position r was examined "
         "with chance r^-position_bias (0: every shown result was looked at). None: every miss is a plain 0.",
+    )
+    soft_labels: bool = Field(
+        False,
+        description="Learn from what a click reveals (EM on the position-based click model): a clicked "
+        "search teaches every observed arm its exact label (the clicked entity is the wanted one), an "
+        "unclicked one the chance the arm held the wanted item anyway, p(1 - v) / (1 - p v), with p the hit "
+        "probability the decision logged and v how likely a hit of the arm was seen (position_bias). "
+        "False: an unclicked search is a visibility-weighted 0. Needs position_bias.",
     )
     ignore_features: tuple[str, ...] = Field(
         (),
@@ -175,4 +190,23 @@ class PolicyConfig(BaseModel):
     def _positive_actions(self) -> PolicyConfig:
         if not self.positive_actions:
             raise ValueError("positive_actions: must name at least one action")
+        return self
+
+    @model_validator(mode="after")
+    def _soft_labels(self) -> PolicyConfig:
+        if self.soft_labels and self.position_bias is None:
+            raise ValueError("soft_labels: needs position_bias (how likely a shown hit is seen)")
+        return self
+
+    @model_validator(mode="after")
+    def _pairs(self) -> PolicyConfig:
+        if self.pair_overlap == "prior" and not self.prior_path:
+            raise ValueError("pair_overlap: 'prior' needs a prior_path")
+        if isinstance(self.pair_overlap, dict):
+            for key, w in self.pair_overlap.items():
+                a, sep, b = key.partition("+")
+                if not sep or not a or not b or a == b:
+                    raise ValueError(f"pair_overlap: keys must be 'strategy+other', got {key!r}")
+                if not math.isfinite(w) or not -1.0 <= w <= 1.0:
+                    raise ValueError(f"pair_overlap[{key!r}]: must be in [-1, 1], got {w}")
         return self

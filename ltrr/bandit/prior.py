@@ -21,7 +21,11 @@ overtakes it after a few hundred searches. Features are stored by name: a featur
 does not know gets no prior information beyond the ridge (its rows are 0), and a feature it
 knows but the policy no longer uses is dropped.
 
-Saved as one ``.npz`` (``xtx``, ``xtr``) with a JSON header (strategies, ladder, feature names,
+The same records show how the strategies' hits overlap: :func:`estimate_pair_overlap` fits each
+pair's :math:`\\omega_{st}` (:mod:`ltrr.bandit.actions`, pairwise overlap) against the prior's own
+hit predictions, kept as ``pair_overlap`` (``policy.pair_overlap: prior`` installs it).
+
+Saved as one ``.npz`` (``xtx``, ``xtr``, ``pair_overlap``) with a JSON header (strategies, ladder, feature names,
 record count, provenance); :func:`load_prior` checks it against the policy it is installed in.
 """
 
@@ -30,7 +34,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -47,6 +51,8 @@ class FittedPrior:
     xtr: np.ndarray  # (n_arms, d): mean r x
     n: int
     provenance: str = ""
+    #: (S, S) pairwise overlap of the strategies' hits (:func:`estimate_pair_overlap`); None in older files
+    pair_overlap: np.ndarray | None = None
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -58,8 +64,11 @@ class FittedPrior:
             "n": self.n,
             "provenance": self.provenance,
         }
+        arrays: dict[str, Any] = {"xtx": self.xtx, "xtr": self.xtr, "header": np.array(json.dumps(header))}
+        if self.pair_overlap is not None:
+            arrays["pair_overlap"] = self.pair_overlap
         with path.open("wb") as f:
-            np.savez_compressed(f, xtx=self.xtx, xtr=self.xtr, header=np.array(json.dumps(header)))
+            np.savez_compressed(f, **arrays)
         return path
 
     def hit_rates(self) -> np.ndarray:
@@ -92,29 +101,60 @@ def fit_prior(
     ladder: Sequence[int],
     names: Sequence[str],
     provenance: str = "",
+    fit_ridge: float = 25.0,
 ) -> FittedPrior:
     """Fit from ``(features, ranks)`` records: ``features`` the named context features, ``ranks``
-    each strategy's 1-based rank of the wanted entity at the largest budget (None or absent: missed)."""
+    each strategy's 1-based rank of the wanted entity at the largest budget (None or absent: missed).
+    ``fit_ridge``: the ridge of the per-arm fit whose predictions :func:`estimate_pair_overlap` reads."""
     strategies, ladder, names = tuple(strategies), tuple(int(k) for k in ladder), tuple(names)
     budgets = ladder[1:]
     if not budgets:
         raise ValueError(f"`ladder` must have a positive budget, got {list(ladder)}")
     d, n_arms = len(names), len(strategies) * len(budgets)
-    xtx, xtr, n = np.zeros((d, d)), np.zeros((n_arms, d)), 0
+    xs: list[np.ndarray] = []
+    hits: list[list[list[float]]] = []
     for features, ranks in records:
         x = np.fromiter((float(features.get(name, 0.0)) for name in names), dtype=float, count=d)
         if not np.all(np.isfinite(x)):
-            raise ValueError(f"`records[{n}]` has non-finite features")
-        xtx += np.outer(x, x)
-        for s, name in enumerate(strategies):
-            rank = ranks.get(name)
-            for j, k in enumerate(budgets):
-                if rank is not None and rank <= k:
-                    xtr[s * len(budgets) + j] += x
-        n += 1
-    if n == 0:
+            raise ValueError(f"`records[{len(xs)}]` has non-finite features")
+        rank = [ranks.get(name) for name in strategies]
+        hits.append([[float(r is not None and r <= k) for k in budgets] for r in rank])
+        xs.append(x)
+    if not xs:
         raise ValueError("`records` must hold at least one record")
-    return FittedPrior(strategies, ladder, names, xtx / n, xtr / n, n, provenance)
+    x_all, h = np.array(xs), np.array(hits)  # (n, d), (n, S, L - 1)
+    n = len(xs)
+    xtx, xtr = x_all.T @ x_all / n, (h.reshape(n, n_arms).T @ x_all) / n
+    theta = np.linalg.solve(xtx + (fit_ridge / n) * np.eye(d), xtr.T)  # (d, n_arms): the prior's own fit
+    predicted = np.maximum.accumulate(np.clip(x_all @ theta, 0.0, 1.0).reshape(h.shape), axis=-1)
+    overlap = estimate_pair_overlap(h, predicted) if len(strategies) > 1 else None
+    return FittedPrior(strategies, ladder, names, xtx, xtr, n, provenance, overlap)
+
+
+def estimate_pair_overlap(hits: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Each pair's :math:`\\omega_{st}` from 0/1 ``hits`` and the model's ``predicted`` hit
+    probabilities, both ``(n, S, L - 1)`` (every record, strategy and positive budget).
+
+    A moment match, pooled over records and budgets: with :math:`C = \\sum h_s h_t` the observed
+    joint hits, :math:`I = \\sum p_s p_t` what independence predicts and :math:`N = \\sum \\min(p_s, p_t)`
+    what nesting predicts, :math:`\\omega = (C - I) / (N - I)` when hits co-occur more than
+    independence says, else :math:`(C - I) / I` (towards disjoint hits), clipped to [-1, 1].
+    Returns a symmetric ``(S, S)`` matrix with a zero diagonal."""
+    if hits.shape != predicted.shape or hits.ndim != 3:
+        raise ValueError(f"`hits` and `predicted` must both be (n, S, L - 1), got {hits.shape} and {predicted.shape}")
+    n_s = hits.shape[1]
+    out = np.zeros((n_s, n_s))
+    for i in range(n_s):
+        for j in range(i + 1, n_s):
+            joint = float((hits[:, i] * hits[:, j]).sum())
+            ind = float((predicted[:, i] * predicted[:, j]).sum())
+            nest = float(np.minimum(predicted[:, i], predicted[:, j]).sum())
+            if joint >= ind:
+                w = (joint - ind) / (nest - ind) if nest > ind else 0.0
+            else:
+                w = (joint - ind) / ind
+            out[i, j] = out[j, i] = float(np.clip(w, -1.0, 1.0))
+    return out
 
 
 def load_prior(path: str | Path, strategies: Sequence[str], ladder: Sequence[int]) -> FittedPrior:
@@ -127,6 +167,7 @@ def load_prior(path: str | Path, strategies: Sequence[str], ladder: Sequence[int
         with np.load(p, allow_pickle=False) as z:
             header = json.loads(str(z["header"]))
             xtx, xtr = np.array(z["xtx"], dtype=float), np.array(z["xtr"], dtype=float)
+            pairs = np.array(z["pair_overlap"], dtype=float) if "pair_overlap" in z.files else None
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"policy.prior_path: {str(p)!r} is not a prior file ({exc})") from exc
     if tuple(header["strategies"]) != tuple(strategies) or tuple(header["ladder"]) != tuple(ladder):
@@ -142,4 +183,5 @@ def load_prior(path: str | Path, strategies: Sequence[str], ladder: Sequence[int
         xtr,
         int(header["n"]),
         str(header.get("provenance", "")),
+        pairs,
     )

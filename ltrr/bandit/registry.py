@@ -13,6 +13,7 @@ from ltrr.bandit.epsilon_greedy import EpsilonGreedy
 from ltrr.bandit.linear import LinearArms
 from ltrr.bandit.linear_ts import LinearTS
 from ltrr.bandit.linucb import LinUCB
+from ltrr.bandit.prior import load_prior
 from ltrr.bandit.uniform import UniformRandom
 from ltrr.errors import ConfigError
 
@@ -40,6 +41,37 @@ def make_policy(
     return cls(space, config, arms, rng if rng is not None else np.random.default_rng(config.seed))
 
 
+def pair_matrix(config: PolicyConfig, strategies: Sequence[str]) -> np.ndarray | None:
+    """``config.pair_overlap`` as an ``(S, S)`` matrix over ``strategies``: the fitted prior's pairs
+    (``"prior"``; a prior file without them is a :class:`~ltrr.errors.ConfigError`), the named pairs of a
+    map (a pair naming a strategy that is not enabled is ignored), or None (the scalar ``overlap``)."""
+    spec = config.pair_overlap
+    if spec is None:
+        return None
+    strategies = tuple(strategies)
+    if spec == "prior":
+        prior = load_prior(str(config.prior_path), strategies, config.ladder)
+        if prior.pair_overlap is None:
+            raise ConfigError(
+                f"policy.pair_overlap: the prior at {config.prior_path!r} holds no pairs; "
+                "refit it with scripts/fit_prior.py"
+            )
+        return prior.pair_overlap
+    m = np.zeros((len(strategies), len(strategies)))
+    for key, w in spec.items():
+        a, _, b = key.partition("+")
+        if a in strategies and b in strategies:
+            i, j = strategies.index(a), strategies.index(b)
+            m[i, j] = m[j, i] = float(w)
+    return m
+
+
+def space_for(config: PolicyConfig, strategies: Sequence[str]) -> ActionSpace:
+    """The action space of ``config`` over ``strategies``: ladder, costs and the union model
+    (``overlap`` or ``pair_overlap``). Every holder of a policy builds it here."""
+    return ActionSpace.build(strategies, config.ladder, config.costs, config.overlap, pair_matrix(config, strategies))
+
+
 def new_policy(
     config: PolicyConfig,
     strategies: Sequence[str],
@@ -49,7 +81,7 @@ def new_policy(
 ) -> Policy:
     """A policy over ``strategies`` with ``dim`` context features, its arms at the prior
     (``config.ridge``, ``config.prior_hit_rate``); its action space is ``policy.space``."""
-    space = ActionSpace.build(strategies, config.ladder, config.costs, config.overlap)
+    space = space_for(config, strategies)
     arms = LinearArms.zeros(space.n_arms, dim)
     arms.reset(config.ridge, config.prior_hit_rate)
     return make_policy(config, space, arms, rng, algorithm)

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ltrr.bandit import ActionSpace, ContextFeaturizer, PolicyConfig, new_policy
+from ltrr.bandit import ActionSpace, ContextFeaturizer, PolicyConfig, new_policy, space_for
 from ltrr.bandit.rewards import observe
 from ltrr.eventlog import SearchEvent, Settlement
 from ltrr.ope.base import as_position, importance_weights
@@ -80,7 +80,7 @@ def collect(
     them only the positive outcomes are settled yet, which would bias every estimate up.
     Searches before ``since_ts`` are skipped (counted in ``skipped``); targets do not learn from them."""
     featurizer = ContextFeaturizer(strategies, ignore=config.ignore_features)
-    space = ActionSpace.build(strategies, config.ladder, config.costs, config.overlap)
+    space = space_for(config, strategies)
     cfg = config.model_copy(update={"ts_resamples": ts_resamples})
     targets = {
         algo: new_policy(cfg, strategies, featurizer.dim, np.random.default_rng(seed + i), algo)

@@ -297,3 +297,49 @@ def test_overlap_interpolates_between_independent_misses_and_nested_hits():
     assert ActionSpace.build(("a", "b"), (0, 10), overlap=0.7).union_values(zero_one)[both] == 1.0
     with pytest.raises(ValueError, match=r"`overlap` must be in \[0, 1\], got 1.5"):
         ActionSpace.build(("a", "b"), (0, 10), overlap=1.5)
+
+
+def test_pairwise_overlap_by_hand_for_two_strategies():
+    table = np.array([[0.0, 0.4], [0.0, 0.3]])
+    both = 3  # levels (1, 1)
+    for w, joint in ((0.0, 0.12), (1.0, 0.3), (0.5, 0.12 + 0.5 * (0.3 - 0.12)), (-1.0, 0.0), (-0.5, 0.06)):
+        sp = ActionSpace.build(("a", "b"), (0, 10), pair_overlap=np.array([[0.0, w], [w, 0.0]]))
+        expected = 0.4 + 0.3 - joint  # inclusion-exclusion, exact for two strategies
+        assert sp.union_values(table)[both] == pytest.approx(expected), w
+        assert sp.union_value(table, (1, 1)) == pytest.approx(expected), w
+        assert sp.union_values(table)[sp.action((0, 1))] == pytest.approx(0.3), "one strategy: its own p"
+
+
+def test_pairwise_overlap_names_each_pair_and_stays_within_union_bounds():
+    rng = np.random.default_rng(3)
+    om = np.array([[0, 0.9, -0.4, 1.0], [0.9, 0, -0.3, 0.8], [-0.4, -0.3, 0, 0.1], [1.0, 0.8, 0.1, 0]])
+    sp = ActionSpace.build(("lexical", "vector", "graph", "memory"), (0, 10, 25, 50, 100), pair_overlap=om)
+    table = sp.hit_table(rng.random((6, sp.n_arms)))
+    u = sp.union_values(table, out=np.empty((6, sp.n_actions)))
+    lv = np.array([sp.levels(a) for a in range(sp.n_actions)])
+    p = table[:, np.arange(4)[None, :], lv]  # (6, A, S)
+    assert np.all(u >= p.max(axis=2) - 1e-12) and np.all(u <= np.minimum(p.sum(axis=2), 1.0) + 1e-12)
+    for t, a in ((0, 7), (3, 311), (5, 624)):
+        assert u[t, a] == pytest.approx(sp.union_value(table[t], sp.levels(a)))
+    # lexical and memory nest fully: adding memory to lexical adds nothing when it is the weaker one
+    t01 = np.zeros((4, 5))
+    t01[0, 1:], t01[3, 1:] = 0.8, 0.5
+    assert sp.union_value(t01, (1, 0, 0, 1)) == pytest.approx(0.8)
+    # on 0/1 tables every model is the true union
+    zero_one = sp.hit_table((rng.random((9, sp.n_arms)) < 0.4).astype(float))
+    np.testing.assert_array_equal(
+        sp.union_values(zero_one), ActionSpace.build(sp.strategies, sp.ladder).union_values(zero_one)
+    )
+
+
+@pytest.mark.parametrize(
+    "matrix, message",
+    [
+        (np.zeros((3, 3)), r"`pair_overlap` must be a \(2, 2\) matrix, got shape \(3, 3\)"),
+        (np.array([[0.0, 1.5], [1.5, 0.0]]), r"`pair_overlap` must hold finite values in \[-1, 1\]"),
+        (np.array([[0.0, 0.5], [0.2, 0.0]]), r"`pair_overlap` must be symmetric"),
+    ],
+)
+def test_pairwise_overlap_rejects(matrix, message):
+    with pytest.raises(ValueError, match=message):
+        ActionSpace.build(("a", "b"), (0, 10), pair_overlap=matrix)

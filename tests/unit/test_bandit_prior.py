@@ -94,3 +94,67 @@ def test_install_checks_shapes():
         prior.install(LinearArms.zeros(2, 1), ("bias",), 1.0, 0.3, 1.0)
     with pytest.raises(ValueError, match="`names` must name the 1 features of `arms`, got 2"):
         prior.install(LinearArms.zeros(4, 1), ("bias", "x"), 1.0, 0.3, 1.0)
+
+
+def test_fit_estimates_how_the_strategies_hits_overlap(tmp_path):
+    """lexical and memory find the same names (nested); graph finds what they miss (disjoint)."""
+    strategies = ("lexical", "graph", "memory")
+    rng = np.random.default_rng(0)
+    recs = []
+    for _ in range(600):
+        hit = rng.random() < 0.5  # the names both find, or not, in the same context
+        recs.append(({"bias": 1.0}, {"lexical": 2 if hit else None, "memory": 1 if hit else None,
+                                     "graph": None if hit else 5}))  # fmt: skip
+    prior = fit_prior(recs, strategies, LADDER, ("bias",))
+    om = prior.pair_overlap
+    assert om is not None and om.shape == (3, 3) and np.allclose(om, om.T) and np.all(np.diag(om) == 0)
+    assert om[0, 2] == pytest.approx(1.0, abs=0.02), "lexical+memory: nested"
+    assert om[0, 1] == pytest.approx(-1.0, abs=0.02) and om[1, 2] == pytest.approx(-1.0, abs=0.02), "disjoint"
+    loaded = load_prior(prior.save(tmp_path / "p.npz"), strategies, LADDER)
+    np.testing.assert_array_equal(loaded.pair_overlap, om)
+
+
+def test_independent_hits_have_no_overlap():
+    from ltrr.bandit.prior import estimate_pair_overlap
+
+    rng = np.random.default_rng(1)
+    hits = (rng.random((20000, 2, 1)) < 0.4).astype(float)
+    om = estimate_pair_overlap(hits, np.full(hits.shape, 0.4))
+    assert abs(om[0, 1]) < 0.05
+    with pytest.raises(ValueError, match=r"`hits` and `predicted` must both be \(n, S, L - 1\)"):
+        estimate_pair_overlap(hits, np.zeros((3, 2)))
+
+
+def test_pair_overlap_from_the_prior_or_by_name(tmp_path):
+    from ltrr.bandit import PolicyConfig, space_for
+
+    path = tmp_path / "p.npz"
+    old = fit_prior(records(), STRATEGIES, LADDER, ("bias", "class.name", "class.seed"))
+    FittedPrior(*[getattr(old, f) for f in ("strategies", "ladder", "names", "xtx", "xtr", "n")]).save(path)
+    cfg = PolicyConfig(ladder=LADDER, prior_path=str(path), pair_overlap="prior")
+    with pytest.raises(ConfigError, match="policy.pair_overlap: the prior at .* holds no pairs; refit it"):
+        space_for(cfg, STRATEGIES)
+    old.save(path)
+    np.testing.assert_array_equal(space_for(cfg, STRATEGIES).pair_overlap, old.pair_overlap)
+    named = PolicyConfig(ladder=LADDER, pair_overlap={"lexical+graph": -0.5, "lexical+vector": 0.9})
+    np.testing.assert_array_equal(space_for(named, STRATEGIES).pair_overlap, [[0.0, -0.5], [-0.5, 0.0]])
+    assert space_for(PolicyConfig(ladder=LADDER), STRATEGIES).pair_overlap is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"pair_overlap": "prior"}, "pair_overlap: 'prior' needs a prior_path"),
+        ({"pair_overlap": {"lexical": 0.5}}, "pair_overlap: keys must be 'strategy\\+other', got 'lexical'"),
+        ({"pair_overlap": {"graph+graph": 0.5}}, "pair_overlap: keys must be 'strategy\\+other', got 'graph\\+graph'"),
+        ({"pair_overlap": {"lexical+graph": 2.0}}, r"pair_overlap\['lexical\+graph'\]: must be in \[-1, 1\], got 2.0"),
+        ({"soft_labels": True}, r"soft_labels: needs position_bias"),
+    ],
+)
+def test_policy_config_rejects(kwargs, message):
+    from pydantic import ValidationError
+
+    from ltrr.bandit import PolicyConfig
+
+    with pytest.raises(ValidationError, match=message):
+        PolicyConfig(**kwargs)

@@ -215,3 +215,48 @@ def test_a_hidden_hit_teaches_little_and_a_seen_miss_teaches_fully():
     assert pol.arms.mean(x)[0] == pytest.approx(0.5 / 2.01, rel=1e-9)
     with pytest.raises(ValueError, match=r"`visibility` must be in \[0, 1\], got 2.0"):
         pol.update(d, {("lexical", 10): 1.0}, {("lexical", 10): 2.0})
+
+
+def test_soft_labels_teach_exact_labels_on_a_click_and_the_posterior_hit_chance_without_one():
+    from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
+
+    fz = ContextFeaturizer(["lexical", "graph"])
+    x = fz.vector({"bias": 1.0})
+    cfg = PolicyConfig(ladder=(0, 10), ridge=1.0, prior_hit_rate=0.5, position_bias=0.5, soft_labels=True)
+    pol = new_policy(cfg, ["lexical", "graph"], fz.dim)
+    d = pol.forced(x, {"lexical": 10, "graph": 10})
+    assert d.hit_probs == (0.5, 0.5) and Decision.from_dict(d.to_dict()).hit_probs == (0.5, 0.5)
+    vis = {("lexical", 10): 0.5, ("graph", 10): 1.0}
+    # no click: lexical's hit was seen half the time, so p(1-v)/(1-pv) = 0.25/0.75; graph's hit would
+    # have been seen for sure, so it missed
+    pol.update(d, {("lexical", 10): 0.0, ("graph", 10): 0.0}, vis)
+    lex, graph = pol.arms.mean(x)
+    assert lex == pytest.approx((0.5 + 1 / 3) / 2) and graph == pytest.approx(0.5 / 2)
+    # a click on what graph found: graph hit and lexical missed, both exactly, visibility notwithstanding
+    pol.update(d, {("lexical", 10): 0.0, ("graph", 10): 1.0}, vis)
+    lex, graph = pol.arms.mean(x)
+    assert lex == pytest.approx((0.5 + 1 / 3) / 3) and graph == pytest.approx((0.5 + 1.0) / 3)
+
+
+def test_soft_open_then_credit_equals_update():
+    from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
+
+    fz = ContextFeaturizer(["lexical", "graph"])
+    x = fz.vector({"bias": 1.0, "class.name": 1.0})
+    cfg = PolicyConfig(ladder=(0, 10, 50), position_bias=1.0, soft_labels=True)
+    a, b = (new_policy(cfg, ["lexical", "graph"], fz.dim) for _ in range(2))
+    d = a.forced(x, {"lexical": 50, "graph": 10})
+    rewards = {("lexical", 10): 0.0, ("lexical", 50): 1.0, ("graph", 10): 0.0}
+    vis = {("lexical", 10): 0.6, ("lexical", 50): 0.2, ("graph", 10): 0.9}
+    a.update(d, rewards, vis)
+    b.open(d, dict.fromkeys(rewards, 0.0), vis)
+    assert b.credit(d, rewards, vis) == 1
+    np.testing.assert_allclose(a.arms.b, b.arms.b, atol=1e-12)
+    np.testing.assert_allclose(a.arms.a_inv, b.arms.a_inv, atol=1e-12)
+    # a decision logged before soft labels (no hit_probs) keeps the visibility-weighted update
+    old = Decision.from_dict({**d.to_dict(), "hit_probs": []}, x=x)
+    c = new_policy(cfg, ["lexical", "graph"], fz.dim)
+    c.update(old, rewards, vis)
+    plain = new_policy(cfg.model_copy(update={"soft_labels": False}), ["lexical", "graph"], fz.dim)
+    plain.update(old, rewards, vis)
+    np.testing.assert_allclose(c.arms.b, plain.arms.b)
