@@ -71,6 +71,20 @@ class FittedPrior:
             np.savez_compressed(f, **arrays)
         return path
 
+    def pairs_for(self, strategies: Sequence[str]) -> np.ndarray | None:
+        """The pairwise overlap over ``strategies``, by name (a strategy the prior was not fitted with
+        overlaps nothing: 0); None when the prior holds no pairs. A policy over a subset of the
+        prior's strategies (while an index is still building) keeps the pairs it has."""
+        if self.pair_overlap is None:
+            return None
+        idx = [self.strategies.index(s) if s in self.strategies else -1 for s in strategies]
+        out = np.zeros((len(idx), len(idx)))
+        for a, i in enumerate(idx):
+            for b, j in enumerate(idx):
+                if i >= 0 and j >= 0 and a != b:
+                    out[a, b] = self.pair_overlap[i, j]
+        return out
+
     def hit_rates(self) -> np.ndarray:
         """Mean hit rate of every arm over the records (the bias feature's share of ``xtr``)."""
         return self.xtr[:, self.names.index("bias")] if "bias" in self.names else np.zeros(len(self.xtr))
@@ -160,6 +174,17 @@ def estimate_pair_overlap(hits: np.ndarray, predicted: np.ndarray) -> np.ndarray
 def load_prior(path: str | Path, strategies: Sequence[str], ladder: Sequence[int]) -> FittedPrior:
     """Read a saved prior and check it was fitted for ``strategies`` and ``ladder``
     (:class:`~ltrr.errors.ConfigError` naming ``policy.prior_path`` otherwise)."""
+    prior = read_prior(path)
+    if prior.strategies != tuple(strategies) or prior.ladder != tuple(ladder):
+        raise ConfigError(
+            f"policy.prior_path: {str(path)!r} was fitted for strategies {list(prior.strategies)} and ladder "
+            f"{list(prior.ladder)}, the policy has {list(strategies)} and {list(ladder)}"
+        )
+    return prior
+
+
+def read_prior(path: str | Path) -> FittedPrior:
+    """Read a saved prior whatever it was fitted for (:func:`load_prior` checks that)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"policy.prior_path: no prior file at {str(p)!r}")
@@ -170,11 +195,6 @@ def load_prior(path: str | Path, strategies: Sequence[str], ladder: Sequence[int
             pairs = np.array(z["pair_overlap"], dtype=float) if "pair_overlap" in z.files else None
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"policy.prior_path: {str(p)!r} is not a prior file ({exc})") from exc
-    if tuple(header["strategies"]) != tuple(strategies) or tuple(header["ladder"]) != tuple(ladder):
-        raise ConfigError(
-            f"policy.prior_path: {str(p)!r} was fitted for strategies {header['strategies']} and ladder "
-            f"{header['ladder']}, the policy has {list(strategies)} and {list(ladder)}"
-        )
     return FittedPrior(
         tuple(header["strategies"]),
         tuple(header["ladder"]),

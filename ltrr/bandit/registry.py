@@ -13,7 +13,7 @@ from ltrr.bandit.epsilon_greedy import EpsilonGreedy
 from ltrr.bandit.linear import LinearArms
 from ltrr.bandit.linear_ts import LinearTS
 from ltrr.bandit.linucb import LinUCB
-from ltrr.bandit.prior import load_prior
+from ltrr.bandit.prior import read_prior
 from ltrr.bandit.uniform import UniformRandom
 from ltrr.errors import ConfigError
 
@@ -42,21 +42,21 @@ def make_policy(
 
 
 def pair_matrix(config: PolicyConfig, strategies: Sequence[str]) -> np.ndarray | None:
-    """``config.pair_overlap`` as an ``(S, S)`` matrix over ``strategies``: the fitted prior's pairs
-    (``"prior"``; a prior file without them is a :class:`~ltrr.errors.ConfigError`), the named pairs of a
+    """``config.pair_overlap`` as an ``(S, S)`` matrix over ``strategies``: the fitted prior's pairs by
+    name (``"prior"``; a prior file without them is a :class:`~ltrr.errors.ConfigError`), the named pairs of a
     map (a pair naming a strategy that is not enabled is ignored), or None (the scalar ``overlap``)."""
     spec = config.pair_overlap
     if spec is None:
         return None
     strategies = tuple(strategies)
     if spec == "prior":
-        prior = load_prior(str(config.prior_path), strategies, config.ladder)
-        if prior.pair_overlap is None:
+        pairs = read_prior(str(config.prior_path)).pairs_for(strategies)
+        if pairs is None:
             raise ConfigError(
                 f"policy.pair_overlap: the prior at {config.prior_path!r} holds no pairs; "
                 "refit it with scripts/fit_prior.py"
             )
-        return prior.pair_overlap
+        return pairs
     m = np.zeros((len(strategies), len(strategies)))
     for key, w in spec.items():
         a, _, b = key.partition("+")

@@ -158,3 +158,17 @@ def test_policy_config_rejects(kwargs, message):
 
     with pytest.raises(ValidationError, match=message):
         PolicyConfig(**kwargs)
+
+
+def test_a_policy_over_some_of_the_priors_strategies_keeps_their_pairs(tmp_path):
+    """While an index builds, the app runs a policy over fewer strategies; the pairs map by name."""
+    from ltrr.bandit import PolicyConfig, space_for
+
+    om = np.array([[0.0, 0.9, -0.2], [0.9, 0.0, 0.5], [-0.2, 0.5, 0.0]])
+    prior = fit_prior(records(), STRATEGIES, LADDER, ("bias",))
+    path = FittedPrior(("lexical", "vector", "graph"), LADDER, prior.names, prior.xtx,
+                       np.zeros((6, 1)), prior.n, "", om).save(tmp_path / "p.npz")  # fmt: skip
+    cfg = PolicyConfig(ladder=LADDER, prior_path=str(path), pair_overlap="prior")
+    np.testing.assert_array_equal(space_for(cfg, ("lexical", "graph")).pair_overlap, [[0.0, -0.2], [-0.2, 0.0]])
+    got = space_for(cfg, ("graph", "memory", "vector")).pair_overlap
+    np.testing.assert_array_equal(got, [[0.0, 0.0, 0.5], [0.0, 0.0, 0.0], [0.5, 0.0, 0.0]])
