@@ -20,7 +20,7 @@ export RAY_SERVE_GRPC_MAX_MESSAGE_SIZE ?= 4194304
 export TRANSFORMERS_OFFLINE := 1
 export LTRR_HOME := $(CURDIR)
 
-.PHONY: install meili pg run up down logs test unit integration lint bench bench-quick chaos overload soak multinode autoscale clean
+.PHONY: install meili pg run up down logs test unit integration lint bench bench-quick chaos overload soak multinode autoscale bench-scale clean
 
 install: $(STAMP)
 
@@ -110,6 +110,13 @@ multinode: install meili pg
 # of closed-loop callers; restores the original config; writes bench-out/autoscale/. AUTOSCALE_ARGS="--step-s 15".
 autoscale: install
 	$(PY) scripts/autoscale.py $(AUTOSCALE_ARGS)
+
+# Issue 10, "Scale", against the running servers (`make up` first; not part of `make bench`): synthetic catalogs of
+# 58k, 250k and 1M entities under var/scale/, each ingested into its own indexes (hashing embedder) and served in turn,
+# then the normal app re-deployed. Estimated 1.5-2 hours the first time (the 1M catalog's generation and ingest),
+# about 20 minutes with SCALE_ARGS="--reuse"; writes bench-out/scale/. SCALE_ARGS="--sizes 58000 --searches 50 --drop".
+bench-scale: install meili
+	$(PY) scripts/bench_scale.py $(SCALE_ARGS)
 
 clean: down
 	rm -rf var
