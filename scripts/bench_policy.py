@@ -51,7 +51,9 @@ def latency(n: int) -> dict[str, dict[str, float]]:
     import torch
 
     from deployments.rlmodule import BanditRLModule, ModulePlanner
+    from ltrr.appconfig_io import load_app_config
     from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
+    from ltrr.bandit.prior import load_prior
     from ltrr.bandit.simulate import Simulator, one_right_strategy
     from ltrr.types import UserProfile
 
@@ -75,6 +77,19 @@ def latency(n: int) -> dict[str, dict[str, float]]:
         out[f"select, {algo} (numpy)"] = timed(lambda p=pol: p.select(x), n, f"select {algo}")
         d = pol.select(x)
         out[f"update, {algo} (4 arms)"] = timed(lambda p=pol, d=d: p.update(d, rewards), n, f"update {algo}")
+    shipped = load_app_config(ROOT / "deployments/serve_config.yaml").policy  # pairwise overlap, soft labels
+    pol = new_policy(shipped, STRATEGIES, fz.dim)
+    load_prior(str(ROOT / str(shipped.prior_path)), STRATEGIES, shipped.ladder).install(
+        pol.arms, fz.names, shipped.ridge, shipped.prior_hit_rate, shipped.prior_weight
+    )
+    out["select, shipped config (linear_ts, pairwise overlap, 4 strategies)"] = timed(
+        lambda: pol.select(x), n, "select shipped"
+    )
+    da = pol.forced(x, {"lexical": 25, "graph": 10})
+    ra = {("lexical", 10): 0.0, ("lexical", 25): 0.0, ("graph", 10): 0.0}
+    out["update, shipped config (soft labels, no click, 3 arms)"] = timed(
+        lambda: pol.update(da, ra, dict.fromkeys(ra, 0.5)), n, "update shipped"
+    )
     module = BanditRLModule.build(STRATEGIES, fz.dim, PolicyConfig(seed=0))
     planner = ModulePlanner(module, fz)
     out["decide via RLModule.forward_exploration (linear_ts)"] = timed(lambda: planner.decide(x), n, "module")
