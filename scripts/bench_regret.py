@@ -10,20 +10,39 @@ query:
    (forced, so the app logs it but does not learn from it): each strategy's ranked candidate
    ids, hence the wanted item's rank in each;
 3. the user sees the live top 10 and clicks per the position-based click model
-   (:mod:`ltrr.sim.clicks`); a click is sent as feedback at once (after step 2, so both searches
-   see the same query memory);
-4. every **Vowpal Wabbit** learner (:mod:`ltrr.sim.vw`) picks an action from the same context
-   features; its shown list is its candidates (the prefixes of the full lists at its budgets) in
-   the order the app's ranker gave the full union (the full-information search returns its top
-   ``MAX_K``; the rest follow by RRF, c=60); the
-   same examination draw decides its click; it learns cost ``c(a) - click``, with ``c`` at the
-   running mean of the live latencies seen so far.
+   (:mod:`ltrr.sim.clicks`, :meth:`~ltrr.sim.clicks.PositionClickModel.outcome`): the wanted item's
+   click and, with ``--noise``, a noise click on another examined result, skipped with probability
+   ``--skip``. Every click is sent as feedback at once (after step 2, so both searches see the same
+   query memory), in position order: a ``click`` on the entity shown there, and a skipped one then
+   a ``skip`` of it (:meth:`ltrr.sim.inloop.Played.feedback`; with ``--noise 0``, the default, the
+   wanted item's click alone, as before);
+4. the **in-loop learners** (:mod:`ltrr.sim.inloop`) step on the same query: every **Vowpal
+   Wabbit** learner of ``--vw`` (:mod:`ltrr.sim.vw`) and every ltrr bandit algorithm of
+   ``--bandits`` (``ltrr in-loop linear_ts`` ...: :func:`ltrr.bandit.new_policy` on the bench's own
+   policy config but for ``algorithm``, its fitted prior installed) picks budgets from the same
+   context features; its shown list is its candidates (the prefixes of the full lists at its
+   budgets) in the order the app's ranker gave the full union (the full-information search returns
+   its top ``MAX_K``; the rest follow by RRF, c=60); the same draw decides its user's clicks; VW
+   learns cost ``c(a) - positive``, with ``c`` at the running mean of the live latencies seen so
+   far, and an ltrr policy learns, as the app's learner does, from the semi-bandit rewards of the
+   entity its search is positive for, through each arm's visibility (``position_bias``).
 
-Afterwards every policy (live, VW, oracle, best static, all at max, uniform) is scored on the same
+**Drift** (``--drift-at``, ``--drift-mix``, ``--drift-new N``; :class:`ltrr.sim.users.Drift`): from
+query index ``--drift-at`` on the kinds follow ``--drift-mix``, and ``N`` of the users' artists are
+replaced by new clones (:func:`ltrr.sim.users.clone_entities`). Just before that query the harness
+upserts the clones through the app's ``UpsertEntities`` API (the ingress indexes them in every
+strategy), waits (at most ``DRIFT_WAIT_S``) until a forced search finds each of them, and re-indexes
+the peers with them, so every later search, the full-information ones included, can find them. The
+report then has a drift section: each contender's regret and recall in windows before and after the
+drift (:func:`ltrr.sim.regret.drift_windows`) and ``drift.png``, recall over the queries.
+
+Afterwards every policy (live, VW, in-loop ltrr, oracle, best static, all at max, uniform) is scored on the same
 full-information ranks with the app's CostConfig at the run's mean live latency per strategy
 (:mod:`ltrr.sim.regret`). Writes ``<out>/regret.md``, ``regret.json`` (per-query records, re-score
-with ``--rescore``), ``regret.png`` (cumulative regret) and ``regret-fullinfo.jsonl.gz`` (the full
-lists, context and draws: ``--offline`` re-runs the VW learners without the server).
+with ``--rescore``, which also replays the in-loop ltrr policies a saved run lacks from its
+full-information log), ``regret.png`` (cumulative regret) and ``regret-fullinfo.jsonl.gz`` (the full
+lists, context and draws: ``--offline`` re-runs the VW learners and the in-loop ltrr policies without
+the server).
 
 Unless ``--no-deploy``, the run deploys a **fresh** copy of the app (:mod:`ltrr.sim.bench_config`:
 its own event log, policy checkpoints, catalog and ranker-registry copies and query-memory index under
@@ -32,6 +51,8 @@ deployment's) and re-deploys ``--config`` afterwards. ``make up`` must have run.
 
     .venv/bin/python scripts/bench_regret.py [--queries 3000] [--seed 0] [--algorithm linear_ts]
         [--target 127.0.0.1:9000] [--no-deploy] [--peers all|none|meili,milvus] [--out bench-out]
+        [--vw all|none|names] [--bandits linear_ts,linucb,epsilon_greedy|none] [--noise 0.1 --skip 0.5]
+        [--drift-at 1500 --drift-mix tag=0.4,like=0.4 --drift-new 20]
 
 **Peers** (``--peers``, :mod:`ltrr.peers`), indexed on the run's catalog copy before the loop, answer
 every query too (top 100): Meilisearch hybrid search with the same MiniLM vectors as a user-provided
@@ -53,9 +74,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import yaml
@@ -80,6 +103,7 @@ import grpc  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from ltrr.appconfig_io import load_app_config  # noqa: E402
+from ltrr.bandit import PolicyConfig  # noqa: E402
 from ltrr.bandit.actions import ActionSpace  # noqa: E402
 from ltrr.client import LtrrClient  # noqa: E402
 from ltrr.config import AppConfig  # noqa: E402
@@ -88,16 +112,44 @@ from ltrr.errors import InvalidRequest  # noqa: E402
 from ltrr.peers import Peer  # noqa: E402
 from ltrr.sim.bench_config import BENCH_MEMORY_INDEX, BENCH_VAR_DIR, app_args, bench_config  # noqa: E402
 from ltrr.sim.clicks import PositionClickModel  # noqa: E402
-from ltrr.sim.regret import QueryRecord, cumulative_regret, score_run  # noqa: E402
-from ltrr.sim.report import ALL_MAX_RANKER, ALL_MAX_RRF, LIVE, STATIC_RANKER, final_tables, markdown, summary  # noqa: E402
-from ltrr.sim.users import Drift, QueryMix, QueryStream, SimQuery, build_world  # noqa: E402
-from ltrr.sim.vw import DEFAULT_GRID, VWPolicy, VWSpec, shown_list  # noqa: E402
+from ltrr.sim.inloop import (  # noqa: E402
+    BANDITS,
+    INLOOP_PREFIX,
+    Bank,
+    Contender,
+    FullInfo,
+    Played,
+    inloop_policies,
+    saved_click_model,
+    shown_outcome,
+    vw_contenders,
+)
+from ltrr.sim.regret import ALL_MAX, STATIC, QueryRecord, cumulative_regret, score_run  # noqa: E402
+from ltrr.sim.report import (  # noqa: E402
+    ALL_MAX_RANKER,
+    ALL_MAX_RRF,
+    LIVE,
+    STATIC_RANKER,
+    VW_PREFIX,
+    best_of_family,
+    drift_section,
+    final_tables,
+    markdown,
+    summary,
+)
+from ltrr.sim.users import Clone, Drift, QueryMix, QueryStream, SimQuery, build_world, clone_entities  # noqa: E402
+from ltrr.sim.vw import DEFAULT_GRID, VWSpec, shown_list  # noqa: E402
+from ltrr.types import Entity  # noqa: E402
 from ltrr.v1 import search_pb2 as pb  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 T = TypeVar("T")
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 CHECK_EVERY = 100
+#: How long the harness waits, after upserting a drift's clones, for a search to find each of them.
+DRIFT_WAIT_S = 120.0
+#: Keys of ``regret.json``'s meta that are data for re-runs, not lines of the report.
+STRUCTURED_META = ("vw_timing", "inloop_timing", "click_model_params", "drift_plan", "inloop_policy")
 
 
 #: How deep each peer answers: its recall is of its top PEER_DEPTH, its list quality of its top 10.
@@ -260,7 +312,7 @@ def restore(args: argparse.Namespace, client: LtrrClient, bench_events: str) -> 
 
 
 class RunningLatency:
-    """Mean live latency per strategy so far (what VW's costs use during the run)."""
+    """Mean live latency per strategy so far (what the in-loop learners' costs use during the run)."""
 
     def __init__(self, space: ActionSpace) -> None:
         self.space = space
@@ -272,49 +324,49 @@ class RunningLatency:
             self.sums[s] += ms
             self.counts[s] += 1
 
+    def latency(self) -> dict[str, float]:
+        """``{strategy: mean ms}`` of the strategies measured so far (the others keep their prior)."""
+        return {s: self.sums[s] / self.counts[s] for s in self.space.strategies if self.counts[s]}
+
     def costs(self) -> np.ndarray:
-        lat = {s: self.sums[s] / self.counts[s] for s in self.space.strategies if self.counts[s]}
-        return self.space.costs_for(lat)
+        return self.space.costs_for(self.latency())
 
 
-class VWBank:
-    """The VW learners of one run, stepped on each query's full information."""
-
-    def __init__(self, space: ActionSpace, specs: list[VWSpec], seed: int) -> None:
-        self.space = space
-        self.policies = [VWPolicy(space, spec, seed=seed + i) for i, spec in enumerate(specs)]
-        self.ms: dict[str, list[float]] = {p.spec.name: [] for p in self.policies}
-
-    def reprice(self, costs: np.ndarray) -> None:
-        for p in self.policies:
-            p.reprice(costs)
-
-    def step(
-        self,
-        context: dict[str, float],
-        lists: dict[str, list[str]],
-        wanted: str,
-        draw: np.ndarray,
-        clicks: PositionClickModel,
-        costs: np.ndarray,
-        order: list[str],
-    ) -> tuple[dict[str, dict[str, int]], dict[str, int | None], dict[str, list[str]]]:
-        played: dict[str, dict[str, int]] = {}
-        clicked: dict[str, int | None] = {}
-        shown: dict[str, list[str]] = {}
-        for p in self.policies:
-            t = time.perf_counter()
-            a, prob = p.choose(context)
-            budgets = self.space.budgets(a)
-            shown[p.spec.name] = shown_list(lists, budgets, order=order)
-            pos = clicks.click(shown[p.spec.name], wanted, draw)
-            p.learn(context, a, prob, float(costs[a]) - (pos is not None))
-            self.ms[p.spec.name].append((time.perf_counter() - t) * 1000.0)
-            played[p.spec.name], clicked[p.spec.name] = budgets, pos
-        return played, clicked, shown
+def bench_policy(args: argparse.Namespace) -> PolicyConfig:
+    """The policy config the run's app serves: the bench's serve config's (:func:`bench_config` of
+    ``--config`` with ``--algorithm``), or with ``--no-deploy`` the running app's (``--config``'s)."""
+    serve_cfg = yaml.safe_load((ROOT / args.config).read_text())
+    derived = serve_cfg if args.no_deploy else bench_config(serve_cfg, algorithm=args.algorithm)
+    return AppConfig.model_validate(app_args(derived)).policy
 
 
-def stream_queries(args: argparse.Namespace, catalog_path: str) -> list[SimQuery]:
+def build_bank(args: argparse.Namespace, space: ActionSpace, policy: PolicyConfig) -> Bank:
+    """The in-loop learners of ``--vw`` and ``--bandits`` (module docstring): the VW learners first,
+    then ltrr's own policies on ``policy`` (the bench's policy config)."""
+    members: list[Contender] = [*vw_contenders(space, select_vw(args.vw), args.seed)]
+    algorithms = select_bandits(args.bandits)
+    try:
+        members += inloop_policies(policy, space.strategies, algorithms, args.seed)
+    except InvalidRequest as exc:
+        raise SystemExit(f"--bandits: {exc}") from None
+    return Bank(members)
+
+
+def catalog_entities(catalog_path: str) -> list[Entity]:
+    """Every entity of the catalog at ``catalog_path``."""
+    from ltrr.catalog.store import CatalogStore
+
+    store = CatalogStore(catalog_path)
+    try:
+        return [e for _, batch in store.entities_since(0, batch_size=5000) for e in batch]
+    finally:
+        store.close()
+
+
+def stream_queries(
+    args: argparse.Namespace, catalog_path: str, entities: Sequence[Entity]
+) -> tuple[list[SimQuery], tuple[Clone, ...]]:
+    """The run's queries and the clones its drift upserts (none without ``--drift-new``)."""
     from ltrr.catalog.readers import read_lastfm
     from ltrr.catalog.store import CatalogStore
 
@@ -323,22 +375,99 @@ def stream_queries(args: argparse.Namespace, catalog_path: str) -> list[SimQuery
         world = build_world(read_lastfm(ROOT / args.data_dir), store, population=POPULATION)
     finally:
         store.close()
-    stream = QueryStream(world, QueryMix.parse(args.mix), seed=args.seed, drift=drift_of(args))
-    return stream.generate(args.queries)
+    drift = drift_of(args)
+    clones: tuple[Clone, ...] = ()
+    if drift is not None and drift.new_entities:
+        try:
+            clones = clone_entities(world, entities, drift.new_entities, seed=args.seed)
+        except InvalidRequest as exc:
+            raise SystemExit(f"--drift-new: {exc}") from None
+    stream = QueryStream(world, QueryMix.parse(args.mix), seed=args.seed, drift=drift, clones=clones)
+    return stream.generate(args.queries), clones
 
 
 def drift_of(args: argparse.Namespace) -> Drift | None:
-    """The :class:`Drift` of ``--drift-at`` / ``--drift-mix`` (None without ``--drift-at``)."""
+    """The :class:`Drift` of ``--drift-at`` / ``--drift-mix`` / ``--drift-new`` (None without ``--drift-at``)."""
+    new = getattr(args, "drift_new", 0)
     if getattr(args, "drift_at", None) is None:
         if getattr(args, "drift_mix", ""):
             raise SystemExit("--drift-mix needs --drift-at")
+        if new:
+            raise SystemExit("--drift-new needs --drift-at")
         return None
     try:
-        return Drift(at=args.drift_at, mix=QueryMix.parse(args.drift_mix))
+        return Drift(at=args.drift_at, mix=QueryMix.parse(args.drift_mix), new_entities=new)
     except InvalidRequest as exc:
         raise SystemExit(f"--drift-mix: {exc}") from None
     except ValidationError as exc:
-        raise SystemExit(f"--drift-at: {exc.errors()[0]['msg']}, got {args.drift_at}") from None
+        err = exc.errors()[0]
+        flag, got = ("--drift-new", new) if err["loc"][:1] == ("new_entities",) else ("--drift-at", args.drift_at)
+        raise SystemExit(f"{flag}: {err['msg']}, got {got}") from None
+
+
+def entity_message(e: Entity) -> pb.Entity:
+    """The ``UpsertEntities`` message of a catalog entity (its ``sources`` are the ingress's to set)."""
+    return pb.Entity(
+        entity_id=e.entity_id,
+        entity_type=e.entity_type,
+        title=e.title,
+        subtitle=e.subtitle,
+        genres=list(e.genres),
+        tags=list(e.tags),
+        description=e.description,
+        popularity=float(e.popularity),
+        attrs=dict(e.attrs),
+    )
+
+
+def upsert_clones(
+    client: LtrrClient,
+    clones: Sequence[Clone],
+    top: dict[str, int],
+    peers: Sequence[Peer] = (),
+    catalog: Sequence[Entity] = (),
+    *,
+    wait_s: float = DRIFT_WAIT_S,
+) -> dict[str, Any]:
+    """Upsert the drift's ``clones`` through ``UpsertEntities``, wait (at most ``wait_s``) until a
+    forced search of each clone's name (every strategy at the ladder maximum, not learned from)
+    retrieves it, and re-index the ``peers`` on ``catalog`` plus the clones. Returns what happened."""
+    t0 = time.perf_counter()
+    summary = client.upsert([entity_message(c.entity) for c in clones])
+    info: dict[str, Any] = {
+        "received": int(summary.received),
+        "changed": int(summary.changed),
+        "indexed": dict(summary.indexed),
+        "failed": list(summary.failed),
+    }
+    pending = {c.entity.entity_id: c.entity.title for c in clones}
+    found_by: dict[str, list[str]] = {}
+    deadline = time.monotonic() + wait_s
+    while pending:
+        for eid, title in list(pending.items()):
+            resp = retry(partial(client.search, title, k=10, budgets=top))
+            hit = sorted(c.strategy for c in resp.strategies if eid in c.candidate_ids)
+            if hit:
+                found_by[eid] = hit
+                del pending[eid]
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(2.0)
+    info["searchable_s"] = time.perf_counter() - t0
+    info["found"] = len(found_by)
+    info["not_found"] = sorted(pending)
+    info["found_by"] = {s: sum(s in v for v in found_by.values()) for s in top}
+    if pending:
+        log(f"drift: {len(pending)} of {len(clones)} upserted clones not found after {wait_s:.0f} s; continuing")
+    t = time.perf_counter()
+    every = [*catalog, *(c.entity for c in clones)]
+    for peer in peers:
+        try:
+            peer.index(every)
+        except Exception as exc:  # noqa: BLE001 - a peer that cannot re-index keeps its old index, reported
+            info.setdefault("peers_not_reindexed", {})[peer.name] = f"{type(exc).__name__}: {exc}"
+    info["peers_reindexed_s"] = time.perf_counter() - t
+    return info
 
 
 def click_model(args: argparse.Namespace) -> PositionClickModel:
@@ -349,6 +478,30 @@ def click_model(args: argparse.Namespace) -> PositionClickModel:
         raise SystemExit(f"--{exc}") from None
 
 
+@dataclass(frozen=True)
+class DriftUpsert:
+    """The drift's upsert: the ``clones`` to upsert just before query index ``at``, and the
+    ``catalog`` the peers re-index with them."""
+
+    at: int
+    clones: tuple[Clone, ...]
+    catalog: Sequence[Entity] = ()
+
+
+Rows = tuple[dict[str, dict[str, int]], dict[str, int | None], dict[str, list[str]], dict[str, list[dict[str, Any]]]]
+
+
+def bank_rows(got: Mapping[str, Played]) -> Rows:
+    """A :class:`QueryRecord`'s ``played``, ``clicks`` (the wanted item's) and ``final`` of the
+    contenders in ``got``, and every click of those whose users clicked (``extra["outcomes"]`` with noise)."""
+    return (
+        {n: dict(p.budgets) for n, p in got.items()},
+        {n: p.position for n, p in got.items()},
+        {n: list(p.shown) for n, p in got.items()},
+        {n: [c.to_dict() for c in p.outcome] for n, p in got.items() if p.outcome},
+    )
+
+
 def live_loop(
     args: argparse.Namespace,
     client: LtrrClient,
@@ -356,41 +509,50 @@ def live_loop(
     queries: list[SimQuery],
     bench_events: str | None,
     fullinfo: Any,
+    bank: Bank,
     peers: Sequence[Peer] = (),
-) -> tuple[list[QueryRecord], VWBank]:
+    drift: DriftUpsert | None = None,
+) -> tuple[list[QueryRecord], dict[str, Any] | None]:
+    """Every query of the run (module docstring); returns the records and what the drift's
+    upsert did (None: no upsert ran)."""
     clicks = click_model(args)
     rng = np.random.default_rng(args.seed)
     top = {s: space.ladder[-1] for s in space.strategies}
-    bank = VWBank(space, select_vw(args.vw), args.seed)
     running = RunningLatency(space)
     records: list[QueryRecord] = []
+    upserted: dict[str, Any] | None = None
     for q in tqdm(queries, desc="regret", unit="q", file=sys.stderr):
+        if drift is not None and drift.clones and q.index == drift.at:
+            log(f"drift at query {q.index}: upserting {len(drift.clones)} new entities")
+            upserted = upsert_clones(client, drift.clones, top, peers, drift.catalog)
         t_live = time.perf_counter()
         live = retry(lambda q=q: client.search(q.text, k=10, user_id=q.user_id, explain=True))
         live_ms = (time.perf_counter() - t_live) * 1000.0
         full = retry(lambda q=q: client.search(q.text, k=MAX_K, user_id=q.user_id, explain=True, budgets=top))
         draw = clicks.draw(rng)
-        shown = [r.entity_id for r in live.results]
-        pos = clicks.click(shown, q.wanted, draw)
-        if pos is not None:
-            retry(lambda rid=live.request_id, pos=pos, q=q: client.feedback(rid, q.wanted, "click", position=pos))
+        lists = {c.strategy: list(c.candidate_ids) for c in full.strategies}
+        order = [r.entity_id for r in full.results]  # the served ranker's order of the full union
+        context = dict(live.context_features)
+        info = FullInfo(context, lists, order, q.wanted, draw)
+        live_plan = {c.strategy: int(c.candidates_requested) for c in live.strategies}
+        live_played = shown_outcome(
+            {s: live_plan.get(s, 0) for s in space.strategies}, [r.entity_id for r in live.results], info, clicks
+        )
+        for eid, action, position in live_played.feedback():
+            retry(partial(client.feedback, live.request_id, eid, action, position=position))
         if bench_events and q.index % CHECK_EVERY == 0 and not logged(bench_events, live.request_id):
             raise SystemExit(f"query {q.index}: the serving app no longer logs to {bench_events} (redeployed?)")
-        live_plan = {c.strategy: int(c.candidates_requested) for c in live.strategies}
         live_lat = {c.strategy: float(c.latency_ms) for c in live.strategies if c.candidates_requested > 0}
-        lists = {c.strategy: list(c.candidate_ids) for c in full.strategies}
         full_lat = {c.strategy: float(c.latency_ms) for c in full.strategies if c.status != pb.StrategyCall.SKIPPED}
         status = {c.strategy: int(c.status) for c in full.strategies}
         ranks = {s: (lists[s].index(q.wanted) + 1 if q.wanted in lists.get(s, []) else None) for s in space.strategies}
         live_hit = any(q.wanted in c.candidate_ids for c in live.strategies)
-        context = dict(live.context_features)
         running.add(live_lat)
         if q.index % 25 == 0:
-            bank.reprice(running.costs())
-        order = [r.entity_id for r in full.results]  # the served ranker's order of the full union
-        played, clicked, final = bank.step(context, lists, q.wanted, draw, clicks, running.costs(), order)
-        played[LIVE], clicked[LIVE] = {s: live_plan.get(s, 0) for s in space.strategies}, pos
-        final[LIVE], latency = shown, {LIVE: live_ms}
+            bank.reprice(running.latency())
+        got = {**bank.step(info, clicks, running.costs()), LIVE: live_played}
+        played, clicked, final, outcomes = bank_rows(got)
+        latency = {LIVE: live_ms}
         final[ALL_MAX_RANKER], final[ALL_MAX_RRF] = order[:10], shown_list(lists, top)
         answers: dict[str, list[str]] = {}
         for peer in peers:
@@ -398,6 +560,14 @@ def live_loop(
             answers[peer.name] = list(peer.search(q.text, PEER_DEPTH))
             latency[peer.name] = (time.perf_counter() - t_peer) * 1000.0
             final[peer.name] = answers[peer.name][:10]
+        extra: dict[str, Any] = {
+            "policy_version": live.policy_version,
+            "ranker_version": live.ranker_version,
+            "full_status": status,
+            "degraded": bool(full.degraded),
+        }
+        if clicks.noise > 0:  # every click of every contender's user, noise ones included
+            extra["outcomes"] = outcomes
         records.append(
             QueryRecord(
                 q.index,
@@ -411,12 +581,7 @@ def live_loop(
                 live_lat,
                 full_lat,
                 live_hit,
-                {
-                    "policy_version": live.policy_version,
-                    "ranker_version": live.ranker_version,
-                    "full_status": status,
-                    "degraded": bool(full.degraded),
-                },
+                extra,
                 final,
                 latency,
             )
@@ -434,31 +599,42 @@ def live_loop(
             )  # fmt: skip
             + "\n"
         )
-    return records, bank
+    return records, upserted
 
 
-def offline_loop(args: argparse.Namespace, space: ActionSpace, records: list[QueryRecord], path: Path) -> VWBank:
-    """Re-run the VW learners on a saved run (its full lists, contexts and draws)."""
-    clicks = click_model(args)
-    bank = VWBank(space, select_vw(args.vw), args.seed)
+def offline_loop(
+    space: ActionSpace,
+    records: list[QueryRecord],
+    path: Path,
+    bank: Bank,
+    clicks: PositionClickModel,
+    replaces: tuple[str, ...] = (),
+) -> None:
+    """Re-run ``bank`` on a saved run (its full lists, contexts and draws), in place: each record's
+    rows of the bank's members, and of every contender whose name starts with one of ``replaces``,
+    become the re-run's."""
     running = RunningLatency(space)
     with gzip.open(path, "rt") as fh:
         rows = {int(d["index"]): d for d in map(json.loads, fh)}
-    for i, rec in enumerate(tqdm(records, desc="vw offline", unit="q", file=sys.stderr)):
+    gone = tuple(replaces) + tuple(bank.names)
+    for i, rec in enumerate(tqdm(records, desc="offline", unit="q", file=sys.stderr)):
         d = rows[rec.index]
         running.add(dict(rec.live_latency_ms))
         if rec.index % 25 == 0:
-            bank.reprice(running.costs())
-        played, clicked, shown = bank.step(
-            d["context"], d["lists"], rec.wanted, np.asarray(d["draw"]), clicks, running.costs(), d.get("order", [])
-        )
-        keep = {p: b for p, b in rec.played.items() if not p.startswith("vw ")}
-        keep_c = {p: c for p, c in rec.clicks.items() if not p.startswith("vw ")}
-        keep_f = {p: f for p, f in rec.final.items() if not p.startswith("vw ")}
+            bank.reprice(running.latency())
+        info = FullInfo(d["context"], d["lists"], d.get("order", []), rec.wanted, np.asarray(d["draw"]))
+        played, clicked, shown, outcomes = bank_rows(bank.step(info, clicks, running.costs()))
+        keep = {p: b for p, b in rec.played.items() if not p.startswith(gone)}
+        keep_c = {p: c for p, c in rec.clicks.items() if not p.startswith(gone)}
+        keep_f = {p: f for p, f in rec.final.items() if not p.startswith(gone)}
+        extra = dict(rec.extra)
+        if clicks.noise > 0:
+            kept = {p: o for p, o in (extra.get("outcomes") or {}).items() if not p.startswith(gone)}
+            extra["outcomes"] = kept | outcomes
         records[i] = QueryRecord.from_dict(
-            rec.to_dict() | {"played": keep | played, "clicks": keep_c | clicked, "final": keep_f | shown}
+            rec.to_dict()
+            | {"played": keep | played, "clicks": keep_c | clicked, "final": keep_f | shown, "extra": extra}
         )
-    return bank
 
 
 def select_vw(names: str) -> list[VWSpec]:
@@ -474,6 +650,20 @@ def select_vw(names: str) -> list[VWSpec]:
     return [by_name[n] for n in wanted]
 
 
+def select_bandits(names: str) -> list[str]:
+    """The ltrr algorithms of ``--bandits``: ``all`` (:data:`ltrr.sim.inloop.BANDITS`), ``none`` or names."""
+    if names == "none":
+        return []
+    if names == "all":
+        return list(BANDITS)
+    wanted = list(dict.fromkeys(n.strip() for n in names.split(",") if n.strip()))
+    missing = [n for n in wanted if n not in BANDITS]
+    if missing or not wanted:
+        got = repr(missing[0]) if missing else "nothing"
+        raise SystemExit(f"--bandits: unknown {got}; valid: all, none, {', '.join(BANDITS)}")
+    return wanted
+
+
 # -- outputs ---------------------------------------------------------------------------------------
 
 
@@ -487,18 +677,59 @@ def plot(scored: Any, path: Path) -> None:
     for name, tr in scored.trajectories.items():
         if name == "oracle":
             continue
-        style = {"lw": 2.4, "color": "black"} if name == LIVE else {"lw": 1.2}
-        if name.startswith("vw "):
-            style["ls"] = "--"
-        ax.plot(np.arange(1, len(tr.value) + 1), cumulative_regret(tr, scored.oracle), label=name, **style)
-    ax.set_xlabel("query")
-    ax.set_ylabel("cumulative regret vs the per-query oracle")
-    ax.set_title("Retrieval-plan regret on simulated users (full information)")
+        ax.plot(np.arange(1, len(tr.value) + 1), cumulative_regret(tr, scored.oracle), label=name, **style_of(name))
+    labels = ("query", "cumulative regret vs the per-query oracle")
+    save_lines(fig, ax, path, labels, "Retrieval-plan regret on simulated users (full information)", "upper left")
+
+
+def save_lines(fig: Any, ax: Any, path: Path, labels: tuple[str, str], title: str, legend: str) -> None:
+    """Label, grid and legend a line plot, then write it to ``path``."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc=legend)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def style_of(name: str) -> dict[str, Any]:
+    """Line style of a contender: live thick black, VW dashed, in-loop ltrr policies dotted."""
+    style: dict[str, Any] = {"lw": 2.4, "color": "black"} if name == LIVE else {"lw": 1.2}
+    if name.startswith(VW_PREFIX):
+        style["ls"] = "--"
+    elif name.startswith(INLOOP_PREFIX):
+        style.update(ls=":", lw=1.8)
+    return style
+
+
+#: Queries in the trailing mean of :func:`plot_drift`'s recall curves.
+DRIFT_SMOOTHING = 100
+
+
+def plot_drift(scored: Any, at: int, families: Mapping[str, str], path: Path) -> None:
+    """Candidate recall over the queries (trailing mean of ``DRIFT_SMOOTHING``) of live, the in-loop
+    ltrr policies, the best VW config per family and the static references, the drift marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = np.array([r.index for r in scored.records])
+    w = max(1, min(DRIFT_SMOOTHING, len(idx)))
+    names = [n for n in scored.trajectories if n == LIVE or n.startswith(INLOOP_PREFIX)]
+    names += sorted(best_of_family(scored, families).values())
+    names += [n for n in (STATIC, ALL_MAX) if n in scored.trajectories]
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for name in names:
+        hit = scored.trajectories[name].hit
+        ax.plot(idx[w - 1 :], np.convolve(hit, np.ones(w) / w, mode="valid"), label=name, **style_of(name))
+    ax.axvline(at, color="0.3", lw=1.5, ls="-.", label=f"drift (query {at})")
+    labels = ("query index", f"candidate recall, mean of the last {w} queries")
+    save_lines(fig, ax, path, labels, "Recall through the drift (full information)", "lower left")
 
 
 def plot_final(records: list[QueryRecord], derived: dict[str, dict[int, list[str]]], path: Path) -> None:
@@ -546,10 +777,11 @@ def plot_final(records: list[QueryRecord], derived: dict[str, dict[int, list[str
     plt.close(fig)
 
 
-def vw_timing(bank: VWBank) -> dict[str, dict[str, float]]:
+def bank_timing(bank: Bank, prefix: str) -> dict[str, dict[str, float]]:
+    """Mean, p50 and p99 ms per query (choose + learn) of the bank's members named ``prefix...``."""
     out = {}
     for name, xs in bank.ms.items():
-        if xs:
+        if xs and name.startswith(prefix):
             a = np.asarray(xs)
             out[name] = {
                 "mean_ms": float(a.mean()),
@@ -571,20 +803,15 @@ def machine() -> str:
 PEER_NAMES = ("meili", "milvus")
 
 
-def build_peers(args: argparse.Namespace, app: AppConfig, catalog_path: str) -> tuple[list[Peer], dict[str, Any]]:
-    """The peers of ``--peers`` (module docstring), each indexed on the run's catalog, and what that took.
-    A peer that cannot run here is left out with the reason, in the report."""
+def build_peers(
+    args: argparse.Namespace, app: AppConfig, entities: Sequence[Entity]
+) -> tuple[list[Peer], dict[str, Any]]:
+    """The peers of ``--peers`` (module docstring), each indexed on the run's catalog ``entities``, and
+    what that took. A peer that cannot run here is left out with the reason, in the report."""
     chosen = PEER_NAMES if args.peers == "all" else tuple(p for p in args.peers.split(",") if p and p != "none")
     unknown = [p for p in chosen if p not in PEER_NAMES]
     if unknown:
         raise SystemExit(f"--peers: unknown {', '.join(unknown)} (choose from {', '.join(PEER_NAMES)}, all, none)")
-    from ltrr.catalog.store import CatalogStore
-
-    store = CatalogStore(catalog_path)
-    try:
-        entities = [e for _, batch in store.entities_since(0, batch_size=5000) for e in batch]
-    finally:
-        store.close()
     vector = app.strategy_config("vector") if "vector" in app.enabled() else None
     embed = {} if vector is None else {"embedder": vector.embedder, "embedding_cache": vector.embedding_cache}
     peers: list[Peer] = []
@@ -636,18 +863,22 @@ def derived_lists(path: Path, records: list[QueryRecord], static: dict[str, int]
 
 
 def write_outputs(
-    args: argparse.Namespace, space: ActionSpace, records: list[QueryRecord], bank: VWBank | None, meta: dict[str, Any]
+    args: argparse.Namespace, space: ActionSpace, records: list[QueryRecord], bank: Bank | None, meta: dict[str, Any]
 ) -> None:
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
     scored = score_run(space, records, default_k=args.default_k)
     families = {s.name: s.family for s in DEFAULT_GRID}
-    if bank is not None:
-        timing = vw_timing(bank)
-        meta["VW time per query (choose + learn, 624 actions)"] = (
-            ", ".join(f"{n}: {t['mean_ms']:.1f} ms (p99 {t['p99_ms']:.1f})" for n, t in timing.items()) or "no VW"
-        )
-        meta["vw_timing"] = timing
+    kinds = (
+        (VW_PREFIX, "vw_timing", "VW time per query (choose + learn, 624 actions)", "no VW"),
+        (INLOOP_PREFIX, "inloop_timing", "in-loop ltrr policies' time per query (choose + learn)", "none"),
+    )
+    for prefix, key, label, empty in kinds:
+        if bank is not None and any(n.startswith(prefix) for n in bank.names):
+            timing = bank_timing(bank, prefix)
+            meta[label] = ", ".join(f"{n}: {t['mean_ms']:.1f} ms (p99 {t['p99_ms']:.1f})" for n, t in timing.items())
+            meta[label] = meta[label] or empty
+            meta[key] = timing
     live_hits = [r.live_hit for r in records if r.live_hit is not None]
     tr = scored.trajectories.get(LIVE)
     if tr is not None and live_hits:
@@ -655,8 +886,17 @@ def write_outputs(
         meta["live calls' own candidates agree with the full-information score"] = f"{agree:.3f} of queries"
     clicked = [r.clicks.get(LIVE) is not None for r in records]
     meta["live clicks"] = f"{int(np.sum(clicked))} of {len(records)}"
-    md_meta = {k: v for k, v in meta.items() if k != "vw_timing"}
+    noise = [c for r in records for c in (r.extra.get("outcomes") or {}).get(LIVE, []) if not c["wanted"]]
+    if noise:
+        skips = sum(c["outcome"] == "skip" for c in noise)
+        meta["live clicks"] += f" on the wanted item; {len(noise)} noise clicks, {skips} of them skipped"
+    md_meta = {k: v for k, v in meta.items() if k not in STRUCTURED_META}
     md = markdown(scored, md_meta, families)
+    plan = meta.get("drift_plan") or {}
+    at = plan.get("at")
+    if at is not None and any(r.index < at for r in records) and any(r.index >= at for r in records):
+        md += "\n" + "\n".join(drift_section(scored, int(at), plan.get("new_entities") or ())) + "![drift](drift.png)\n"
+        plot_drift(scored, int(at), families, out / "drift.png")
     fullinfo = out / "regret-fullinfo.jsonl.gz"
     if any(r.final for r in records) and fullinfo.exists():
         derived = derived_lists(fullinfo, records, scored.static_budgets())
@@ -670,6 +910,42 @@ def write_outputs(
     plot(scored, out / "regret.png")
     log(f"wrote {out}/regret.md, regret.json, regret.png")
     print((out / "regret.md").read_text())
+
+
+def rescore(args: argparse.Namespace, space: ActionSpace, clicks: PositionClickModel, command: str) -> int:
+    """``--rescore DIR`` / ``--offline DIR``: score a saved run again, without a server. ``--offline``
+    re-runs the VW learners and the in-loop ltrr policies on its full-information log; ``--rescore``
+    replays only the in-loop ltrr policies of ``--bandits`` the run lacks (a run from before them),
+    when its log is there. Both replay the run's policy config and click model when it saved them."""
+    src = ROOT / (args.rescore or args.offline)
+    saved = json.loads((src / "regret.json").read_text())
+    records = [QueryRecord.from_dict(d) for d in saved["records"]]
+    meta = dict(saved["meta"])
+    fullinfo = src / "regret-fullinfo.jsonl.gz"
+    # the draws were drawn for the run's click model; a run saved without it: this command's
+    replay_clicks = saved_click_model(meta) if "click_model_params" in meta else clicks
+    policy = PolicyConfig.model_validate(meta["inloop_policy"]) if "inloop_policy" in meta else bench_policy(args)
+    bank: Bank | None = None
+    if args.offline:
+        for key in ("vw_timing", "inloop_timing"):
+            meta.pop(key, None)  # the re-run times its own
+        bank = build_bank(args, space, policy)
+        offline_loop(space, records, fullinfo, bank, replay_clicks, replaces=(VW_PREFIX, INLOOP_PREFIX))
+        meta["VW"] = f"VW and in-loop ltrr policies re-run offline from {src} ({command})"
+    else:
+        have = {p for r in records for p in r.played}
+        missing = [a for a in select_bandits(args.bandits) if INLOOP_PREFIX + a not in have]
+        if missing and fullinfo.exists():  # a run from before the in-loop policies: replay them
+            bank = Bank(inloop_policies(policy, space.strategies, missing, args.seed))
+            offline_loop(space, records, fullinfo, bank, replay_clicks)
+            meta["in-loop ltrr policies"] = (
+                f"{', '.join(missing)} replayed offline from {src}'s full-information log ({command})"
+            )
+    meta.setdefault("inloop_policy", policy.model_dump(mode="json"))
+    write_outputs(args, space, records, bank, meta)
+    if bank is not None:
+        bank.close()
+    return 0
 
 
 def main() -> int:
@@ -688,26 +964,45 @@ def main() -> int:
         "--noise",
         type=float,
         default=0.0,
-        help="click model: probability of a click on a random examined non-wanted result (ltrr.sim.clicks; drawn "
-        "and saved with each query; the loop still acts on the wanted item's click alone)",
+        help="click model: probability of a click on a random examined non-wanted result (ltrr.sim.clicks); "
+        "sent as feedback like every click, and seen by the in-loop learners",
     )
     ap.add_argument("--skip", type=float, default=1.0, help="click model: probability a noise click is a skip")
     ap.add_argument(
         "--drift-at", type=int, default=None, help="query index from which --drift-mix holds (ltrr.sim.users.Drift)"
     )
     ap.add_argument("--drift-mix", default="", help="query kinds from --drift-at on, e.g. 'tag=0.4,like=0.4'")
+    ap.add_argument(
+        "--drift-new",
+        type=int,
+        default=0,
+        help="new entities (clones of the users' artists) upserted through the API just before --drift-at and "
+        "wanted from then on (ltrr.sim.users.clone_entities)",
+    )
     ap.add_argument("--vw", default="all", help="VW configs: all, none, or names from ltrr.sim.vw.DEFAULT_GRID")
+    ap.add_argument(
+        "--bandits",
+        default="all",
+        help=f"ltrr's own algorithms run in the loop on the bench's policy config: all ({','.join(BANDITS)}), "
+        "none, or some of them",
+    )
     ap.add_argument(
         "--peers", default="all", help=f"peers on the same queries: all, none, or of {', '.join(PEER_NAMES)}"
     )
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--rescore", metavar="DIR", help="re-score DIR/regret.json (no server)")
     ap.add_argument(
-        "--offline", metavar="DIR", help="re-run the VW learners on DIR's saved run, then score (no server)"
+        "--offline",
+        metavar="DIR",
+        help="re-run the VW learners and the in-loop ltrr policies on DIR's saved run, then score (no server)",
     )
     args = ap.parse_args()
-    click_model(args)  # a wrong value fails here, before any deploy
-    drift_of(args)
+    clicks = click_model(args)  # a wrong value fails here, before any deploy
+    drift = drift_of(args)
+    select_vw(args.vw)
+    select_bandits(args.bandits)
+    if drift is not None and drift.new_entities and args.no_deploy and not (args.rescore or args.offline):
+        raise SystemExit("--drift-new upserts into the app's catalog: it needs a fresh bench app, not --no-deploy")
     started = time.perf_counter()
     normal = load_app_config(args.config)
     strategies = list(normal.enabled())
@@ -718,17 +1013,10 @@ def main() -> int:
     command = "scripts/bench_regret.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
     if args.rescore or args.offline:
-        src = ROOT / (args.rescore or args.offline)
-        saved = json.loads((src / "regret.json").read_text())
-        records = [QueryRecord.from_dict(d) for d in saved["records"]]
-        meta = {k: v for k, v in saved["meta"].items() if k != "vw_timing"}
-        bank = None
-        if args.offline:
-            bank = offline_loop(args, space, records, src / "regret-fullinfo.jsonl.gz")
-            meta["VW"] = f"re-run offline from {src} ({command})"
-        write_outputs(args, space, records, bank, meta)
-        return 0
+        return rescore(args, space, clicks, command)
 
+    policy = bench_policy(args)
+    bank = build_bank(args, space, policy)  # before any deploy: a missing prior or VW fails here
     client = LtrrClient(args.target, timeout=30.0)
     try:
         client.health()
@@ -744,17 +1032,19 @@ def main() -> int:
         timings = {"wait for complete indexes": waited, **timings}
         bench_events, catalog_path = bench.events_path, bench.catalog_path
     t = time.perf_counter()
-    queries = stream_queries(args, catalog_path)
+    entities = catalog_entities(catalog_path)
+    queries, clones = stream_queries(args, catalog_path, entities)
     timings["simulated users"] = time.perf_counter() - t
     t = time.perf_counter()
-    peers, peer_info = build_peers(args, normal, catalog_path)
+    peers, peer_info = build_peers(args, normal, entities)
     timings["peers indexed"] = time.perf_counter() - t
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
+    upsert = DriftUpsert(drift.at, clones, entities) if drift is not None and clones else None
     t = time.perf_counter()
     try:
         with gzip.open(out / "regret-fullinfo.jsonl.gz", "wt") as fh:
-            records, bank = live_loop(args, client, space, queries, bench_events, fh, peers)
+            records, upserted = live_loop(args, client, space, queries, bench_events, fh, bank, peers, upsert)
     finally:
         for peer in peers:
             peer.close()
@@ -774,6 +1064,9 @@ def main() -> int:
         "query mix": ", ".join(f"{k} {v:g}" for k, v in mix.items()),
         "click model": f"examination 1/r^{args.eta:g} over the top 10; the same draw for every policy"
         + (f"; noise clicks {args.noise:g}, skipped {args.skip:g}" if args.noise > 0 else ""),
+        "click_model_params": {"eta": clicks.eta, "depth": clicks.depth, "noise": clicks.noise, "skip": clicks.skip},
+        "in-loop ltrr policies": ", ".join(n for n in bank.names if n.startswith(INLOOP_PREFIX)) or "none",
+        "inloop_policy": policy.model_dump(mode="json"),
         "users": f"population {POPULATION} (ltrr.sim.users.build_world)",
         "costs": f"per_call {space.cost_model.per_call}, per_candidate {space.cost_model.per_candidate}, "
         f"per_ms {space.cost_model.per_ms}",
@@ -781,10 +1074,21 @@ def main() -> int:
         "run time": ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
         + f"; {timings['query loop'] / max(n_q, 1) * 1000:.0f} ms per query in the loop",
     }
-    drift = drift_of(args)
     if drift is not None:
         meta["drift"] = f"from query {drift.at}: " + ", ".join(f"{k} {v:g}" for k, v in drift.mix.weights().items())
+        meta["drift_plan"] = {"at": drift.at, "new_entities": [c.entity.entity_id for c in clones]}
+        if clones:
+            meta["drift"] += f"; {len(clones)} new entities (clones) wanted from then on"
+        if upserted is not None:
+            meta["drift_plan"]["upsert"] = upserted
+            meta["drift upsert"] = (
+                f"{upserted['received']} sent, {upserted['changed']} changed, indexed {upserted['indexed']}, "
+                f"failed {upserted['failed'] or 'none'}; {upserted['found']} found by a search after "
+                f"{upserted['searchable_s']:.1f} s (by strategy: {upserted['found_by']}); peers re-indexed in "
+                f"{upserted['peers_reindexed_s']:.0f} s"
+            )
     write_outputs(args, space, records, bank, meta)
+    bank.close()
     log(f"done in {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -4,8 +4,10 @@
 strategy's full-information candidate list and the user's examination draw. Replaying a policy
 on that is what the live system would do with the same users, except that the query memory's
 and the class statistics' own evolution is the live run's. Each variant is a PolicyConfig
-override (JSON); it decides, its user clicks on RRF's top 10 of its own candidates (the same
-position-based draw), and it learns from the semi-bandit rewards of that click.
+override (JSON); it decides, its user clicks on its own shown list (its candidates in the served
+ranker's order, with the same draw and the run's click model), and it learns from the semi-bandit
+rewards of that click: the very step the harness runs its in-loop ltrr policies with
+(:class:`ltrr.sim.inloop.InLoopPolicy`, :func:`ltrr.sim.inloop.play`).
 
     .venv/bin/python scripts/replay_policy.py bench-out/regret [--variant '{"ridge": 1}' ...]
 
@@ -40,10 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def replay(run: Path, overrides: dict[str, Any], seed: int = 0) -> dict[str, Any]:
-    from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
-    from ltrr.bandit.prior import load_prior
-    from ltrr.bandit.rewards import arm_visibility, semi_bandit_rewards
-    from ltrr.sim.clicks import PositionClickModel
+    from ltrr.bandit import PolicyConfig
+    from ltrr.sim.inloop import FullInfo, InLoopPolicy, play, saved_click_model
     from ltrr.sim.regret import (
         QueryRecord,
         action_hits,
@@ -53,7 +53,6 @@ def replay(run: Path, overrides: dict[str, Any], seed: int = 0) -> dict[str, Any
         run_latency,
         score,
     )
-    from ltrr.sim.vw import shown_list
 
     doc = json.loads((run / "regret.json").read_text())
     records = [QueryRecord.from_dict(r) for r in doc["records"]]
@@ -62,43 +61,23 @@ def replay(run: Path, overrides: dict[str, Any], seed: int = 0) -> dict[str, Any
     overrides = dict(overrides)
     feedback = overrides.pop("_feedback", "click")
     keep = overrides.pop("_features", None)
-    eta = overrides.pop("_position_bias", None)  # None: plain updates
+    eta = overrides.pop("_position_bias", None)  # None: the config's position_bias, as the learner reads clicks
     cfg = PolicyConfig.model_validate({"seed": seed, **overrides})
-    if eta is None:
-        eta = cfg.position_bias  # as the learner reads clicks
     strategies = ("lexical", "vector", "graph", "memory")
-    fz = ContextFeaturizer(strategies, ignore=cfg.ignore_features)
-    pol = new_policy(cfg, strategies, fz.dim)
-    if cfg.prior_path:
-        load_prior(cfg.prior_path, strategies, cfg.ladder).install(
-            pol.arms, fz.names, cfg.ridge, cfg.prior_hit_rate, cfg.prior_weight
-        )
-    pol.space.set_latency(run_latency(pol.space, records))  # how the harness prices every action
-    clicks = PositionClickModel(eta=1.0, depth=10)
+    member = InLoopPolicy("replay", cfg, strategies, position_bias=eta, reveal=feedback)
+    space = member.policy.space
+    member.reprice(run_latency(space, records))  # how the harness prices every action
+    clicks = saved_click_model(doc.get("meta", {}))  # the click model the run drew its draws for
     actions = []
     for rec in records:
         d = rows[rec.index]
         ctx = d["context"] if keep is None else {k: v for k, v in d["context"].items() if k in keep}
-        x = fz.vector(ctx)
-        dec = pol.select(x)
-        lists = {s: d["lists"].get(s, [])[: dec.budgets[s]] for s in strategies if dec.budgets[s] > 0}
-        shown = shown_list(lists, dec.budgets, order=d.get("order", []))  # the ranker's order, if recorded
-        pos = clicks.click(shown, rec.wanted, np.asarray(d["draw"]))
-        ok = dict.fromkeys(lists, True)
-        found = (
-            pos is not None
-            or (feedback == "union" and any(rec.wanted in ids for ids in lists.values()))
-            or (feedback == "shown" and rec.wanted in shown)
-        )
-        rewards = semi_bandit_rewards(dec.budgets, cfg.ladder, lists, ok, rec.wanted if found else None)
-        vis = None if eta is None else arm_visibility(dec.budgets, cfg.ladder, lists, ok, shown, float(eta))
-        if feedback != "none":
-            pol.update(dec, rewards, vis)
-        actions.append(dec.action)
-    hits = action_hits(pol.space, rank_matrix(pol.space, records))
-    costs = pol.space.costs.copy()
-    refs = reference_trajectories(pol.space, hits, costs)
-    traj = played(pol.space, hits, costs, actions)
+        info = FullInfo(ctx, d["lists"], d.get("order", []), rec.wanted, np.asarray(d["draw"]))
+        actions.append(space.action_for_budgets(play(member, info, clicks, space.costs).budgets))
+    hits = action_hits(space, rank_matrix(space, records))
+    costs = space.costs.copy()
+    refs = reference_trajectories(space, hits, costs)
+    traj = played(space, hits, costs, actions)
     half = np.arange(len(records)) >= len(records) // 2
     return {
         "all": score("replay", traj, refs["oracle"]),

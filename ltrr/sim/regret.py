@@ -340,3 +340,38 @@ def score_run(
         trajectories[p] = played(space, hits, costs, actions)
     trajectories.update(refs)
     return Scored(space, tuple(records), ranks, hits, lat, trajectories)
+
+
+#: How many queries each side of a drift the drift windows hold (:func:`drift_windows`).
+DRIFT_WINDOW = 200
+
+
+@dataclass(frozen=True)
+class Window:
+    """Some queries of a run: ``name``, the first and last query index it holds, and its ``rows``
+    (boolean, shape ``(T,)``, over the records in order)."""
+
+    name: str
+    first: int
+    last: int
+    rows: np.ndarray
+
+
+def drift_windows(indices: Sequence[int], at: int, width: int = DRIFT_WINDOW) -> tuple[Window, ...]:
+    """The windows around a drift at query index ``at`` over the queries ``indices`` (one per record):
+    ``before``, the ``width`` queries before ``at``; ``after``, the first ``width`` from ``at`` on (how
+    fast a policy adapts); ``later``, the rest after those (where it settled; left out when empty).
+    Each window holds the queries it names that the run has; ``at`` must split them."""
+    idx = np.asarray(indices, dtype=int)
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise InvalidRequest("width", f"must be an int >= 1, got {width!r}")
+    if idx.size == 0 or not (idx < at).any() or not (idx >= at).any():
+        lo, hi = (int(idx.min()), int(idx.max())) if idx.size else (0, -1)
+        raise InvalidRequest("at", f"must split the queries (indices {lo}..{hi}), got {at}")
+    spans = (("before", at - width, at - 1), ("after", at, at + width - 1), ("later", at + width, int(idx.max())))
+    out = []
+    for name, first, last in spans:
+        rows = (idx >= first) & (idx <= last)
+        if rows.any():
+            out.append(Window(name, int(idx[rows].min()), int(idx[rows].max()), rows))
+    return tuple(out)

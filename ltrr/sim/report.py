@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
+from ltrr.sim.inloop import INLOOP_PREFIX
 from ltrr.sim.metrics import list_metrics
 from ltrr.sim.regret import (
     ALL_DEFAULT,
@@ -17,6 +18,7 @@ from ltrr.sim.regret import (
     PolicyScore,
     QueryRecord,
     Scored,
+    drift_windows,
     routing,
 )
 
@@ -175,6 +177,35 @@ def summary(scored: Scored) -> dict[str, Any]:
     return out
 
 
+# -- a drift mid-run ---------------------------------------------------------------------------------
+
+
+def drift_section(scored: Scored, at: int, new_entities: Collection[str] = ()) -> list[str]:
+    """Markdown: every contender's mean regret and recall in the windows around a drift at query
+    index ``at`` (:func:`ltrr.sim.regret.drift_windows`); with ``new_entities`` (the ids upserted at
+    the drift) also its recall on the queries from ``at`` on that want one of them."""
+    windows = drift_windows([r.index for r in scored.records], at)
+    names = [n for n in _order(list(scored.trajectories)) if n != ORACLE]
+    spans = [f"{w.name} ({w.first}–{w.last})" for w in windows]
+    fresh = set(new_entities)
+    new = np.array([r.index >= at and r.wanted in fresh for r in scored.records])
+    lines = [f"## Drift at query index {at}: mean regret and recall before and after", ""]
+    if new_entities:
+        lines += [f"{len(fresh)} new entities upserted before query {at}; {int(new.sum())} queries want one.", ""]
+    head = [f"mean regret {s}" for s in spans] + [f"recall {s}" for s in spans]
+    head += ["recall, new entities"] if new_entities else []
+    lines += ["| policy | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    for n in names:
+        tr = scored.trajectories[n]
+        cells = [_f(float((scored.oracle.value[w.rows] - tr.value[w.rows]).mean()), 4) for w in windows]
+        cells += [_f(float(tr.hit[w.rows].mean())) for w in windows]
+        if new_entities:
+            cells.append(_f(float(tr.hit[new].mean())) if new.any() else "–")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
 # -- the final lists: what each contender's user saw -------------------------------------------------
 
 ALL_MAX_RANKER = "all at max, served ranker's order"
@@ -243,7 +274,7 @@ def _final_rank(name: str) -> int:
         return 0
     if name in (STATIC_RANKER, ALL_MAX_RANKER, ALL_MAX_RRF):
         return 1
-    if name.startswith("vw "):
+    if name.startswith(("vw ", INLOOP_PREFIX)):
         return 2
     if name.endswith(" alone at max"):
         return 3
