@@ -12,7 +12,9 @@ it never competes with a search for the event loop; CatBoost uses one thread.
 One trainer cluster-wide: each round, and :meth:`RankerTrainer.train_now`, first check the ``trainer``
 lease (:mod:`ltrr.lease`), acquiring it when free; while another trainer holds it (the other cluster of
 a blue/green upgrade) this one neither trains nor publishes, logs once that it waits, and retries every
-few seconds. ``status()["lease"]`` is ``"held"`` or ``"waiting"``.
+few seconds. ``status()["lease"]`` is ``"held"`` or ``"waiting"``. The registry it publishes into
+(:func:`ltrr.ranking.registry.registry_for`: PostgreSQL with a DSN) is fenced by that lease, so a trainer
+that lost it while training writes nothing: the report's ``reason`` says so.
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ from typing import Any
 
 from ltrr import metrics
 from ltrr.config import AppConfig
+from ltrr.errors import Aborted
 from ltrr.event_store import open_event_log
-from ltrr.lease import LeaseGate, lease_for, waiting_message
-from ltrr.ranking.catboost import open_registry
+from ltrr.lease import TRAINER, LeaseGate, lease_for, waiting_message
+from ltrr.ranking.registry import registry_for
 from ltrr.ranking.retrain import Report, retrain_from_log
 
 log = logging.getLogger("ray.serve")
 POLL_S = 10.0
-LEASE = "trainer"
+LEASE = TRAINER
 
 
 class RankerTrainer:
@@ -41,6 +44,7 @@ class RankerTrainer:
         self.events = open_event_log(self.app)
         self.lease = LeaseGate(lease_for(self.app, LEASE), logger=log)
         self.lease.check()
+        self.registry = registry_for(self.app, lease=self.lease.lease)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._tried_at = time.monotonic()
@@ -65,7 +69,11 @@ class RankerTrainer:
                 return Report("event log", reason=waiting_message(LEASE)).to_dict()
             self._tried_count = self.events.searches_with_feedback()
             self._tried_at = time.monotonic()
-            report = retrain_from_log(self.app)
+            try:
+                report = retrain_from_log(self.app, registry=self.registry)
+            except Aborted as exc:  # the lease was lost while training: nothing was published
+                log.warning("trainer: %s", exc)
+                return Report("event log", reason=str(exc)).to_dict()
             self.runs += 1
             self.last = report.to_dict()
             log.info("trainer: %s", report.published or f"not published: {report.reason}")
@@ -78,7 +86,7 @@ class RankerTrainer:
             try:
                 if self.lease.check() and self.due():
                     self.train_now()
-                metrics.record_ranker_version(open_registry(self.cfg).current_version())  # what is published
+                metrics.record_ranker_version(self.registry.current_version())  # what is published
             except Exception:  # noqa: BLE001 - keep the trainer alive; the next attempt reads the log again
                 log.exception("trainer: retraining failed; will retry")
 
@@ -95,6 +103,7 @@ class RankerTrainer:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self.lease.release()
+        self.registry.close()
         self.events.close()
 
     async def check_health(self) -> None:

@@ -20,8 +20,9 @@ from ltrr.eventlog import EventLog
 from ltrr.fanout import Caller, Fanout
 from ltrr.index_status import IndexBacklog
 from ltrr.query_understanding import QueryUnderstanding, Vocabulary
-from ltrr.ranking.catboost import LiveRanker, open_registry
+from ltrr.ranking.catboost import LiveRanker
 from ltrr.ranking.features import FactsCache, RankFeaturizer
+from ltrr.ranking.registry import registry_for
 from ltrr.ranking.rrf import RRFRanker
 from ltrr.service import SearchService
 from ltrr.strategies.base import Strategy
@@ -36,8 +37,9 @@ class Built:
 
 
 def live_ranker(app: AppConfig) -> LiveRanker:
-    """The registry's current model (loaded now), RRF with ``ingress.rrf_c`` when there is none."""
-    ranker = LiveRanker(open_registry(app.ranking), RRFRanker(app.ingress.rrf_c))
+    """The registry's current model (loaded now), RRF with ``ingress.rrf_c`` when there is none; the registry
+    is the app's (:func:`ltrr.ranking.registry.registry_for`: PostgreSQL when a DSN is set)."""
+    ranker = LiveRanker(registry_for(app), RRFRanker(app.ingress.rrf_c))
     ranker.refresh()
     return ranker
 

@@ -2,9 +2,10 @@
 
 ltrr ingest   [--config F] [--max-artists N] [--only S] [--skip S] [--skip-catalog] [--no-cold-start]
               build the catalog and every index (incremental), then the cold-start ranker if needed
-ltrr train-ranker [--config F] [--cold-start] [--rollback] [--json]
+ltrr train-ranker [--config F] [--cold-start] [--rollback] [--json] [--lease-timeout S]
               train the ranker on the event log (or on predicted queries), validate it on the
-              newest searches against the current model and RRF, publish it if not worse
+              newest searches against the current model and RRF, publish it if not worse; holds
+              the trainer lease while it does (waits while another trainer holds it)
 ltrr search   QUERY [-k N] [--type T] [--strategy S] [--explain] [--target H:P] [--token-file F]
 ltrr health   [--target H:P] [--token-file F]
               both send a bearer token: --token-file's, else $LTRR_TOKEN, else var/secrets/ltrr-token's
@@ -69,24 +70,60 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _train_ranker(args: argparse.Namespace) -> int:
+    """Train and publish holding the trainer lease (:mod:`ltrr.lease`), as the trainer deployment does: while
+    another holds it (the deployment, another ``train-ranker``), wait, or give up after ``--lease-timeout``
+    seconds (exit 1, nothing trained). ``--rollback`` is the operator's override of what serves: it takes no
+    lease (the registry serialises it with publishes), so it works while the trainer deployment runs."""
     from ltrr.appconfig_io import load_app_config
     from ltrr.catalog.store import CatalogStore
-    from ltrr.ranking.catboost import open_registry
+    from ltrr.errors import Aborted
+    from ltrr.lease import TRAINER, acquire_within, lease_for, waiting_message
+    from ltrr.ranking.registry import registry_for
     from ltrr.ranking.retrain import cold_start, retrain_from_log
 
+    if args.lease_timeout is not None and not args.lease_timeout >= 0:
+        print(f"error: --lease-timeout must be >= 0 seconds, got {args.lease_timeout:g}", file=sys.stderr)
+        return 2
     cfg = load_app_config(args.config)
     if args.rollback:
-        version = open_registry(cfg.ranking).rollback()
+        registry = registry_for(cfg)
+        try:
+            version = registry.rollback()
+        finally:
+            registry.close()
         print(f"now serving {version} (replicas pick it up within {cfg.ranking.reload_interval_s:g} s)")
         return 0
-    if args.cold_start:
-        store = CatalogStore(cfg.catalog_path)
+    lease = lease_for(cfg, TRAINER)
+    bound = "" if args.lease_timeout is None else f"; giving up after {args.lease_timeout:g} s (--lease-timeout)"
+
+    def say() -> None:
+        print(f"==> {waiting_message(TRAINER)}{bound}", file=sys.stderr, flush=True)
+
+    if not acquire_within(lease, args.lease_timeout, on_wait=say):
+        print(
+            f"error: another trainer still holds the {TRAINER} lease ({lease!r}) after {args.lease_timeout:g} s: "
+            "nothing was trained or published",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        registry = registry_for(cfg, lease=lease)
         try:
-            report = cold_start(cfg, store, progress=True)
+            if args.cold_start:
+                store = CatalogStore(cfg.catalog_path)
+                try:
+                    report = cold_start(cfg, store, progress=True, registry=registry)
+                finally:
+                    store.close()
+            else:
+                report = retrain_from_log(cfg, progress=True, registry=registry)
         finally:
-            store.close()
-    else:
-        report = retrain_from_log(cfg, progress=True)
+            registry.close()
+    except Aborted as exc:  # the lease was lost while training
+        print(f"error: not published: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        lease.release()
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
@@ -403,6 +440,13 @@ def main(argv: list[str] | None = None) -> int:
     pt.add_argument("--cold-start", action="store_true", help="train on predicted queries, not the event log")
     pt.add_argument("--rollback", action="store_true", help="serve the previous published model again")
     pt.add_argument("--json", action="store_true", help="print the full report as JSON")
+    pt.add_argument(
+        "--lease-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up (exit 1) if another trainer still holds the trainer lease after this long (default: wait)",
+    )
     pt.set_defaults(fn=_train_ranker)
 
     for name, fn in (("search", _search), ("health", _health)):

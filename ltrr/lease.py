@@ -67,7 +67,17 @@ from ltrr.errors import Aborted, BackendUnavailable
 from ltrr.event_store import events_dsn
 from ltrr.eventlog_pg import redact_dsn
 
-__all__ = ["FileLease", "Lease", "LeaseGate", "PgLease", "lease_for", "lease_key", "waiting_message"]
+__all__ = [
+    "TRAINER",
+    "FileLease",
+    "Lease",
+    "LeaseGate",
+    "PgLease",
+    "acquire_within",
+    "lease_for",
+    "lease_key",
+    "waiting_message",
+]
 
 T = TypeVar("T")
 log = logging.getLogger("ltrr.lease")
@@ -76,6 +86,8 @@ log = logging.getLogger("ltrr.lease")
 LEASE_CLASS: Final = 0x6C656173
 #: Seconds between two attempts of a waiting :class:`LeaseGate` to acquire its lease.
 RETRY_S: Final = 5.0
+#: The lease of the ranker's trainer: the trainer deployment and ``ltrr train-ranker`` publish only holding it.
+TRAINER: Final = "trainer"
 #: TCP keepalive of the lease's session, in seconds (module docstring): idle before the first probe,
 #: between probes, and how many unanswered probes end the connection.
 KEEPALIVE: Final = {"idle_s": 10, "interval_s": 5, "count": 3}
@@ -115,6 +127,28 @@ def lease_key(name: str) -> tuple[int, int]:
 def waiting_message(name: str) -> str:
     """What a writer that does not hold lease ``name`` logs (once) and reports."""
     return f"waiting for the {name} lease (another one holds it)"
+
+
+def acquire_within(
+    lease: Lease, timeout_s: float | None, *, on_wait: Callable[[], None] | None = None, retry_s: float = 1.0
+) -> bool:
+    """Acquire ``lease``, waiting while another holds it: True once this one holds it, False if ``timeout_s``
+    seconds passed first (None: no bound; then the wait is the lease's own blocking acquire). ``on_wait`` is
+    called once, when the first attempt finds the lease taken; a bounded wait tries again every ``retry_s``."""
+    if timeout_s is not None and not timeout_s >= 0:
+        raise ValueError(f"`timeout_s` must be >= 0 or None, got {timeout_s!r}")
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    if lease.acquire():
+        return True
+    if on_wait is not None:
+        on_wait()
+    if deadline is None:
+        return lease.acquire(block=True)
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(retry_s, left))
+        if lease.acquire():
+            return True
+    return False
 
 
 class Lease(Protocol):

@@ -1,4 +1,4 @@
-"""Published ranker models: one directory, written by the trainer and polled by every ingress replica.
+"""Published ranker models: one directory (or PostgreSQL), written by the trainer, polled by every ingress replica.
 
 Layout::
 
@@ -30,6 +30,19 @@ A model is bound to the feature schema it was trained on (:mod:`ltrr.ranking.fea
 is opened with the schema its process computes, and refuses to publish or load a model of another
 schema version or other feature names (:class:`SchemaMismatch`), so serving falls back to RRF
 instead of scoring rows whose columns mean something else.
+
+**In PostgreSQL** (:class:`ltrr.ranking.registry_pg.PgModelRegistry`, issue 12: off the node). When a
+DSN is configured (:func:`ltrr.event_store.events_dsn`), :func:`registry_for` opens the registry in the
+database instead, with this interface (:class:`BaseModelRegistry`), so ingress replicas on any node, and a
+trainer in the other cluster of a blue/green upgrade, see the same models; ``ranking.model_dir`` is then
+only each process's cache.
+
+**Fencing.** A registry opened with a ``lease`` (the trainer's, :data:`ltrr.lease.TRAINER`) publishes and
+rolls back only while that lease is held, and raises :class:`~ltrr.errors.Aborted` ("the trainer lease is
+not held: nothing was written") otherwise. A :class:`~ltrr.lease.FileLease` is checked before anything
+is written and again before the new version is moved into place; with a :class:`~ltrr.lease.PgLease` the
+PostgreSQL registry's transaction runs on the lease's own session (:meth:`ltrr.lease.PgLease.fenced`), so a
+trainer whose lease was lost (its session cut) cannot commit a model, whatever it checked before.
 """
 
 from __future__ import annotations
@@ -44,13 +57,19 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from catboost import CatBoost, CatBoostError, CatBoostRanker
 
 from ltrr.checkpoints import fsync_dir
-from ltrr.errors import LtrrError, NotFound
+from ltrr.config import AppConfig
+from ltrr.errors import Aborted, LtrrError, NotFound
+from ltrr.event_store import events_dsn
+from ltrr.lease import Lease
 from ltrr.ranking import features
+
+if TYPE_CHECKING:
+    from ltrr.ranking.registry_pg import PgModelRegistry
 
 CURRENT = "CURRENT"
 LOCK = ".lock"
@@ -151,51 +170,62 @@ def version_number(version: str) -> int:
     return int(m.group(1))
 
 
-class ModelRegistry:
-    """The published models under ``root`` (created on first publish), for feature schema
-    ``schema_version`` with columns ``feature_names``; ``keep`` (>= 1) versions survive pruning."""
+class BaseModelRegistry:
+    """The interface of both registries (:class:`ModelRegistry`: files;
+    :class:`~ltrr.ranking.registry_pg.PgModelRegistry`: PostgreSQL), and what they share: the published
+    models for feature schema ``schema_version`` with columns ``feature_names``; ``keep`` (>= 1) versions
+    survive pruning; with ``lease`` (:mod:`ltrr.lease`), publish and rollback write only while it is held
+    (module docstring, "Fencing"). ``root`` is where the versions' directories are: the registry itself, or
+    the local cache of the one in PostgreSQL."""
 
-    def __init__(self, root: str | Path, *, schema_version: int, feature_names: Sequence[str], keep: int = 5) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        schema_version: int,
+        feature_names: Sequence[str],
+        keep: int = 5,
+        lease: Lease | None = None,
+    ) -> None:
         if keep < 1:
             raise ValueError(f"`keep` must be >= 1, got {keep}")
         self.root = Path(root)
         self.schema_version = int(schema_version)
         self.feature_names = tuple(feature_names)
         self.keep = keep
+        self.lease = lease
 
-    # ------------------------------------------------------------------ reading (no lock)
+    # ------------------------------------------------------------------ what each backend implements
 
-    def current_version(self) -> str | None:
-        """The served version's name, reading only ``CURRENT``; None before the first publish."""
-        try:
-            name = (self.root / CURRENT).read_text().strip()
-        except FileNotFoundError:
-            return None
-        return name or None
+    def current_version(self) -> str | None:  # pragma: no cover - overridden
+        """The served version's name (one small read: replicas poll it); None before the first publish."""
+        raise NotImplementedError
+
+    def versions(self) -> list[str]:  # pragma: no cover - overridden
+        """Every complete version, oldest first."""
+        raise NotImplementedError
+
+    def get(self, version: str) -> PublishedModel:  # pragma: no cover - overridden
+        """``version`` with its meta, without loading the model; raises NotFound if it does not exist."""
+        raise NotImplementedError
+
+    def publish(self, model: CatBoost, meta: ModelMeta) -> str:  # pragma: no cover - overridden
+        """Write ``model`` as the next version, make it current, prune; returns the version's name."""
+        raise NotImplementedError
+
+    def rollback(self) -> str:  # pragma: no cover - overridden
+        """Serve the current version's parent again; returns its name."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of what the registry holds open (a PostgreSQL connection); the file registry holds nothing."""
+
+    # ------------------------------------------------------------------ shared
 
     def current(self) -> PublishedModel | None:
         """The served version with its meta (schema not checked); None before the first publish."""
         version = self.current_version()
         return None if version is None else self.get(version)
-
-    def versions(self) -> list[str]:
-        """Every complete version, oldest first."""
-        if not self.root.is_dir():
-            return []
-        found = [p.name for p in self.root.iterdir() if _VERSION.match(p.name) and (p / MODEL_FILE).is_file()]
-        return sorted(found, key=version_number)
-
-    def get(self, version: str) -> PublishedModel:
-        """``version`` with its meta, without loading the model; raises NotFound if it does not exist."""
-        version_number(version)
-        path = self.root / version
-        try:
-            meta = ModelMeta.from_dict(json.loads((path / META_FILE).read_text()))
-        except FileNotFoundError as exc:
-            raise NotFound(f"model {version} is not in the registry at {self.root}") from exc
-        except ValueError as exc:
-            raise RegistryError(f"model {version} has an unreadable {META_FILE}: {exc}") from exc
-        return PublishedModel(version, path, meta)
 
     def load(self, version: str) -> LoadedModel:
         """Read ``version`` into memory. Raises :class:`SchemaMismatch` if it was made for another feature
@@ -206,7 +236,7 @@ class ModelRegistry:
             model = CatBoostRanker().load_model(str(published.model_path), format="cbm")
         except CatBoostError as exc:
             if not published.model_path.exists():
-                raise NotFound(f"model {version} is not in the registry at {self.root}") from exc
+                raise NotFound(f"model {version} is not in the registry at {self._where}") from exc
             raise RegistryError(f"model {version}: {MODEL_FILE} cannot be read: {exc}") from exc
         if tuple(model.feature_names_) != published.meta.feature_names:
             raise RegistryError(f"model {version}: {MODEL_FILE} has other feature names than its {META_FILE}")
@@ -226,58 +256,30 @@ class ModelRegistry:
                     raise  # CURRENT still names it: a dangling pointer, not a race
         raise AssertionError("unreachable")
 
-    # ------------------------------------------------------------------ writing (under the lock)
+    @property
+    def _where(self) -> str:
+        return str(self.root)
 
-    def publish(self, model: CatBoost, meta: ModelMeta) -> str:
-        """Write ``model`` as the next version, make it current, prune; returns the version's name.
+    def _read_meta(self, version: str, path: Path) -> PublishedModel:
+        try:
+            meta = ModelMeta.from_dict(json.loads((path / META_FILE).read_text()))
+        except FileNotFoundError as exc:
+            raise NotFound(f"model {version} is not in the registry at {self._where}") from exc
+        except ValueError as exc:
+            raise RegistryError(f"model {version} has an unreadable {META_FILE}: {exc}") from exc
+        return PublishedModel(version, path, meta)
 
-        ``meta``'s schema must be this registry's and name the model's features (``version``,
-        ``created`` and ``parent`` are filled in here).
-        """
+    def _check_publishable(self, model: CatBoost, meta: ModelMeta) -> None:
         self._check_schema("the model to publish", meta.schema_version, meta.feature_names)
         if not model.is_fitted():
             raise ValueError("`model` must be fitted")
         if tuple(model.feature_names_) != tuple(meta.feature_names):
             raise ValueError("`model` must have the feature names of `meta.feature_names`")
-        self.root.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            parent = self.current_version()
-            numbers = [version_number(p.name) for p in self.root.iterdir() if _VERSION.match(p.name)]
-            version = version_name(max(numbers, default=0) + 1)
-            meta = replace(meta, version=version, created=time.time(), parent=parent)
-            tmp = self.root / f"{_TMP}{uuid.uuid4().hex}"
-            tmp.mkdir()
-            model.save_model(str(tmp / MODEL_FILE), format="cbm")
-            _write_durably(tmp / META_FILE, json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
-            _fsync_file(tmp / MODEL_FILE)
-            fsync_dir(tmp)
-            os.rename(tmp, self.root / version)
-            fsync_dir(self.root)
-            self._point(version)
-            self._prune({version} if parent is None else {version, parent})
-        return version
 
-    def rollback(self) -> str:
-        """Serve the current version's parent again; returns its name. Raises :class:`RegistryError` if
-        nothing is published, the current version has no parent or it was pruned, and
-        :class:`SchemaMismatch` if the parent is of another schema (serving could not load it)."""
-        if not self.root.is_dir():
-            raise RegistryError(f"nothing is published at {self.root}: no version to roll back")
-        with self._locked():
-            version = self.current_version()
-            if version is None:
-                raise RegistryError(f"nothing is published at {self.root}: no version to roll back")
-            parent = self.get(version).meta.parent
-            if parent is None:
-                raise RegistryError(f"model {version} has no parent to roll back to")
-            if not (self.root / parent / MODEL_FILE).is_file():
-                raise RegistryError(f"model {version}'s parent {parent} is no longer in the registry")
-            meta = self.get(parent).meta
-            self._check_schema(parent, meta.schema_version, meta.feature_names)
-            self._point(parent)
-        return parent
-
-    # ------------------------------------------------------------------ private
+    def _require_lease(self) -> None:
+        """Raise :class:`~ltrr.errors.Aborted` unless this registry has no lease or holds it now."""
+        if self.lease is not None and not self.lease.held:
+            raise Aborted(f"the {self.lease.name} lease is not held: nothing was written")
 
     def _check_schema(self, what: str, schema_version: int, feature_names: Sequence[str]) -> None:
         names = tuple(feature_names)
@@ -294,6 +296,91 @@ class ModelRegistry:
                 else ": the feature lists differ in length"
             )
         raise SchemaMismatch(f"{what} was made for {theirs}, but this process computes {ours}{detail}")
+
+
+class ModelRegistry(BaseModelRegistry):
+    """The published models in the directory ``root`` (created on first publish; module docstring)."""
+
+    # ------------------------------------------------------------------ reading (no lock)
+
+    def current_version(self) -> str | None:
+        """The served version's name, reading only ``CURRENT``; None before the first publish."""
+        try:
+            name = (self.root / CURRENT).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return name or None
+
+    def versions(self) -> list[str]:
+        """Every complete version, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [p.name for p in self.root.iterdir() if _VERSION.match(p.name) and (p / MODEL_FILE).is_file()]
+        return sorted(found, key=version_number)
+
+    def get(self, version: str) -> PublishedModel:
+        """``version`` with its meta, without loading the model; raises NotFound if it does not exist."""
+        version_number(version)
+        return self._read_meta(version, self.root / version)
+
+    # ------------------------------------------------------------------ writing (under the lock)
+
+    def publish(self, model: CatBoost, meta: ModelMeta) -> str:
+        """Write ``model`` as the next version, make it current, prune; returns the version's name.
+
+        ``meta``'s schema must be this registry's and name the model's features (``version``,
+        ``created`` and ``parent`` are filled in here). With a ``lease``, raises
+        :class:`~ltrr.errors.Aborted` and writes nothing unless it is held (module docstring, "Fencing").
+        """
+        self._check_publishable(model, meta)
+        self._require_lease()
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            self._require_lease()
+            parent = self.current_version()
+            numbers = [version_number(p.name) for p in self.root.iterdir() if _VERSION.match(p.name)]
+            version = version_name(max(numbers, default=0) + 1)
+            meta = replace(meta, version=version, created=time.time(), parent=parent)
+            tmp = self.root / f"{_TMP}{uuid.uuid4().hex}"
+            tmp.mkdir()
+            model.save_model(str(tmp / MODEL_FILE), format="cbm")
+            _write_durably(tmp / META_FILE, json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
+            _fsync_file(tmp / MODEL_FILE)
+            fsync_dir(tmp)
+            try:
+                self._require_lease()  # the last moment before anyone could see it
+            except Aborted:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            os.rename(tmp, self.root / version)
+            fsync_dir(self.root)
+            self._point(version)
+            self._prune({version} if parent is None else {version, parent})
+        return version
+
+    def rollback(self) -> str:
+        """Serve the current version's parent again; returns its name. Raises :class:`RegistryError` if
+        nothing is published, the current version has no parent or it was pruned, and
+        :class:`SchemaMismatch` if the parent is of another schema (serving could not load it); with a
+        ``lease``, :class:`~ltrr.errors.Aborted` unless it is held."""
+        if not self.root.is_dir():
+            raise RegistryError(f"nothing is published at {self.root}: no version to roll back")
+        with self._locked():
+            self._require_lease()
+            version = self.current_version()
+            if version is None:
+                raise RegistryError(f"nothing is published at {self.root}: no version to roll back")
+            parent = self.get(version).meta.parent
+            if parent is None:
+                raise RegistryError(f"model {version} has no parent to roll back to")
+            if not (self.root / parent / MODEL_FILE).is_file():
+                raise RegistryError(f"model {version}'s parent {parent} is no longer in the registry")
+            meta = self.get(parent).meta
+            self._check_schema(parent, meta.schema_version, meta.feature_names)
+            self._point(parent)
+        return parent
+
+    # ------------------------------------------------------------------ private
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -325,6 +412,20 @@ class ModelRegistry:
             shutil.rmtree(debris, ignore_errors=True)
         for stale in self.root.glob(f".{CURRENT}.*"):
             stale.unlink(missing_ok=True)
+
+
+def registry_for(app: AppConfig, *, lease: Lease | None = None) -> ModelRegistry | PgModelRegistry:
+    """The model registry ``app`` configures, for the feature schema this ltrr computes: in PostgreSQL when
+    a DSN is set (:func:`ltrr.event_store.events_dsn`; ``ranking.model_dir`` is then its local cache), else
+    the directory ``ranking.model_dir``. With ``lease`` (the trainer's), publish and rollback are fenced by it."""
+    cfg = app.ranking
+    kw: dict[str, Any] = {"schema_version": features.SCHEMA_VERSION, "feature_names": features.NAMES, "keep": cfg.keep}
+    dsn = events_dsn(app)
+    if dsn:
+        from ltrr.ranking.registry_pg import PgModelRegistry  # it builds on this module
+
+        return PgModelRegistry(dsn, cache_dir=cfg.model_dir, lease=lease, **kw)
+    return ModelRegistry(cfg.model_dir, lease=lease, **kw)
 
 
 def _write_durably(path: Path, text: str) -> None:

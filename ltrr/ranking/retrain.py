@@ -5,6 +5,11 @@ Both end the same way (:func:`fit_and_publish`): train on the older searches, sc
 ``ranking.holdout`` share with the new model, the current model and RRF (nDCG@10 and MRR@10, by
 ranx), and publish only if the new model is not worse than either (``ranking.tolerance``). The
 previous model stays in the registry for ``ltrr train-ranker --rollback``.
+
+The registry is the one the app configures (:func:`ltrr.ranking.registry.registry_for`: files, or
+PostgreSQL with a DSN). The trainer and ``ltrr train-ranker`` pass theirs, opened with the trainer lease,
+so a publish raises :class:`~ltrr.errors.Aborted` and writes nothing if that lease is not held; without
+one given (the ingest job's cold start) the registry is opened here, unfenced, and closed after.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import logging
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -27,10 +33,9 @@ from ltrr.event_store import open_event_log
 from ltrr.eventlog import SQLiteEventLog
 from ltrr.index_status import IndexBacklog
 from ltrr.ranking import features as F
-from ltrr.ranking.catboost import open_registry
 from ltrr.ranking.coldstart import PredictedQuery, predicted_queries
 from ltrr.ranking.dataset import estimate_examination, groups_from_log, weighted
-from ltrr.ranking.registry import ModelMeta, ModelRegistry
+from ltrr.ranking.registry import BaseModelRegistry, ModelMeta, registry_for
 from ltrr.ranking.train import Group, compare, format_table, should_publish, split_recent, train_ranker
 
 log = logging.getLogger("ltrr.ranking")
@@ -67,7 +72,7 @@ def _say(progress: bool, msg: str) -> None:
 def fit_and_publish(
     app: AppConfig,
     groups: Sequence[Group],
-    registry: ModelRegistry,
+    registry: BaseModelRegistry,
     report: Report,
     *,
     meta: Mapping[str, Any] | None = None,
@@ -77,7 +82,8 @@ def fit_and_publish(
     """Train on all but the newest ``ranking.holdout`` of ``groups``, compare on those by ``metric``, publish
     if not worse. On click labels the metric must be ``ips_dcg@10``: plain nDCG on clicks favours whichever
     ranker served the log (clicks only land on what it showed, near where it showed them), so it would keep
-    refusing a better model; the inverse-examination-weighted DCG estimates the DCG of true relevance."""
+    refusing a better model; the inverse-examination-weighted DCG estimates the DCG of true relevance.
+    A ``registry`` fenced by a lease that is not held refuses the publish: :class:`~ltrr.errors.Aborted`."""
     cfg = app.ranking
     train, hold = split_recent(list(groups), cfg.holdout)
     report.searches, report.train, report.holdout = len(groups), len(train), len(hold)
@@ -136,12 +142,24 @@ def fit_and_publish(
     return report
 
 
-def retrain_from_log(app: AppConfig, *, progress: bool = False, registry: ModelRegistry | None = None) -> Report:
+@contextmanager
+def _opened(app: AppConfig, registry: BaseModelRegistry | None) -> Iterator[BaseModelRegistry]:
+    """``registry``, else the one ``app`` configures (unfenced), closed after."""
+    if registry is not None:
+        yield registry
+        return
+    opened = registry_for(app)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def retrain_from_log(app: AppConfig, *, progress: bool = False, registry: BaseModelRegistry | None = None) -> Report:
     """Train on the labelled ones of the newest ``ranking.max_searches`` searches of the event log (all of them
-    fit the examination model); publish if not worse."""
+    fit the examination model); publish into ``registry`` (default: the app's, unfenced) if not worse."""
     t0 = time.perf_counter()
     cfg = app.ranking
-    registry = registry or open_registry(cfg)
     report = Report("event log")
     events = open_event_log(app)
     try:
@@ -160,7 +178,8 @@ def retrain_from_log(app: AppConfig, *, progress: bool = False, registry: ModelR
         report.examination = [round(float(t), 4) for t in exam.theta]
         report.examination_estimator = exam.estimator
         _say(progress, f"examination by position ({exam.estimator}): {report.examination}")
-    fit_and_publish(app, weighted(data, exam), registry, report, progress=progress, metric="ips_dcg@10")
+    with _opened(app, registry) as reg:
+        fit_and_publish(app, weighted(data, exam), reg, report, progress=progress, metric="ips_dcg@10")
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -173,10 +192,10 @@ def ready_strategies(app: AppConfig, store: CatalogStore) -> list[str]:
     return [n for n, behind in IndexBacklog(store, index_targets(app), ttl_s=0).pending().items() if behind == 0]
 
 
-def needs_cold_start(app: AppConfig, store: CatalogStore, registry: ModelRegistry | None = None) -> bool:
+def needs_cold_start(app: AppConfig, store: CatalogStore, registry: BaseModelRegistry | None = None) -> bool:
     """No model yet, or the current one is a cold-start model made without a strategy that is ready now."""
-    registry = registry or open_registry(app.ranking)
-    current = registry.current()
+    with _opened(app, registry) as reg:
+        current = reg.current()
     if current is None:
         return True
     made_with = set(current.meta.training.get("strategies", ()))
@@ -227,9 +246,17 @@ async def _run_queries(
             s.close()
 
 
-def cold_start(app: AppConfig, store: CatalogStore, *, progress: bool = False, n: int | None = None) -> Report:
+def cold_start(
+    app: AppConfig,
+    store: CatalogStore,
+    *,
+    progress: bool = False,
+    n: int | None = None,
+    registry: BaseModelRegistry | None = None,
+) -> Report:
     """Predicted queries from the catalog, searched with every ready strategy at its default k; the
-    intended entities are the labels; train, validate against RRF, publish."""
+    intended entities are the labels; train, validate against RRF, publish into ``registry`` (default: the
+    app's, unfenced)."""
 
     t0 = time.perf_counter()
     cfg = app.ranking
@@ -254,9 +281,10 @@ def cold_start(app: AppConfig, store: CatalogStore, *, progress: bool = False, n
     kinds: dict[str, int] = {}
     for pq, _ in outcomes:
         kinds[pq.kind] = kinds.get(pq.kind, 0) + 1
-    fit_and_publish(
-        app, groups, open_registry(cfg), report,
-        meta={"strategies": names, "queries": kinds}, progress=progress,
-    )  # fmt: skip
+    with _opened(app, registry) as reg:
+        fit_and_publish(
+            app, groups, reg, report,
+            meta={"strategies": names, "queries": kinds}, progress=progress,
+        )  # fmt: skip
     report.seconds = time.perf_counter() - t0
     return report
