@@ -80,6 +80,7 @@ bench: install meili
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_ranker.py
 	$(PY) scripts/bench_regret.py
+	$(PY) scripts/bench_report.py
 
 # About 5 minutes with `make up` running: the ranker's held-out quality and cost, then a short
 # regret run (ltrr, two VW learners, the peers) on the same queries; writes bench-out/quick/.

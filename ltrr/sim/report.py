@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
@@ -131,17 +132,7 @@ def markdown(scored: Scored, meta: Mapping[str, Any], families: Mapping[str, str
     strategies = list(scored.space.strategies)
     for who in [p for p in (LIVE, ORACLE) if p in scored.trajectories]:
         lines += [f"## Routing per query kind: share of queries on which **{who}** called each strategy", ""]
-        lines += ["| kind | " + " | ".join(strategies) + " | calls | candidates |"]
-        lines.append("|---|" + "---:|" * (len(strategies) + 2))
-        for kind in [*kinds, "all"]:
-            rows = scored.kind_rows(kind) if kind != "all" else np.ones(T, dtype=bool)
-            share = routing(scored.space, scored.trajectories[who], rows)
-            tr = scored.trajectories[who]
-            lines.append(
-                f"| {kind} | "
-                + " | ".join(_f(share[s], 2) for s in strategies)
-                + f" | {_f(float(tr.calls[rows].mean()), 2)} | {_f(float(tr.candidates[rows].mean()), 1)} |"
-            )
+        lines += routing_table(scored, who)
         lines.append("")
 
     top = scored.space.ladder[-1]
@@ -157,6 +148,24 @@ def markdown(scored: Scored, meta: Mapping[str, Any], families: Mapping[str, str
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     lines.append("")
     return "\n".join(lines)
+
+
+def routing_table(scored: Scored, who: str) -> list[str]:
+    """Markdown rows: per query kind (then ``all``), the share of queries on which the played policy
+    ``who`` called each strategy, and its mean calls and candidates."""
+    strategies = list(scored.space.strategies)
+    tr = scored.trajectories[who]
+    lines = ["| kind | " + " | ".join(strategies) + " | calls | candidates |"]
+    lines.append("|---|" + "---:|" * (len(strategies) + 2))
+    for kind in [*scored.kinds(), "all"]:
+        rows = scored.kind_rows(kind) if kind != "all" else np.ones(len(scored.records), dtype=bool)
+        share = routing(scored.space, tr, rows)
+        lines.append(
+            f"| {kind} | "
+            + " | ".join(_f(share[s], 2) for s in strategies)
+            + f" | {_f(float(tr.calls[rows].mean()), 2)} | {_f(float(tr.candidates[rows].mean()), 1)} |"
+        )
+    return lines
 
 
 def summary(scored: Scored) -> dict[str, Any]:
@@ -213,14 +222,30 @@ ALL_MAX_RRF = "all at max, RRF order"
 STATIC_RANKER = "best static, served ranker's order"
 
 
-def final_tables(
+@dataclass(frozen=True)
+class FinalScore:
+    """One contender's final lists over a run (:func:`final_scores`): how many queries it answered, its
+    hit@10, MRR@10 and nDCG@10 (ranx); ``recall`` at the depth of its ``"<name> (top N)"`` list (None
+    without one); the p50 and p99 of its wall-clock latency (None where not timed); and nDCG@10 per
+    query kind (None for a kind it answered no query of)."""
+
+    contender: str
+    queries: int
+    hit: float
+    mrr: float
+    ndcg: float
+    recall: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    ndcg_by_kind: Mapping[str, float | None]
+
+
+def final_scores(
     records: Sequence[QueryRecord],
     derived: Mapping[str, Mapping[int, Sequence[str]]] = {},  # noqa: B006 - read only
-) -> list[str]:
-    """Markdown: hit@10, MRR@10 and nDCG@10 (ranx, :mod:`ltrr.sim.metrics`) of every contender's final
-    list, with its recall@100 where it returned that deep and its wall-clock latency where measured;
-    then nDCG@10 per query kind. ``derived`` adds contenders the loop did not play (query index ->
-    list); a ``"<name> (top N)"`` entry only gives ``<name>`` its recall."""
+) -> list[FinalScore]:
+    """Every contender's :class:`FinalScore`, in report order. ``derived`` adds contenders the loop did
+    not play (query index -> list); a ``"<name> (top N)"`` entry only gives ``<name>`` its recall@100."""
     lists: dict[str, dict[int, Sequence[str]]] = {}
     for r in records:
         for c, ids in r.final.items():
@@ -234,7 +259,38 @@ def final_tables(
     for r in records:
         for c, ms in r.latency_ms.items():
             latency.setdefault(c, []).append(ms)
-    names = sorted(lists, key=lambda n: (_final_rank(n), n))
+    kinds = sorted({r.kind for r in records})
+    by_kind = {k: {str(r.index) for r in records if r.kind == k} for k in kinds}
+    out = []
+    for n in sorted(lists, key=lambda n: (_final_rank(n), n)):
+        mine = {str(i): ids for i, ids in lists[n].items()}
+        m = list_metrics(mine, wanted, ("hit_rate@10", "mrr@10", "ndcg@10"))
+        rec = None
+        if n in deep:
+            rec = list_metrics({str(i): ids for i, ids in deep[n].items()}, wanted, ("recall@100",))["recall@100"]
+        seen = latency.get(n)
+        per_kind: dict[str, float | None] = {}
+        for k in kinds:
+            sub = {i: ids for i, ids in mine.items() if i in by_kind[k]}
+            per_kind[k] = list_metrics(sub, wanted, ("ndcg@10",))["ndcg@10"] if sub else None
+        out.append(
+            FinalScore(
+                n, len(mine), m["hit_rate@10"], m["mrr@10"], m["ndcg@10"], rec,
+                float(np.percentile(seen, 50)) if seen else None, float(np.percentile(seen, 99)) if seen else None,
+                per_kind,
+            )  # fmt: skip
+        )
+    return out
+
+
+def final_tables(
+    records: Sequence[QueryRecord],
+    derived: Mapping[str, Mapping[int, Sequence[str]]] = {},  # noqa: B006 - read only
+) -> list[str]:
+    """Markdown: hit@10, MRR@10 and nDCG@10 (ranx, :mod:`ltrr.sim.metrics`) of every contender's final
+    list, with its recall@100 where it returned that deep and its wall-clock latency where measured;
+    then nDCG@10 per query kind (:func:`final_scores`)."""
+    scores = final_scores(records, derived)
     lines = [
         "## Final lists: what each contender's user saw (ranx)",
         "",
@@ -244,27 +300,18 @@ def final_tables(
         "| contender | queries | hit@10 | MRR@10 | nDCG@10 | recall@100 | p50 ms | p99 ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for n in names:
-        m = list_metrics({str(i): ids for i, ids in lists[n].items()}, wanted, ("hit_rate@10", "mrr@10", "ndcg@10"))
-        rec = ""
-        if n in deep:
-            rec = _f(list_metrics({str(i): ids for i, ids in deep[n].items()}, wanted, ("recall@100",))["recall@100"])
-        seen = latency.get(n)
-        p50, p99 = ("", "") if not seen else (f"{np.percentile(seen, 50):.1f}", f"{np.percentile(seen, 99):.1f}")
+    for s in scores:
+        rec = "" if s.recall is None else _f(s.recall)
+        p50, p99 = ("", "") if s.p50_ms is None else (f"{s.p50_ms:.1f}", f"{s.p99_ms:.1f}")
         lines.append(
-            f"| {n} | {len(lists[n])} | {_f(m['hit_rate@10'])} | {_f(m['mrr@10'])} | {_f(m['ndcg@10'])} | {rec} | "
-            f"{p50} | {p99} |"
+            f"| {s.contender} | {s.queries} | {_f(s.hit)} | {_f(s.mrr)} | {_f(s.ndcg)} | {rec} | {p50} | {p99} |"
         )
     kinds = sorted({r.kind for r in records})
-    by_kind = {k: {str(r.index) for r in records if r.kind == k} for k in kinds}
     lines += ["", "### nDCG@10 per query kind", "", "| contender | " + " | ".join(kinds) + " |",
               "|---|" + "---:|" * len(kinds)]  # fmt: skip
-    for n in names:
-        cells = []
-        for k in kinds:
-            sub = {str(i): ids for i, ids in lists[n].items() if str(i) in by_kind[k]}
-            cells.append(_f(list_metrics(sub, wanted, ("ndcg@10",))["ndcg@10"]) if sub else "")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    for s in scores:
+        cells = [_f(x) if (x := s.ndcg_by_kind[k]) is not None else "" for k in kinds]
+        lines.append(f"| {s.contender} | " + " | ".join(cells) + " |")
     return lines
 
 

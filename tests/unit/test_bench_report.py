@@ -1,0 +1,89 @@
+"""scripts/bench_report.py end to end on hand-made bench outputs in a temporary folder: the report and its plots are
+written where the flags say, the run is priced with the ladder and costs it saved, the scale plot is copied beside
+the report, and a bad flag is refused. The figures themselves are tests/unit/test_sim_benchreport.py's."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from tests.unit.test_sim_benchreport import LATENCY, LIVE, RANKER, regret_json
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def script() -> Any:
+    # The script (and scripts/bench_regret.py, which it imports) set environment defaults and change directory.
+    cwd = os.getcwd()
+    with mock.patch.dict(os.environ), mock.patch.object(sys, "path", [str(ROOT / "scripts"), *sys.path]):
+        mod = importlib.import_module("bench_report")
+    os.chdir(cwd)
+    return mod
+
+
+def outputs(tmp: Path) -> dict[str, Path]:
+    """A regret run that saved its own ladder and costs (the fixture's, not the app config's), ranker.json,
+    latency.json and a scale run with its plot."""
+    data = regret_json(LIVE)
+    data["meta"]["inloop_policy"] = {"ladder": [0, 10, 25], "costs": {"per_call": 0.2, "per_candidate": 0.02,
+                                                                      "per_ms": 0.0}}  # fmt: skip
+    run = tmp / "bench-out" / "regret-s0"
+    run.mkdir(parents=True)
+    (run / "regret.json").write_text(json.dumps(data))
+    (tmp / "bench-out" / "ranker.json").write_text(json.dumps(RANKER))
+    (tmp / "bench-out" / "latency.json").write_text(json.dumps(LATENCY))
+    scale = tmp / "bench-out" / "scale"
+    scale.mkdir()
+    report = {"command": "scripts/bench_scale.py --sizes 100", "date": "2026-01-01 08:00 UTC", "commit": "abc1234",
+              "machine": "2 cores", "ingest": [], "search": [], "plot": "scale.png"}  # fmt: skip
+    (scale / "scale.json").write_text(json.dumps(report))
+    (scale / "scale.png").write_bytes(b"not really a png")
+    return {"run": run, "ranker": tmp / "bench-out" / "ranker.json", "latency": tmp / "bench-out" / "latency.json",
+            "scale": scale / "scale.json"}  # fmt: skip
+
+
+def test_the_report_and_its_plots_from_the_bench_outputs(script: Any, tmp_path: Path) -> None:
+    got = outputs(tmp_path)
+    out, plots = tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "img"
+    cwd = os.getcwd()
+    try:
+        code = script.main(["--regret", str(got["run"]), "--regret", str(tmp_path / "nothing-here"),
+                            "--ranker", str(got["ranker"]), "--latency", str(got["latency"]),
+                            "--scale", str(got["scale"]), "--out", str(out), "--plots-dir", str(plots),
+                            "--window", "2"])  # fmt: skip
+    finally:
+        os.chdir(cwd)
+    assert code == 0
+    md = out.read_text()
+    # the run's own ladder (0, 10, 25) and costs: the same rows as the pure test's
+    assert "| **ltrr live** | 2.4 | 1.0 | 0.0 | 0.500 | 12.5 | 1.25 |" in md
+    assert "| best static plan in hindsight (a 25) | 1.2 | 0.6 | 0.3 | 1.000 | 25.0 | 1.00 |" in md
+    for name in ("regret", "recall", "effort", "lists"):
+        png = plots / f"benchmarks-regret-s0-{name}.png"
+        assert png.read_bytes().startswith(b"\x89PNG"), name
+        assert f"(img/benchmarks-regret-s0-{name}.png)" in md
+    assert (plots / "benchmarks-scale.png").read_bytes() == b"not really a png"
+    assert "![ingest time and search p50 against catalog size](img/benchmarks-scale.png)" in md
+    assert "### Ingest" in md and "`make bench-scale` was not run" not in md
+    assert f"- no regret run at `{tmp_path / 'nothing-here'}` (no `regret.json`)" in md
+    commit = next(ln for ln in md.splitlines() if ln.startswith("- **Commit**: "))
+    assert len(commit.removeprefix("- **Commit**: ").removesuffix("+dirty")) >= 7
+    assert "GiB RAM" in next(ln for ln in md.splitlines() if ln.startswith("- **Machine**: "))
+
+
+def test_a_window_below_one_is_refused(script: Any, tmp_path: Path) -> None:
+    cwd = os.getcwd()
+    try:
+        with pytest.raises(SystemExit, match=r"^--window must be >= 1, got 0$"):
+            script.main(["--window", "0", "--out", str(tmp_path / "b.md")])
+    finally:
+        os.chdir(cwd)
+    assert not (tmp_path / "b.md").exists()
