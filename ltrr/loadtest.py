@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -466,8 +467,7 @@ def render_overload_md(report: Mapping[str, Any]) -> str:
             + _lat_rows({f"status {k}": v for k, v in lat["by_status"].items() if k != "OK"}),
         ),
         "",
-        "## Memory (RSS of the proxy and the ingress replicas, every "
-        f"{cfg['sample_every_s']} s)",
+        f"## Memory (RSS of the proxy and the ingress replicas, every {cfg['sample_every_s']} s)",
         "",
         md_table(_RSS_HEADERS, _rss_rows(report["rss"])) if report["rss"] else "No matching process was found.",
         "",
@@ -505,8 +505,15 @@ def render_soak_md(report: Mapping[str, Any]) -> str:
         md_table(
             ("t (s)", "searches", "p50 ms", "p99 ms", "search errors", "feedback", "feedback errors"),
             [
-                [w["t_s"], w["searches"], w["p50_ms"], w["p99_ms"], _errs(w["search_errors"]), w["feedback"],
-                 _errs(w["feedback_errors"])]
+                [
+                    w["t_s"],
+                    w["searches"],
+                    w["p50_ms"],
+                    w["p99_ms"],
+                    _errs(w["search_errors"]),
+                    w["feedback"],
+                    _errs(w["feedback_errors"]),
+                ]
                 for w in report["windows"]
             ],
         ),
@@ -586,3 +593,34 @@ def report_head(argv: Sequence[str], config: Mapping[str, Any]) -> dict[str, Any
         "timings_s": {},
         "notes": [],
     }
+
+
+#: The environment the Makefile exports (README, "Latency"), for a bench script run without make.
+BENCH_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}
+
+
+def bench_environ(root: Path) -> None:
+    """``LTRR_HOME`` = ``root`` and each :data:`BENCH_ENV` value, unless the caller's environment sets it."""
+    for key, value in {"LTRR_HOME": str(root), **BENCH_ENV}.items():
+        os.environ.setdefault(key, value)
+
+
+def search_logged(events_path: str, request_id: str) -> bool:
+    """Whether the SQLite event log at ``events_path`` holds search ``request_id`` (read-only)."""
+    if not Path(events_path).exists():
+        return False
+    db = sqlite3.connect(f"file:{events_path}?mode=ro", uri=True, timeout=10.0)
+    try:
+        return db.execute("SELECT 1 FROM searches WHERE request_id=?", (request_id,)).fetchone() is not None
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        db.close()

@@ -76,14 +76,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "scripts"))  # scripts/bench.py's queries()
 os.chdir(ROOT)
-for _k, _v in {
-    "LTRR_HOME": str(ROOT),
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-}.items():
-    os.environ.setdefault(_k, _v)
+from ltrr.loadtest import bench_environ  # noqa: E402
+
+bench_environ(ROOT)
 
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402

@@ -87,17 +87,9 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
-for _k, _v in {
-    "LTRR_HOME": str(ROOT),
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
-    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
-    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-}.items():
-    os.environ.setdefault(_k, _v)
+from ltrr.loadtest import bench_environ, search_logged  # noqa: E402
+
+bench_environ(ROOT)
 
 import grpc  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
@@ -179,19 +171,6 @@ def retry(call: Callable[[], T], *, patience_s: float = 300.0) -> T:
 # -- deploying a fresh copy of the app ------------------------------------------------------------
 
 
-def logged(events_path: str, request_id: str) -> bool:
-    """Whether the event log at ``events_path`` holds search ``request_id`` (read-only)."""
-    if not Path(events_path).exists():
-        return False
-    db = sqlite3.connect(f"file:{events_path}?mode=ro", uri=True, timeout=10.0)
-    try:
-        return db.execute("SELECT 1 FROM searches WHERE request_id=?", (request_id,)).fetchone() is not None
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        db.close()
-
-
 def wait_for_app(client: LtrrClient, events_path: str, *, present: bool, timeout_s: float = 600.0) -> float:
     """Wait until the serving app logs to ``events_path`` (``present``) or no longer does; probe with a
     forced one-strategy search (not learned from). Returns the seconds waited."""
@@ -200,7 +179,7 @@ def wait_for_app(client: LtrrClient, events_path: str, *, present: bool, timeout
         try:
             if client.health() == "SERVING":
                 rid = client.search("bench regret probe", k=1, budgets={"lexical": 10}).request_id
-                if logged(events_path, rid) == present:
+                if search_logged(events_path, rid) == present:
                     return time.monotonic() - t0
         except grpc.RpcError:
             pass
@@ -262,8 +241,9 @@ def deploy_bench(
     var = ROOT / var_dir
     var.mkdir(parents=True, exist_ok=True)
     serve_cfg = yaml.safe_load((ROOT / args.config).read_text())
-    derived = bench_config(serve_cfg, var_dir=var_dir, algorithm=getattr(args, "algorithm", None),
-                           memory_index=memory_index)
+    derived = bench_config(
+        serve_cfg, var_dir=var_dir, algorithm=getattr(args, "algorithm", None), memory_index=memory_index
+    )
     if policy:
         derived_args = next(a for a in derived["applications"] if a.get("name") == "ltrr")["args"]
         derived_args.setdefault("policy", {}).update(policy)
@@ -540,7 +520,7 @@ def live_loop(
         )
         for eid, action, position in live_played.feedback():
             retry(partial(client.feedback, live.request_id, eid, action, position=position))
-        if bench_events and q.index % CHECK_EVERY == 0 and not logged(bench_events, live.request_id):
+        if bench_events and q.index % CHECK_EVERY == 0 and not search_logged(bench_events, live.request_id):
             raise SystemExit(f"query {q.index}: the serving app no longer logs to {bench_events} (redeployed?)")
         live_lat = {c.strategy: float(c.latency_ms) for c in live.strategies if c.candidates_requested > 0}
         full_lat = {c.strategy: float(c.latency_ms) for c in full.strategies if c.status != pb.StrategyCall.SKIPPED}

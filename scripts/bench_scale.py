@@ -48,7 +48,6 @@ import platform
 import shlex
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -62,14 +61,9 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
-for _k, _v in {
-    "LTRR_HOME": str(ROOT),
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-}.items():
-    os.environ.setdefault(_k, _v)
+from ltrr.loadtest import bench_environ, search_logged  # noqa: E402
+
+bench_environ(ROOT)
 
 import yaml  # noqa: E402
 
@@ -376,19 +370,6 @@ def ingest(r: Run, names: sc.ScaleNames, cfg_path: Path, cfg: AppConfig) -> list
     return rows
 
 
-def logged(events_path: str, request_id: str) -> bool:
-    """Whether the event log at ``events_path`` holds search ``request_id`` (read-only)."""
-    if not Path(events_path).exists():
-        return False
-    db = sqlite3.connect(f"file:{events_path}?mode=ro", uri=True, timeout=10.0)
-    try:
-        return db.execute("SELECT 1 FROM searches WHERE request_id=?", (request_id,)).fetchone() is not None
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        db.close()
-
-
 def wait_for_app(client: Any, cfg: AppConfig, *, present: bool, timeout_s: float) -> float:
     """Wait until the serving app logs to ``cfg``'s event log (``present``) or no longer does, probing with a forced
     one-strategy search (not learned from); returns the seconds waited."""
@@ -400,7 +381,7 @@ def wait_for_app(client: Any, cfg: AppConfig, *, present: bool, timeout_s: float
         try:
             if client.health() == "SERVING":
                 rid = client.search("scale probe", k=1, budgets={first: spec.default_k}).request_id
-                if logged(cfg.events_path, rid) == present:
+                if search_logged(cfg.events_path, rid) == present:
                     return time.monotonic() - t0
         except grpc.RpcError:
             pass
