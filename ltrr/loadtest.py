@@ -624,3 +624,19 @@ def search_logged(events_path: str, request_id: str) -> bool:
         return False
     finally:
         db.close()
+
+
+def lagging_indexes(client: Any, strategies: Sequence[str]) -> list[str]:
+    """The strategies whose ``ltrr.index.<s>`` health is not SERVING (their index lags the catalog);
+    a strategy without such a health entry (NOT_FOUND) has no index to wait for."""
+    import grpc
+
+    out = []
+    for s in strategies:
+        try:
+            if client.health(f"ltrr.index.{s}") != "SERVING":
+                out.append(s)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                out.append(s)
+    return out

@@ -87,7 +87,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
-from ltrr.loadtest import bench_environ, search_logged  # noqa: E402
+from ltrr.loadtest import bench_environ, lagging_indexes, search_logged  # noqa: E402
 
 bench_environ(ROOT)
 
@@ -194,14 +194,7 @@ def wait_for_indexes(client: LtrrClient, strategies: list[str], timeout_s: float
     t0 = time.monotonic()
     pending, first = list(strategies), True
     while pending and time.monotonic() - t0 < timeout_s:
-        still = []
-        for s in pending:
-            try:
-                if client.health(f"ltrr.index.{s}") != "SERVING":
-                    still.append(s)
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
-                    still.append(s)
+        still = lagging_indexes(client, pending)
         if still and (first or still != pending):
             log(f"waiting for the index of {', '.join(still)} to catch up with the catalog")
         pending, first = still, False

@@ -61,7 +61,7 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
-from ltrr.loadtest import bench_environ, search_logged  # noqa: E402
+from ltrr.loadtest import bench_environ, lagging_indexes, search_logged  # noqa: E402
 
 bench_environ(ROOT)
 
@@ -391,18 +391,9 @@ def wait_for_app(client: Any, cfg: AppConfig, *, present: bool, timeout_s: float
 
 def wait_for_indexes(client: Any, strategies: Sequence[str], timeout_s: float) -> float:
     """Wait until every ``ltrr.index.<s>`` answers SERVING (no backlog); returns the seconds waited."""
-    import grpc
-
     t0, pending = time.monotonic(), list(strategies)
     while pending and time.monotonic() - t0 < timeout_s:
-        still = []
-        for s in pending:
-            try:
-                if client.health(f"ltrr.index.{s}") != "SERVING":
-                    still.append(s)
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
-                    still.append(s)
+        still = lagging_indexes(client, pending)
         pending = still
         if pending:
             time.sleep(5.0)

@@ -504,3 +504,32 @@ def test_report_head_states_the_command_machine_and_config() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", head["date"])
     assert head["machine"] == f"{os.cpu_count()} cores"
     assert head["config"] == {"qps": 10.0} and head["timings_s"] == {} and head["notes"] == []
+
+
+def test_lagging_indexes_are_the_ones_not_serving():
+    import grpc
+
+    from ltrr.loadtest import lagging_indexes
+
+    class Err(grpc.RpcError):
+        def __init__(self, code: grpc.StatusCode) -> None:
+            self._code = code
+
+        def code(self) -> grpc.StatusCode:
+            return self._code
+
+    answers = {
+        "ltrr.index.lexical": "SERVING",
+        "ltrr.index.vector": "NOT_SERVING",
+        "ltrr.index.graph": Err(grpc.StatusCode.NOT_FOUND),  # no index to wait for
+        "ltrr.index.memory": Err(grpc.StatusCode.UNAVAILABLE),
+    }
+
+    class Client:
+        def health(self, service: str) -> str:
+            a = answers[service]
+            if isinstance(a, Exception):
+                raise a
+            return a
+
+    assert lagging_indexes(Client(), ["lexical", "vector", "graph", "memory"]) == ["vector", "memory"]
