@@ -72,9 +72,15 @@ def bench_config(
     strategies = args.get("strategies") or {}
     if "memory" in strategies:
         strategies["memory"].setdefault("config", {})["index"] = memory_index
+    check_app_args(args, "bench config")
+    return out
+
+
+def check_app_args(args: Mapping[str, Any], label: str) -> None:
+    """Validate derived app ``args`` as :class:`AppConfig`; the first error becomes a
+    :class:`~ltrr.errors.ConfigError` ``"<label>: <field path>: <message>"``."""
     try:
         AppConfig.model_validate(args)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise ConfigError(f"bench config: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
-    return out
+        raise ConfigError(f"{label}: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None

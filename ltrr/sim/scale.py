@@ -42,12 +42,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from pydantic import ValidationError
-
 from ltrr.appconfig_io import APP_NAME
 from ltrr.catalog.synthetic import GENRES, MAX_ENTITIES
-from ltrr.config import AppConfig
-from ltrr.errors import ConfigError, InvalidRequest
+from ltrr.errors import InvalidRequest
 from ltrr.loadtest import MIB, ProcSample, ls_slope, make_queries, md_table, parse_cmdline, parse_vm_rss, pid_dirs
 
 DEFAULT_SIZES = (58_000, 250_000, 1_000_000)
@@ -113,7 +110,7 @@ def scale_names(n: int, var_root: str = SCALE_VAR_DIR) -> ScaleNames:
 def scale_config(serve_cfg: Mapping[str, Any], n: int, *, var_root: str = SCALE_VAR_DIR) -> dict[str, Any]:
     """The Serve config that serves catalog size ``n`` (module docstring), from the app's; the input is not
     changed. Raises :class:`~ltrr.errors.ConfigError` naming the field."""
-    from ltrr.sim.bench_config import bench_config
+    from ltrr.sim.bench_config import bench_config, check_app_args
 
     names = scale_names(n, var_root)
     src = copy.deepcopy(dict(serve_cfg))
@@ -133,11 +130,7 @@ def scale_config(serve_cfg: Mapping[str, Any], n: int, *, var_root: str = SCALE_
     if "graph" in strategies:
         strategies["graph"]["config"]["cache_dir"] = names.graph_cache
     args.setdefault("ranking", {}).update(NO_RETRAIN)
-    try:
-        AppConfig.model_validate(args)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"scale config: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+    check_app_args(args, "scale config")
     return out
 
 
