@@ -276,6 +276,24 @@ class BaseModelRegistry:
         if tuple(model.feature_names_) != tuple(meta.feature_names):
             raise ValueError("`model` must have the feature names of `meta.feature_names`")
 
+    def _rollback_target(self, version: str | None) -> str:
+        """The version :meth:`rollback` serves instead of ``version`` (the current one): its parent, if it is
+        still published and of this registry's feature schema. The rules both backends share; each holds its
+        own lock around this and the pointer write."""
+        if version is None:
+            raise RegistryError(f"nothing is published at {self._where}: no version to roll back")
+        parent = self.get(version).meta.parent
+        if parent is None:
+            raise RegistryError(f"model {version} has no parent to roll back to")
+        try:
+            published = self.get(parent)
+        except NotFound as exc:
+            raise RegistryError(f"model {version}'s parent {parent} is no longer in the registry") from exc
+        if not published.model_path.is_file():  # a half-pruned directory (its meta outlived the model)
+            raise RegistryError(f"model {version}'s parent {parent} is no longer in the registry")
+        self._check_schema(parent, published.meta.schema_version, published.meta.feature_names)
+        return parent
+
     def _require_lease(self) -> None:
         """Raise :class:`~ltrr.errors.Aborted` unless this registry has no lease or holds it now."""
         if self.lease is not None and not self.lease.held:
@@ -367,16 +385,7 @@ class ModelRegistry(BaseModelRegistry):
             raise RegistryError(f"nothing is published at {self.root}: no version to roll back")
         with self._locked():
             self._require_lease()
-            version = self.current_version()
-            if version is None:
-                raise RegistryError(f"nothing is published at {self.root}: no version to roll back")
-            parent = self.get(version).meta.parent
-            if parent is None:
-                raise RegistryError(f"model {version} has no parent to roll back to")
-            if not (self.root / parent / MODEL_FILE).is_file():
-                raise RegistryError(f"model {version}'s parent {parent} is no longer in the registry")
-            meta = self.get(parent).meta
-            self._check_schema(parent, meta.schema_version, meta.feature_names)
+            parent = self._rollback_target(self.current_version())
             self._point(parent)
         return parent
 

@@ -157,16 +157,7 @@ class PgModelRegistry(BaseModelRegistry):
         unchanged), in one transaction under the kind's lock, and only if the current version is still the one read."""
         self._require_lease()
         version = self.current_version()
-        if version is None:
-            raise RegistryError(f"nothing is published at {self.dsn}: no version to roll back")
-        parent = self.get(version).meta.parent
-        if parent is None:
-            raise RegistryError(f"model {version} has no parent to roll back to")
-        try:
-            meta = self.get(parent).meta
-        except NotFound as exc:
-            raise RegistryError(f"model {version}'s parent {parent} is no longer in the registry") from exc
-        self._check_schema(parent, meta.schema_version, meta.feature_names)
+        parent = self._rollback_target(version)
 
         def write(cur: psycopg.Cursor[Any]) -> None:
             self.blobs.lock(cur)
