@@ -62,6 +62,63 @@ SEMANTIC_QUERIES = (
 )
 
 
+# -- closed loop ----------------------------------------------------------------------------------------------
+def closed_loop(
+    call: Callable[[int], object], n: int, callers: int, *, error_name: Callable[[Exception], str] | None = None
+) -> dict[str, Any]:
+    """Throughput of ``call(i)`` for ``i`` in ``range(n)`` with ``callers`` concurrent callers (closed loop:
+    each caller issues its next call as soon as its last one returned; one caller runs in this thread).
+    Returns ``{"callers", "n", "ok", "errors": {name: count}, "wall_s", "throughput_rps", **latency_summary}``:
+    latencies and throughput are of the calls that returned; a call that raises is counted under
+    ``error_name(exc)`` (default: the exception's class name) and the loop goes on."""
+    if n < 1:
+        raise ValueError(f"`n` must be >= 1, got {n}")
+    if callers < 1:
+        raise ValueError(f"`callers` must be >= 1, got {callers}")
+    name = error_name or (lambda exc: type(exc).__name__)
+    lat: list[float] = []
+    errors: Counter[str] = Counter()
+    lock = threading.Lock()
+    todo = iter(range(n))
+
+    def caller() -> None:
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            t = time.perf_counter()
+            try:
+                call(i)
+            except Exception as exc:  # noqa: BLE001 - counted, the load goes on
+                with lock:
+                    errors[name(exc)] += 1
+                continue
+            ms = (time.perf_counter() - t) * 1000.0
+            with lock:
+                lat.append(ms)
+
+    t0 = time.perf_counter()
+    if callers == 1:
+        caller()
+    else:
+        threads = [threading.Thread(target=caller, daemon=True) for _ in range(callers)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    wall = time.perf_counter() - t0
+    return {
+        "callers": callers,
+        "n": n,
+        "ok": len(lat),
+        "errors": dict(sorted(errors.items())),
+        "wall_s": round(wall, 3),
+        "throughput_rps": round(len(lat) / wall, 2) if wall > 0 else None,
+        **{k: v for k, v in latency_summary(lat).items() if k != "n"},
+    }
+
+
 # -- statistics ------------------------------------------------------------------------------------------------
 def percentile(xs: Sequence[float], p: float) -> float:
     """The ``p``-th percentile of ``xs`` by linear interpolation between closest ranks (module docstring).

@@ -52,7 +52,12 @@ deployment's) and re-deploys ``--config`` afterwards. ``make up`` must have run.
     .venv/bin/python scripts/bench_regret.py [--queries 3000] [--seed 0] [--algorithm linear_ts]
         [--target 127.0.0.1:9000] [--no-deploy] [--peers all|none|meili,milvus] [--out bench-out]
         [--vw all|none|names] [--bandits linear_ts,linucb,epsilon_greedy|none] [--noise 0.1 --skip 0.5]
-        [--drift-at 1500 --drift-mix tag=0.4,like=0.4 --drift-new 20]
+        [--drift-at 1500 --drift-mix tag=0.4,like=0.4 --drift-new 20] [--throughput 200]
+
+**Throughput** (``--throughput N``, default 200; 0 skips it): after the loop, while the bench app is still
+deployed, ltrr (its policy deciding, and every strategy forced at max) and each peer answer the stream's first
+``N`` queries again, top 10, with 1 and then 16 concurrent callers (:func:`measure_throughput`); req/s and
+latency percentiles per contender go to ``regret.json``'s meta and the report.
 
 **Peers** (``--peers``, :mod:`ltrr.peers`), indexed on the run's catalog copy before the loop, answer
 every query too (top 100): Meilisearch hybrid search with the same MiniLM vectors as a user-provided
@@ -73,6 +78,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,7 +93,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
-from ltrr.loadtest import bench_environ, lagging_indexes, search_logged  # noqa: E402
+from ltrr.loadtest import bench_environ, closed_loop, lagging_indexes, search_logged  # noqa: E402
 
 bench_environ(ROOT)
 
@@ -141,7 +147,9 @@ CHECK_EVERY = 100
 #: How long the harness waits, after upserting a drift's clones, for a search to find each of them.
 DRIFT_WAIT_S = 120.0
 #: Keys of ``regret.json``'s meta that are data for re-runs, not lines of the report.
-STRUCTURED_META = ("vw_timing", "inloop_timing", "click_model_params", "drift_plan", "inloop_policy")
+STRUCTURED_META = ("vw_timing", "inloop_timing", "click_model_params", "drift_plan", "inloop_policy", "throughput")
+#: The concurrent callers of the throughput phase (``--throughput``), after the one-caller pass.
+THROUGHPUT_CALLERS = 16
 
 
 #: How deep each peer answers: its recall is of its top PEER_DEPTH, its list quality of its top 10.
@@ -575,6 +583,50 @@ def live_loop(
     return records, upserted
 
 
+def rpc_error_name(exc: Exception) -> str:
+    """A failed call's name in a throughput count: the gRPC status, else the exception's class."""
+    code = exc.code() if isinstance(exc, grpc.RpcError) else None  # type: ignore[attr-defined]
+    return code.name if code is not None else type(exc).__name__
+
+
+def peer_search(peer: Peer, qs: Sequence[SimQuery], i: int) -> object:
+    return peer.search(qs[i].text, 10)
+
+
+def measure_throughput(
+    args: argparse.Namespace, space: ActionSpace, queries: Sequence[SimQuery], peers: Sequence[Peer]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """After the loop, every contender that answers on its own (ltrr with its policy, ltrr with every strategy
+    forced at the ladder maximum, each peer) answers the first ``--throughput`` queries of the stream, top 10,
+    with 1 and then ``THROUGHPUT_CALLERS`` concurrent callers (:func:`ltrr.loadtest.closed_loop`): contender ->
+    callers -> req/s, latency percentiles, errors. ltrr's searches are logged like any (the loop is over, so
+    they change no figure of the run); no feedback is sent."""
+    qs = list(queries[: args.throughput])
+    if not qs:
+        return {}
+    top = {s: space.ladder[-1] for s in space.strategies}
+    local = threading.local()
+
+    def ltrr_client() -> LtrrClient:
+        if not hasattr(local, "client"):
+            local.client = LtrrClient(args.target, timeout=60.0)
+        return local.client
+
+    def ltrr(budgets: Mapping[str, int] | None) -> Callable[[int], object]:
+        return lambda i: ltrr_client().search(qs[i].text, k=10, user_id=qs[i].user_id, budgets=budgets)
+
+    contenders: dict[str, Callable[[int], object]] = {f"ltrr {LIVE}": ltrr(None), f"ltrr {ALL_MAX}": ltrr(top)}
+    for peer in peers:
+        contenders[peer.name] = partial(peer_search, peer, qs)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, call in contenders.items():
+        call(0)  # warm: a first call's connection set-up is not throughput
+        out[name] = {str(n): closed_loop(call, len(qs), n, error_name=rpc_error_name) for n in (1, THROUGHPUT_CALLERS)}
+        got = out[name]
+        log(f"throughput {name}: " + ", ".join(f"{n} caller(s) {got[n]['throughput_rps']} req/s" for n in got))
+    return out
+
+
 def offline_loop(
     space: ActionSpace,
     records: list[QueryRecord],
@@ -962,6 +1014,13 @@ def main() -> int:
     ap.add_argument(
         "--peers", default="all", help=f"peers on the same queries: all, none, or of {', '.join(PEER_NAMES)}"
     )
+    ap.add_argument(
+        "--throughput",
+        type=int,
+        default=200,
+        help=f"after the loop, the first N queries again at 1 and {THROUGHPUT_CALLERS} callers per contender "
+        "(ltrr, ltrr with every strategy at max, each peer); 0: skip",
+    )
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--rescore", metavar="DIR", help="re-score DIR/regret.json (no server)")
     ap.add_argument(
@@ -970,6 +1029,8 @@ def main() -> int:
         help="re-run the VW learners and the in-loop ltrr policies on DIR's saved run, then score (no server)",
     )
     args = ap.parse_args()
+    if args.throughput < 0:
+        raise SystemExit(f"--throughput must be >= 0, got {args.throughput}")
     clicks = click_model(args)  # a wrong value fails here, before any deploy
     drift = drift_of(args)
     select_vw(args.vw)
@@ -1014,14 +1075,20 @@ def main() -> int:
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
     upsert = DriftUpsert(drift.at, clones, entities) if drift is not None and clones else None
+    throughput: dict[str, Any] | None = None
     t = time.perf_counter()
     try:
         with gzip.open(out / "regret-fullinfo.jsonl.gz", "wt") as fh:
             records, upserted = live_loop(args, client, space, queries, bench_events, fh, bank, peers, upsert)
+        timings["query loop"] = time.perf_counter() - t
+        if args.throughput:
+            t = time.perf_counter()
+            throughput = measure_throughput(args, space, queries, peers)
+            timings["throughput"] = time.perf_counter() - t
     finally:
         for peer in peers:
             peer.close()
-        timings["query loop"] = time.perf_counter() - t
+        timings.setdefault("query loop", time.perf_counter() - t)
         if bench_events and not args.keep_deployed:
             log(f"re-deploying {args.config}")
             timings["re-deploy the normal app"] = restore(args, client, bench_events)
@@ -1047,6 +1114,8 @@ def main() -> int:
         "run time": ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
         + f"; {timings['query loop'] / max(n_q, 1) * 1000:.0f} ms per query in the loop",
     }
+    if throughput is not None:
+        meta["throughput"] = throughput
     if drift is not None:
         meta["drift"] = f"from query {drift.at}: " + ", ".join(f"{k} {v:g}" for k, v in drift.mix.weights().items())
         meta["drift_plan"] = {"at": drift.at, "new_entities": [c.entity.entity_id for c in clones]}

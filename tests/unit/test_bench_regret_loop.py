@@ -229,3 +229,51 @@ def test_drift_flags(bench: Any, kw: dict[str, Any], message: str) -> None:
     assert str(ei.value) == message
     ok = bench.drift_of(argparse.Namespace(drift_at=5, drift_mix="tag=1", drift_new=2))
     assert (ok.at, ok.new_entities, ok.mix.weights()["tag"]) == (5, 2, 1.0)
+
+
+class FakePeer:
+    """A peer that answers POOL, and fails every fifth query (a peer's error is counted, not fatal)."""
+
+    name = "fake peer"
+
+    def __init__(self) -> None:
+        self.searched: list[tuple[str, int]] = []
+
+    def search(self, text: str, k: int) -> list[str]:
+        self.searched.append((text, k))
+        if text.endswith("5"):
+            raise TimeoutError("peer timed out")
+        return POOL[:k]
+
+
+def test_throughput_runs_each_contender_at_one_and_sixteen_callers_on_the_first_queries(bench: Any) -> None:
+    clients: list[FakeClient] = []
+
+    def new_client(target: str, timeout: float) -> FakeClient:
+        clients.append(FakeClient())
+        return clients[-1]
+
+    peer = FakePeer()
+    with mock.patch.object(bench, "LtrrClient", new_client):
+        got = bench.measure_throughput(_args(throughput=20, target="t"), _space(), _queries(40), [peer])
+    assert list(got) == ["ltrr live", "ltrr all at max", "fake peer"]
+    for by_callers in got.values():
+        assert list(by_callers) == ["1", "16"]
+        for callers, r in by_callers.items():
+            assert r["callers"] == int(callers) and r["n"] == 20
+            assert r["ok"] + sum(r["errors"].values()) == 20 and r["throughput_rps"] > 0
+    # queries 5 and 15 fail at the peer, at each caller count; ltrr's searches all return
+    assert got["fake peer"]["16"]["errors"] == {"TimeoutError": 2} and got["ltrr live"]["16"]["errors"] == {}
+    searches = [c for client in clients for c in client.calls]
+    assert all(c[0] == "search" for c in searches)  # no feedback: the throughput phase teaches nothing
+    queried = {c[1] for c in searches}
+    assert queried == {f"query {i}" for i in range(20)}  # the first --throughput queries only
+    forced = [c[2] for c in searches if c[2]]
+    # live + forced, each: 1 warm-up + 20 at one caller + 20 at sixteen
+    assert len(searches) == 2 * 41 and len(forced) == 41 and all(b == {"a": 10, "b": 10} for b in forced)
+    assert len({id(c) for c in clients}) > 1  # each concurrent caller has its own client
+    assert all(k == 10 for _, k in peer.searched) and len(peer.searched) == 41
+
+
+def test_throughput_zero_queries_measures_nothing(bench: Any) -> None:
+    assert bench.measure_throughput(_args(throughput=0, target="t"), _space(), _queries(5), [FakePeer()]) == {}

@@ -533,3 +533,42 @@ def test_lagging_indexes_are_the_ones_not_serving():
             return a
 
     assert lagging_indexes(Client(), ["lexical", "vector", "graph", "memory"]) == ["vector", "memory"]
+
+
+# -- closed loop ----------------------------------------------------------------------------------------------
+def test_closed_loop_runs_every_call_once_with_the_callers_in_flight_together():
+    callers, n = 4, 12
+    barrier = threading.Barrier(callers, timeout=10)  # breaks unless `callers` calls are in flight at once
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def call(i: int) -> None:
+        with lock:
+            seen.append(i)
+        barrier.wait()
+
+    got = lt.closed_loop(call, n, callers)
+    assert sorted(seen) == list(range(n))
+    assert got["errors"] == {} and got["ok"] == n and got["callers"] == callers and got["n"] == n
+    assert got["throughput_rps"] > 0 and got["p50"] <= got["p99"] <= got["max"]
+
+
+def test_closed_loop_counts_failures_by_name_and_goes_on():
+    def call(i: int) -> None:
+        if i % 3 == 0:
+            raise ValueError(str(i))
+        if i == 4:
+            raise KeyError(i)
+
+    got = lt.closed_loop(call, 10, 1, error_name=lambda exc: f"bad {type(exc).__name__}")
+    assert got["errors"] == {"bad KeyError": 1, "bad ValueError": 4}  # 0, 3, 6, 9; and 4
+    assert got["ok"] == 5
+    everything_fails = lt.closed_loop(lambda i: 1 / 0, 3, 2)
+    assert everything_fails["ok"] == 0 and everything_fails["errors"] == {"ZeroDivisionError": 3}
+    assert everything_fails["p50"] is None and everything_fails["throughput_rps"] == 0
+
+
+@pytest.mark.parametrize("n, callers, message", [(0, 1, "`n` must be >= 1"), (1, 0, "`callers` must be >= 1")])
+def test_closed_loop_refuses_an_empty_run(n, callers, message):
+    with pytest.raises(ValueError, match=message):
+        lt.closed_loop(lambda i: None, n, callers)

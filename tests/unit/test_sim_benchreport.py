@@ -215,8 +215,32 @@ def test_latency_throughput_and_what_the_inputs_do_not_show() -> None:
         "- run `run-a` (seed 0): no full-information log read, so no recall@100 of the peers",
         "- no drift in any run (`--drift-at`): no recovery after a shift",
         "- the ranker bench's held-out table holds no hit@10 (`ranker.json`)",
+        "- throughput of the peers at 1 and 16 callers: no regret run measured it (`--throughput`)",
         "- scale: `make bench-scale` was not run",
     ]
+
+
+def test_a_run_with_a_throughput_phase_gets_its_table_per_contender_and_callers() -> None:
+    def loop(callers: int, rps: float, errors: dict[str, int]) -> dict[str, Any]:
+        return {"callers": callers, "n": 50, "ok": 50 - sum(errors.values()), "errors": errors,
+                "throughput_rps": rps, "p50": 20.0 / callers * 16, "p99": 90.0, "max": 99.0}  # fmt: skip
+
+    data = regret_json(LIVE)
+    data["meta"]["throughput"] = {
+        "ltrr live": {"16": loop(16, 80.0, {}), "1": loop(1, 40.0, {})},  # fewest callers first, whatever the order
+        "meili hybrid 0.5": {"1": loop(1, 100.0, {}), "16": loop(16, 210.5, {"TimeoutError": 2})},
+    }
+    md = br.render(br.Inputs(HEAD, runs=[run_of(data)], ranker=RANKER, latency=LATENCY))
+    lines = md.splitlines()
+    start = lines.index("| contender | callers | queries | req/s | p50 ms | p99 ms | errors |") + 2
+    assert [[c.strip() for c in ln.strip()[1:-1].split("|")] for ln in lines[start : start + 4]] == [
+        ["ltrr live", "1", "50", "40.0", "320.0", "90.0", "none"],
+        ["ltrr live", "16", "50", "80.0", "20.0", "90.0", "none"],
+        ["meili hybrid 0.5", "1", "50", "100.0", "320.0", "90.0", "none"],
+        ["meili hybrid 0.5", "16", "50", "210.5", "20.0", "90.0", "TimeoutError 2"],
+    ]
+    assert not lines[start + 4].startswith("|")
+    assert "no regret run measured it" not in md
 
 
 def test_nothing_given_says_so_and_a_run_without_peers_or_learners_names_each_absence() -> None:

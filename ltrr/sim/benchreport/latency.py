@@ -3,6 +3,8 @@
 * Per run: the p50 and p99 of each contender's wall-clock latency the run timed (``records[*].latency_ms``,
   :func:`ltrr.sim.report.final_scores`), the strategies' mean ``latency_ms`` (what the run priced with) and the
   in-loop learners' time per query (``meta.vw_timing``, ``meta.inloop_timing``).
+* Per run, its throughput phase (``meta.throughput``, ``scripts/bench_regret.py --throughput``): req/s and
+  latency of every contender at 1 and 16 callers (:func:`run_throughput`).
 * ``latency.json`` (``scripts/bench.py``): its table, and the throughput of each row whose setup names its callers
   (:func:`ltrr.sim.benchreport.inputs.callers_of`).
 * ``ranker.json``: the ranking cost per candidate count, and searches before and after the ranker.
@@ -36,7 +38,24 @@ def run_section(run: RegretRun) -> list[str]:
     if rows:
         lines += ["", "In-loop learners' time per query (choose + learn):", "",
                   *table(("learner", "mean ms", "p50 ms", "p99 ms"), rows)]  # fmt: skip
+    tp = run_throughput(run.meta)
+    if tp:
+        lines += ["", "Throughput after the loop, the stream's first queries again, top 10 (`--throughput`):", "",
+                  *table(("contender", "callers", "queries", "req/s", "p50 ms", "p99 ms", "errors"), tp)]  # fmt: skip
     return lines + [""]
+
+
+def run_throughput(meta: Mapping[str, Any]) -> list[list[object]]:
+    """``[contender, callers, queries, req/s, p50 ms, p99 ms, errors]`` of a run's throughput phase
+    (``meta.throughput``: contender -> callers -> :func:`ltrr.loadtest.closed_loop`), fewest callers first
+    within each contender; empty when the run had none."""
+    rows: list[list[object]] = []
+    for name, by_callers in (meta.get("throughput") or {}).items():
+        for callers, r in sorted(by_callers.items(), key=lambda kv: int(kv[0])):
+            errors = ", ".join(f"{k} {v}" for k, v in (r.get("errors") or {}).items()) or "none"
+            rows.append([name, int(callers), r.get("n"), num(r.get("throughput_rps"), 1), num(r.get("p50"), 1),
+                         num(r.get("p99"), 1), errors])  # fmt: skip
+    return rows
 
 
 def throughput(latency: Mapping[str, Any] | None) -> list[list[object]]:
