@@ -160,9 +160,9 @@ def source_of(meta: dict[str, Any]) -> str:
 
 def cold_start_model(cfg: AppConfig) -> tuple[CatBoostRanker, dict[str, Any]]:
     """The registry's current model if it is the cold start's, else the newest cold-start version."""
-    from ltrr.ranking.catboost import open_registry
+    from ltrr.ranking.registry import registry_for
 
-    registry = open_registry(cfg.ranking)
+    registry = registry_for(cfg)  # files, or PostgreSQL when the config sets a DSN
     current = registry.current()
     chosen = current if current is not None and source_of(meta_dict(current)) == "cold start" else None
     if chosen is None:

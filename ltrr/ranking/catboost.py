@@ -25,9 +25,8 @@ from catboost import CatBoost, Pool
 from ltrr.fusion import FusedCandidate
 from ltrr.ranking import features as F
 from ltrr.ranking.base import Ranker
-from ltrr.ranking.config import RankingConfig
 from ltrr.ranking.features import SchemaMismatch
-from ltrr.ranking.registry import ModelRegistry
+from ltrr.ranking.registry import BaseModelRegistry
 
 log = logging.getLogger("ltrr.ranking")
 
@@ -44,7 +43,7 @@ class CatBoostRanker:
             raise SchemaMismatch(f"model {version} takes {n} features; schema {F.SCHEMA_VERSION} has {F.DIM}")
 
     @classmethod
-    def from_registry(cls, registry: ModelRegistry, version: str) -> CatBoostRanker:
+    def from_registry(cls, registry: BaseModelRegistry, version: str) -> CatBoostRanker:
         """Load ``version`` (the registry refuses a model of another feature schema)."""
         loaded = registry.load(version)
         return cls(loaded.model, loaded.version, loaded.meta.to_dict())
@@ -58,16 +57,11 @@ class CatBoostRanker:
         return np.asarray(self.model.predict(pool, thread_count=1), dtype=float)  # a ranker's raw score
 
 
-def open_registry(cfg: RankingConfig) -> ModelRegistry:
-    """The model registry of ``cfg``, for the feature schema this ltrr computes."""
-    return ModelRegistry(cfg.model_dir, schema_version=F.SCHEMA_VERSION, feature_names=F.NAMES, keep=cfg.keep)
-
-
 class LiveRanker:
     """The registry's current model, or ``fallback``; :meth:`refresh` picks up a newly published one.
 
     ``registry`` needs ``current_version() -> str | None`` (cheap: a pointer file) and
-    ``load(version)`` (:class:`ltrr.ranking.registry.ModelRegistry`).
+    ``load(version)`` (:class:`ltrr.ranking.registry.BaseModelRegistry`: files or PostgreSQL).
     """
 
     def __init__(self, registry: Any, fallback: Ranker) -> None:

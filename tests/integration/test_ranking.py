@@ -18,8 +18,7 @@ import pytest
 
 from ltrr.client import LtrrClient
 from ltrr.config import AppConfig
-from ltrr.ranking.catboost import open_registry
-from ltrr.ranking.registry import ModelRegistry
+from ltrr.ranking.registry import BaseModelRegistry, registry_for
 from ltrr.v1 import search_pb2 as pb
 from tests.fixtures.app import ROOT, popular_artists
 
@@ -28,8 +27,8 @@ ALL = ["lexical", "vector", "graph", "memory"]
 
 
 @pytest.fixture(scope="module")
-def registry(ltrr_app) -> ModelRegistry:
-    return open_registry(AppConfig.model_validate(ltrr_app.args).ranking)
+def registry(ltrr_app) -> BaseModelRegistry:
+    return registry_for(AppConfig.model_validate(ltrr_app.args))  # the app's: files, or PostgreSQL with a DSN
 
 
 def wait_version(client: LtrrClient, version: str, timeout_s: float = 30.0) -> pb.SearchResponse:
