@@ -230,7 +230,8 @@ class _Progress:
 
 
 def evaluate(groups: Sequence[Group], scores_by_group: Mapping[str, np.ndarray], k: int = 10) -> dict[str, float]:
-    """``{"ndcg@k", "mrr@k", "ips_dcg@k", "searches"}`` of the order ``scores_by_group`` gives each labelled search.
+    """``{"ndcg@k", "mrr@k", "hit_rate@k", "ips_dcg@k", "searches"}`` of the order ``scores_by_group`` gives
+    each labelled search.
 
     Computed with ranx: the qrels are the positive labels (as integer grades, the gain of nDCG's
     Järvelin form), the run the scores. Searches without a positive label are skipped (their nDCG is
@@ -255,7 +256,7 @@ def evaluate(groups: Sequence[Group], scores_by_group: Mapping[str, np.ndarray],
     """
     if k < 1:
         raise ValueError(f"`k` must be >= 1, got {k}")
-    names = [f"ndcg@{k}", f"mrr@{k}"]
+    names = [f"ndcg@{k}", f"mrr@{k}", f"hit_rate@{k}"]  # hit_rate: a positive in the top k
     qrels: dict[str, dict[str, int]] = {}
     ips_qrels: dict[str, dict[str, int]] = {}
     run: dict[str, dict[str, float]] = {}

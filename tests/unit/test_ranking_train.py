@@ -155,6 +155,7 @@ def test_evaluate_matches_the_hand_computation() -> None:
         {
             "ndcg@10": (ndcg_a + 1 / LOG3 + 1.0) / 3,
             "mrr@10": (0.5 + 0.5 + 1.0) / 3,
+            "hit_rate@10": 1.0,  # each labelled search has a positive within its (short) list
             "ips_dcg@10": ((4 / LOG3 + 5 / LOG5) + 3 / LOG3 + 1.5) / 3,
             "searches": 3.0,
         },
@@ -165,7 +166,7 @@ def test_evaluate_matches_the_hand_computation() -> None:
 def test_evaluate_cuts_at_k() -> None:
     # k=1: only the top result counts. A's top is a (0), B's y (0), C's q (1).
     assert evaluate(TINY, TINY_SCORES, k=1) == pytest.approx(
-        {"ndcg@1": 1 / 3, "mrr@1": 1 / 3, "ips_dcg@1": 1.5 / 3, "searches": 3.0}
+        {"ndcg@1": 1 / 3, "mrr@1": 1 / 3, "hit_rate@1": 1 / 3, "ips_dcg@1": 1.5 / 3, "searches": 3.0}
     )
 
 
@@ -368,7 +369,7 @@ def test_compare_losses_reports_every_loss_on_the_same_split() -> None:
     table = compare_losses(train, held_out, NAMES, iterations=10)
     assert list(table) == ["rrf", *LOSSES]
     for loss in LOSSES:
-        assert set(table[loss]) == {"ndcg@10", "mrr@10", "ips_dcg@10", "searches", "train_s"}
+        assert set(table[loss]) == {"ndcg@10", "mrr@10", "hit_rate@10", "ips_dcg@10", "searches", "train_s"}
         assert table[loss]["searches"] == table["rrf"]["searches"] > 0
         assert table[loss]["train_s"] > 0
 
