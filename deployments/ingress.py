@@ -33,7 +33,7 @@ from ltrr import metrics
 from ltrr.auth import Authenticator
 from ltrr.bandit import ContextFeaturizer
 from ltrr.builder import build_service
-from ltrr.catalog.store import CatalogStore
+from ltrr.catalog.store import open_catalog
 from ltrr.client import TIMEOUT_METADATA
 from ltrr.config import AppConfig
 from ltrr.event_store import open_event_log
@@ -104,7 +104,7 @@ class Ingress:
         self.trainer = trainer
         self.sync_interval_s = app.policy.sync_interval_s
         self.ladder = app.policy.ladder
-        self.store = CatalogStore(app.catalog_path)
+        self.store = open_catalog(app)
         self.backlog = IndexBacklog(self.store, index_targets(app))
         self.events = open_event_log(
             app,

@@ -81,7 +81,7 @@ from ltrr import metrics
 from ltrr.bandit import ContextFeaturizer
 from ltrr.bandit.latency import latency_samples
 from ltrr.bandit.rewards import observe
-from ltrr.catalog.store import CatalogStore
+from ltrr.catalog.store import open_catalog
 from ltrr.checkpoints import checkpoint_store
 from ltrr.config import AppConfig
 from ltrr.errors import Aborted
@@ -112,7 +112,7 @@ class PolicyLearner:
             reward_window_s=self.cfg.reward_window_s,
             positive_actions=self.cfg.positive_actions,
         )
-        self.store = CatalogStore(app.catalog_path)
+        self.store = open_catalog(app)
         self.lease = LeaseGate(lease_for(app, LEASE), logger=log)
         self.lease.check()  # either way the module is the newest checkpoint's; a later holding restores again
         self._lease_term = self.lease.acquisitions  # the holding the module was restored under
@@ -403,6 +403,7 @@ class PolicyLearner:
         finally:
             self.lease.release()  # after the last checkpoint: the next holder restores it
             self.events.close()
+            self.store.close()
 
     def __del__(self) -> None:
         stop = getattr(self, "_stop", None)  # absent when __init__ failed

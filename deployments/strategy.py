@@ -16,7 +16,7 @@ from typing import Any
 
 from ray import serve
 
-from ltrr.catalog.store import CatalogStore
+from ltrr.catalog.store import open_catalog
 from ltrr.config import AppConfig
 from ltrr.ingest import index_target, sync
 from ltrr.strategies.registry import make_strategy
@@ -30,8 +30,12 @@ class StrategyServer:
         app = AppConfig.model_validate(app_config)
         self.name = name
         self.config = app.strategy_config(name)
-        self.strategy = make_strategy(name, self.config)
-        self.store = CatalogStore(app.catalog_path)
+        self.store = open_catalog(app)  # the app's catalog (PostgreSQL with a DSN): sync's, and graph's
+        try:
+            self.strategy = make_strategy(name, self.config, store=self.store)
+        except BaseException:
+            self.store.close()
+            raise
         self.target = index_target(name, self.config)
         self._stop = threading.Event()
         interval = float(getattr(self.config, "refresh_interval_s", 0) or 0)
@@ -73,10 +77,11 @@ class StrategyServer:
 
     def __del__(self) -> None:
         self._stop.set()
-        try:
-            self.strategy.close()
-        except Exception:  # noqa: BLE001
-            pass
+        for closable in (self.strategy, self.store):
+            try:
+                closable.close()
+            except Exception:  # noqa: BLE001
+                pass
 
 
 class VectorServer(StrategyServer):

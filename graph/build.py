@@ -24,6 +24,12 @@ changed relation replaces its own raw value and ``w`` is recomputed.
 ``G.graph["seq"]`` is the highest store sequence the graph reflects and
 ``G.graph["edge_version"]`` counts edge changes (a CSR snapshot is stale when its
 version differs).
+
+The store is any :class:`~ltrr.catalog.store.CatalogBase` (the SQLite file or the PostgreSQL
+catalog, :func:`ltrr.catalog.store.open_catalog`). The pickled cache is keyed on the store's
+:attr:`~ltrr.catalog.store.CatalogBase.location` (the resolved file, or the DSN without its
+password) and the kind weights, and named by the ``seq`` it reflects: a cache file newer than
+the store's ``max_seq()`` is ignored, an older one is loaded and brought up to date.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from typing import Iterable, Mapping
 import networkx as nx
 from tqdm import tqdm
 
-from ltrr.catalog.store import CatalogStore
+from ltrr.catalog.store import CatalogBase, CatalogStore
 from ltrr.types import ENTITY_TYPES, Entity, Relation
 
 log = logging.getLogger(__name__)
@@ -115,7 +121,7 @@ def _validate_kind_weights(kind_weights: Mapping[str, float] | None) -> dict[str
 
 
 def build_graph(
-    store: CatalogStore, kind_weights: Mapping[str, float] | None = None, progress: bool = False
+    store: CatalogBase, kind_weights: Mapping[str, float] | None = None, progress: bool = False
 ) -> nx.Graph:
     """Build the whole graph from ``store`` (every entity, every relation).
 
@@ -130,7 +136,7 @@ def build_graph(
 
 def apply_updates(
     G: nx.Graph,
-    store: CatalogStore,
+    store: CatalogBase,
     since_seq: int | None = None,
     progress: bool = False,
     changed_entities: list[Entity] | None = None,
@@ -190,9 +196,15 @@ class LoadReport:
     seconds: float
 
 
-def cache_key(store_path: str | Path, kind_weights: Mapping[str, float]) -> str:
-    """A short hash of the resolved store path and the kind weights."""
-    blob = json.dumps({"path": str(Path(store_path).resolve()), "kw": dict(sorted(kind_weights.items()))})
+def cache_key(store: CatalogBase, kind_weights: Mapping[str, float]) -> str:
+    """A short hash of the store's :attr:`~ltrr.catalog.store.CatalogBase.location` and the kind weights.
+
+    A SQLite file's location is resolved first (a relative path or a symlink is the same file), which
+    keeps the keys of caches written when this hashed the file path; a PostgreSQL catalog's is its
+    DSN without the password, so another database, server or user is another key.
+    """
+    location = str(Path(store.location).resolve()) if isinstance(store, CatalogStore) else store.location
+    blob = json.dumps({"path": location, "kw": dict(sorted(kind_weights.items()))})
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
 
 
@@ -206,11 +218,12 @@ def _cache_files(cache_dir: Path, key: str) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def save_cache(G: nx.Graph, store_path: str | Path, cache_dir: str | Path) -> Path:
-    """Pickle ``G`` to ``cache_dir/graph-<key>-<seq>.pkl`` (atomic) and drop older files of the same key."""
+def save_cache(G: nx.Graph, store: CatalogBase, cache_dir: str | Path) -> Path:
+    """Pickle ``G``, built from ``store``, to ``cache_dir/graph-<key>-<seq>.pkl`` (atomic, key
+    :func:`cache_key`) and drop older files of the same key."""
     cdir = Path(cache_dir)
     cdir.mkdir(parents=True, exist_ok=True)
-    key = cache_key(store_path, G.graph["kind_weights"])
+    key = cache_key(store, G.graph["kind_weights"])
     seq = int(G.graph.get("seq", 0))
     target = cdir / f"graph-{key}-{seq}.pkl"
     fd, tmp = tempfile.mkstemp(dir=cdir, prefix=".graph-", suffix=".tmp")
@@ -227,17 +240,17 @@ def save_cache(G: nx.Graph, store_path: str | Path, cache_dir: str | Path) -> Pa
     return target
 
 
-def _try_save(G: nx.Graph, store_path: str | Path, cache_dir: str | Path) -> str:
+def _try_save(G: nx.Graph, store: CatalogBase, cache_dir: str | Path) -> str:
     """:func:`save_cache`, but a cache that cannot be written only costs a warning."""
     try:
-        return str(save_cache(G, store_path, cache_dir))
+        return str(save_cache(G, store, cache_dir))
     except OSError as exc:
         log.warning("graph cache not written to %s: %s", cache_dir, exc)
         return ""
 
 
 def load_or_build(
-    store: CatalogStore,
+    store: CatalogBase,
     cache_dir: str | Path | None,
     kind_weights: Mapping[str, float] | None = None,
     progress: bool = False,
@@ -253,7 +266,7 @@ def load_or_build(
     if cache_dir is not None:
         cdir = Path(cache_dir)
         high = store.max_seq()
-        for seq, path in reversed(_cache_files(cdir, cache_key(store.path, kw))):
+        for seq, path in reversed(_cache_files(cdir, cache_key(store, kw))):
             if seq > high:
                 continue
             try:
@@ -267,10 +280,10 @@ def load_or_build(
             G = blob["graph"]
             applied = apply_updates(G, store, progress=progress)
             if applied:
-                _try_save(G, store.path, cdir)
+                _try_save(G, store, cdir)
             return G, LoadReport(True, str(path), seq, applied, time.perf_counter() - t0)
     G = build_graph(store, kw, progress=progress)
     path_s = ""
     if cache_dir is not None:
-        path_s = _try_save(G, store.path, cache_dir)
+        path_s = _try_save(G, store, cache_dir)
     return G, LoadReport(False, path_s, 0, G.number_of_nodes() + G.number_of_edges(), time.perf_counter() - t0)

@@ -42,6 +42,11 @@ Result types: ``query.entity_types`` (a hard restriction) intersected with
 "like <a track>" -> tracks; tag seeds and profile seeds -> artists). Tag seeds
 vote only when there is no other seed ("shoegaze like creep" follows the track).
 
+Catalog: the store passed as ``store`` (what :func:`ltrr.strategies.registry.make_strategy` passes
+from the app's :func:`ltrr.catalog.store.open_catalog`: PostgreSQL when a DSN is configured, else the
+SQLite file), owned and closed by the caller; without one, the strategy opens the SQLite file
+``catalog_path`` itself and closes it.
+
 Freshness: ``upsert(entities)`` updates node titles and types at once;
 relations only reach the graph through ``refresh()``, which applies the store
 rows written since the last seen sequence number (the Serve deployment calls
@@ -87,7 +92,7 @@ from graph.ppr import (
 from graph.seeds import SeedIndex, SeedResult, find_seeds
 from graph.snapshot import TYPE_CODE as _TYPE_CODE
 from graph.snapshot import GraphSnapshot, take_snapshot, with_entities
-from ltrr.catalog.store import CatalogStore
+from ltrr.catalog.store import CatalogBase, CatalogStore
 from ltrr.constants import CATALOG_PATH, VAR_DIR
 from ltrr.errors import BackendUnavailable, ConfigError, InvalidRequest
 from ltrr.strategies.base import check_k
@@ -102,7 +107,9 @@ class GraphConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     catalog_path: str = Field(
-        default=CATALOG_PATH, description="Path of the SQLite catalog store the graph is built from."
+        default=CATALOG_PATH,
+        description="SQLite catalog file the graph is built from when no store is passed (the app's "
+        "factories pass the catalog the app configures, PostgreSQL with a DSN).",
     )
     alpha: float = Field(
         default=0.85,
@@ -178,7 +185,7 @@ class GraphStrategy:
     name = "graph"
 
     def __init__(
-        self, config: GraphConfig | Mapping[str, Any] | None = None, store: CatalogStore | None = None
+        self, config: GraphConfig | Mapping[str, Any] | None = None, store: CatalogBase | None = None
     ) -> None:
         if config is None or isinstance(config, Mapping):
             try:
@@ -187,11 +194,12 @@ class GraphStrategy:
                 raise ConfigError(f"invalid graph strategy config: {exc}") from exc
         self.config: GraphConfig = config
         self._own_store = store is None
+        where = config.catalog_path if store is None else store.location
         try:
-            self._store = store if store is not None else CatalogStore(config.catalog_path)
+            self._store: CatalogBase = store if store is not None else CatalogStore(config.catalog_path)
             G, report = load_or_build(self._store, config.cache_dir, config.kind_weights, progress=config.progress)
-        except sqlite3.Error as exc:
-            raise BackendUnavailable(f"graph: catalog store {config.catalog_path!r} unreadable: {exc}") from exc
+        except (sqlite3.Error, BackendUnavailable) as exc:
+            raise BackendUnavailable(f"graph: catalog store {where!r} unreadable: {exc}") from exc
         self.load_report: LoadReport = report
         self._G = G  # the writer's: only refresh, upsert and close touch it, under _lock
         self._lock = threading.RLock()
@@ -208,7 +216,7 @@ class GraphStrategy:
     def _profile(self, user_id: str) -> UserProfile | None:
         try:
             return self._store.user(user_id)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, BackendUnavailable) as exc:
             raise BackendUnavailable(f"graph: user profile lookup failed: {exc}") from exc
 
     def _result_types(self, snap: GraphSnapshot, query: Query, seeds: SeedResult) -> tuple[str, ...]:
@@ -354,7 +362,7 @@ class GraphStrategy:
             G = self._G
             try:
                 n = apply_updates(G, self._store, changed_entities=changed)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, BackendUnavailable) as exc:
                 # Some rows may be in the graph already; its seq did not move, so the next refresh reads
                 # them again, but finds their edges unchanged: mark the walk matrix stale now.
                 G.graph["edge_version"] = int(G.graph.get("edge_version", 0)) + 1
@@ -393,7 +401,7 @@ class GraphStrategy:
         with self._lock:
             if self._cache_dirty and self.config.cache_dir is not None:
                 try:
-                    save_cache(self._G, self._store.path, self.config.cache_dir)
+                    save_cache(self._G, self._store, self.config.cache_dir)
                     self._cache_dirty = False
                 except OSError as exc:
                     log.warning("graph: could not save the cache: %s", exc)

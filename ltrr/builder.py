@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from ltrr.bandit import ContextFeaturizer
 from ltrr.bandit.planner import Planner
-from ltrr.catalog.store import CatalogStore
+from ltrr.catalog.store import CatalogBase
 from ltrr.config import AppConfig
 from ltrr.eventlog import EventLog
 from ltrr.fanout import Caller, Fanout
@@ -48,7 +48,7 @@ def build_service(
     app: AppConfig,
     callers: Mapping[str, Caller],
     events: EventLog,
-    store: CatalogStore,
+    store: CatalogBase,
     planner: Callable[[ContextFeaturizer], Planner],
     *,
     on_feedback: Callable[[], None] | None = None,
@@ -84,7 +84,7 @@ def build_service(
 
 
 def local_service(
-    app: AppConfig, store: CatalogStore, events: EventLog, *, names: list[str] | None = None, ranker: Any = None
+    app: AppConfig, store: CatalogBase, events: EventLog, *, names: list[str] | None = None, ranker: Any = None
 ) -> tuple[Built, dict[str, Strategy]]:
     """The service over strategies built in this process (``names``, default every enabled one), called in
     threads, deciding with a fresh policy: what the benchmark and the cold start search with. The caller
@@ -97,7 +97,7 @@ def local_service(
         update={"strategies": {n: s for n, s in app.strategies.items() if names is None or n in names}}
     )
     names = list(sub.enabled())  # in the config's order: the fan-out's and the policy's must agree
-    strategies = {n: make_strategy(n, app.strategy_config(n)) for n in names}
+    strategies = {n: make_strategy(n, app.strategy_config(n), store=store) for n in names}
     built = build_service(
         sub,
         {n: thread_caller(s) for n, s in strategies.items()},

@@ -17,6 +17,12 @@ ltrr users    import FILE | show USER_ID [--config F] [--catalog PATH]
               into the config's catalog store, or print one as such a line
 ltrr migrate-events [--config F] [--sqlite PATH] [--dsn DSN] [--force]
               copy the SQLite event log into PostgreSQL, seqs kept (ltrr.event_store)
+ltrr migrate-catalog [--config F] [--sqlite PATH] [--dsn DSN] [--force]
+              copy the SQLite catalog into PostgreSQL, seqs, watermarks and the profile
+              learner's cursor kept, so no index is rebuilt (ltrr.catalog.store_pg)
+
+With a DSN ($LTRR_EVENTS_DSN, else the config's events_dsn) ingest, train-ranker and users
+use the PostgreSQL catalog (ltrr.catalog.store.open_catalog); without one, catalog_path.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from ltrr import constants as C
 from ltrr.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from ltrr.catalog.store import CatalogStore
+    from ltrr.catalog.store import CatalogBase
     from ltrr.client import LtrrClient
     from ltrr.types import UserProfile
 
@@ -43,7 +49,7 @@ DEFAULT_CONFIG = "deployments/serve_config.yaml"
 def _ingest(args: argparse.Namespace) -> int:
     from ltrr.appconfig_io import load_app_config
     from ltrr.catalog.build import build_catalog
-    from ltrr.catalog.store import CatalogStore
+    from ltrr.catalog.store import open_catalog
     from ltrr.ingest import sync_all
 
     cfg = load_app_config(args.config)
@@ -53,7 +59,7 @@ def _ingest(args: argparse.Namespace) -> int:
             print(f"error: --only/--skip: {name!r} is not an enabled strategy; enabled: {', '.join(names)}")
             return 2
     chosen = [n for n in (args.only or names) if n not in args.skip]
-    store = CatalogStore(cfg.catalog_path)
+    store = open_catalog(cfg)
     t0 = time.perf_counter()
     if not args.skip_catalog:
         stats = build_catalog(store, args.data_dir, max_artists=args.max_artists, progress=True)
@@ -75,7 +81,7 @@ def _train_ranker(args: argparse.Namespace) -> int:
     seconds (exit 1, nothing trained). ``--rollback`` is the operator's override of what serves: it takes no
     lease (the registry serialises it with publishes), so it works while the trainer deployment runs."""
     from ltrr.appconfig_io import load_app_config
-    from ltrr.catalog.store import CatalogStore
+    from ltrr.catalog.store import open_catalog
     from ltrr.errors import Aborted
     from ltrr.lease import TRAINER, acquire_within, lease_for, waiting_message
     from ltrr.ranking.registry import registry_for
@@ -110,7 +116,7 @@ def _train_ranker(args: argparse.Namespace) -> int:
         registry = registry_for(cfg, lease=lease)
         try:
             if args.cold_start:
-                store = CatalogStore(cfg.catalog_path)
+                store = open_catalog(cfg)
                 try:
                     report = cold_start(cfg, store, progress=True, registry=registry)
                 finally:
@@ -333,25 +339,34 @@ def _profile_json(u: UserProfile) -> str:
 
 
 def _users(args: argparse.Namespace) -> int:
-    """``ltrr users import FILE`` / ``ltrr users show USER_ID`` on the app config's catalog store."""
+    """``ltrr users import FILE`` / ``ltrr users show USER_ID`` on the app config's catalog store
+    (:func:`~ltrr.catalog.store.open_catalog`: PostgreSQL when a DSN is configured), or ``--catalog``'s file."""
     from ltrr.appconfig_io import load_app_config
-    from ltrr.catalog.store import CatalogStore
+    from ltrr.catalog.store import CatalogStore, open_catalog
+    from ltrr.event_store import events_dsn
 
-    path = Path(args.catalog or load_app_config(args.config).catalog_path)
-    if not path.exists():
-        print(f"error: no catalog at {path} (`ltrr ingest` builds it)", file=sys.stderr)
-        return 2
-    store = CatalogStore(path)
+    store: CatalogBase | None = None
+    path = Path(args.catalog) if args.catalog else None
+    if path is None:
+        cfg = load_app_config(args.config)
+        if events_dsn(cfg):
+            store = open_catalog(cfg)
+        path = Path(cfg.catalog_path)
+    if store is None:
+        if not path.exists():
+            print(f"error: no catalog at {path} (`ltrr ingest` builds it)", file=sys.stderr)
+            return 2
+        store = CatalogStore(path)
     try:
         return _users_show(store, args.target) if args.action == "show" else _users_import(store, args.target)
     finally:
         store.close()
 
 
-def _users_show(store: CatalogStore, user_id: str) -> int:
+def _users_show(store: CatalogBase, user_id: str) -> int:
     profile = store.user(user_id.strip())
     if profile is None:
-        print(f"error: no profile for {user_id!r} in {store.path}", file=sys.stderr)
+        print(f"error: no profile for {user_id!r} in {store.location}", file=sys.stderr)
         return 1
     state = store.user_state(profile.user_id)
     if state is not None:
@@ -360,7 +375,7 @@ def _users_show(store: CatalogStore, user_id: str) -> int:
     return 0
 
 
-def _users_import(store: CatalogStore, source: str) -> int:
+def _users_import(store: CatalogBase, source: str) -> int:
     """Read and check every line, then write all profiles in one transaction (nothing on an error)."""
     from ltrr.validation import user_from_fields
 
@@ -389,7 +404,7 @@ def _users_import(store: CatalogStore, source: str) -> int:
     finally:
         if stream is not sys.stdin:
             stream.close()
-    print(f"users: read {len(fields)} profiles; checking them against {store.path}", file=sys.stderr)
+    print(f"users: read {len(fields)} profiles; checking them against {store.location}", file=sys.stderr)
     known = {eid for eid, e in store.get_many(_artist_names(fields)).items() if e.entity_type == "artist"}
     users: list[UserProfile] = []
     for i, (uid, artists, tags) in enumerate(fields):
@@ -399,12 +414,22 @@ def _users_import(store: CatalogStore, source: str) -> int:
             print(f"error: line {lines[i]}: {exc}", file=sys.stderr)
             return 2
     changed = store.upsert_users(users)
-    print(f"imported {len(users)} profiles ({changed} new or changed) into {store.path}")
+    print(f"imported {len(users)} profiles ({changed} new or changed) into {store.location}")
     return 0
 
 
 def _migrate_events(args: argparse.Namespace) -> int:
     """``python -m ltrr.eventlog_pg migrate``, with --sqlite and --dsn defaulting to the app's log."""
+    return _migrate(args, catalog=False)
+
+
+def _migrate_catalog(args: argparse.Namespace) -> int:
+    """The same for the catalog (:func:`ltrr.catalog.store_pg.copy_sqlite_catalog`), --sqlite defaulting to
+    the app's ``catalog_path``."""
+    return _migrate(args, catalog=True)
+
+
+def _migrate(args: argparse.Namespace, *, catalog: bool) -> int:
     import os
 
     from ltrr.event_store import DSN_ENV, events_dsn
@@ -415,8 +440,12 @@ def _migrate_events(args: argparse.Namespace) -> int:
         from ltrr.appconfig_io import load_app_config
 
         cfg = load_app_config(args.config)
-        args.sqlite = args.sqlite or cfg.events_path
+        args.sqlite = args.sqlite or (cfg.catalog_path if catalog else cfg.events_path)
         args.dsn = args.dsn or events_dsn(cfg)
+    if catalog:
+        from ltrr.catalog.store_pg import copy_sqlite_catalog
+
+        return run_migrate(args, copy_sqlite_catalog)
     return run_migrate(args)
 
 
@@ -493,11 +522,30 @@ def main(argv: list[str] | None = None) -> int:
     pm.add_argument("--force", action="store_true", help="empty a non-empty target first")
     pm.set_defaults(fn=_migrate_events)
 
+    pmc = sub.add_parser(
+        "migrate-catalog",
+        help="copy the SQLite catalog into PostgreSQL (seqs, watermarks and the profile learner's cursor kept)",
+        description="Copy every row of a SQLite catalog (entities, relations, users, the profile learner's state, "
+        "meta) into the PostgreSQL catalog in one transaction. Seqs are kept, so the indexes' watermarks (in meta) "
+        "still hold and nothing is re-indexed; the row counts and largest seqs are compared afterwards. "
+        "A target that already holds a catalog is refused unless --force. Stop the writers first; run it once, "
+        "then set the DSN: every process that has it opens the PostgreSQL catalog.",
+    )
+    pmc.add_argument("--config", default=DEFAULT_CONFIG, help="app config for the defaults of --sqlite and --dsn")
+    pmc.add_argument("--sqlite", default=None, help="SQLite catalog to copy (default: the config's catalog_path)")
+    pmc.add_argument("--dsn", default=None, help="target (default: $LTRR_EVENTS_DSN, else the config's events_dsn)")
+    pmc.add_argument("--force", action="store_true", help="empty a target that holds a catalog first")
+    pmc.set_defaults(fn=_migrate_catalog)
+
     pu = sub.add_parser("users", help="import or show user listening profiles in the catalog store")
     pu.add_argument("action", choices=["import", "show"])
     pu.add_argument("target", metavar="FILE|USER_ID", help="import: a JSON Lines file, - for stdin; show: a user id")
-    pu.add_argument("--config", default=DEFAULT_CONFIG, help="app config whose catalog_path is written")
-    pu.add_argument("--catalog", default=None, help="catalog store (default: the config's catalog_path)")
+    pu.add_argument("--config", default=DEFAULT_CONFIG, help="app config whose catalog is written")
+    pu.add_argument(
+        "--catalog",
+        default=None,
+        help="SQLite catalog file (default: the config's catalog: PostgreSQL with a DSN, else catalog_path)",
+    )
     pu.set_defaults(fn=_users)
 
     args = p.parse_args(argv)

@@ -24,7 +24,7 @@ from ltrr.errors import BackendTimeout
 from ltrr.events import POSITIVE, FeedbackEvent, SearchEvent, Settlement
 from ltrr.query_understanding import normalize_text
 
-__all__ = ["EventLogBase"]
+__all__ = ["EventLogBase", "take_lock"]
 
 _MAX_LIMIT = 100_000
 #: One query of :meth:`EventLogBase._reads`: SQL and its parameters.
@@ -50,6 +50,17 @@ def _check_int(name: str, value: int, lo: int, hi: int) -> int:
 
 def _late(timeout_s: float) -> BackendTimeout:
     return BackendTimeout(f"event log write: no write lock within the caller's deadline ({timeout_s:.3f} s left)")
+
+
+def take_lock(lock: threading.Lock, timeout_s: float | None) -> float:
+    """Take ``lock``, waiting at most ``timeout_s`` (None: as long as it takes); the ``time.monotonic()``
+    the wait began. Past ``timeout_s`` :class:`~ltrr.errors.BackendTimeout`, without the lock."""
+    start = time.monotonic()
+    if timeout_s is None:
+        lock.acquire()
+    elif timeout_s <= 0 or not lock.acquire(timeout=min(timeout_s, threading.TIMEOUT_MAX)):
+        raise _late(timeout_s)
+    return start
 
 
 class EventLogBase:
@@ -89,14 +100,8 @@ class EventLogBase:
         self.positive_actions = tuple(sorted(set(actions)))
 
     def _take_write_lock(self, timeout_s: float | None) -> float:
-        """Take ``_lock``, waiting at most ``timeout_s`` (None: as long as it takes); the ``time.monotonic()``
-        the wait began. Past ``timeout_s`` :class:`~ltrr.errors.BackendTimeout`, without the lock."""
-        start = time.monotonic()
-        if timeout_s is None:
-            self._lock.acquire()
-        elif timeout_s <= 0 or not self._lock.acquire(timeout=min(timeout_s, threading.TIMEOUT_MAX)):
-            raise _late(timeout_s)
-        return start
+        """Take ``_lock`` (:func:`take_lock`)."""
+        return take_lock(self._lock, timeout_s)
 
     # -- the backend's hooks ---------------------------------------------------------------------
     def _reads(self, *queries: Query) -> list[list[tuple[Any, ...]]]:

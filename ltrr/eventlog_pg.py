@@ -18,7 +18,9 @@ at once neither fail nor race; a database of a newer schema is refused.
 
 Durability. Each session sets ``synchronous_commit = on`` explicitly (whatever the server's default):
 a commit returns once its WAL is flushed, and feedback is acknowledged only after its commit
-returned, so an acknowledged event survives a crash of the server. Idempotency: the insert is
+returned, so an acknowledged event survives a crash of the server. Each also sets ``READ COMMITTED``
+(whatever the server's ``default_transaction_isolation``): each statement sees every commit before it
+began, which :mod:`ltrr.catalog.store_pg` numbers its rows by. Idempotency: the insert is
 ``INSERT ... ON CONFLICT (event_id) DO NOTHING`` after a look-up of the ``event_id``; a repeat is
 reported as ``duplicate=True``, an ``event_id`` reused for another event is rejected
 (:class:`~ltrr.errors.InvalidRequest`).
@@ -70,7 +72,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Final, Iterable, Literal, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Final, Iterable, Literal, Mapping, Sequence, TypeVar
 
 import psycopg
 from psycopg import conninfo
@@ -79,11 +81,11 @@ from psycopg.types.json import Jsonb
 from ltrr import constants as C
 from ltrr.errors import BackendUnavailable, InvalidRequest, LtrrError, NotFound
 from ltrr.eventlog import _SETTLE_CURSOR, SCHEMA_VERSION
-from ltrr.eventlog_base import EventLogBase, Query, _check_int, _late
+from ltrr.eventlog_base import EventLogBase, Query, _check_int, _late, take_lock
 from ltrr.events import EXPIRED, POSITIVE, FeedbackEvent, SearchEvent, Settlement
 from ltrr.validation import POSITIVE_ACTIONS
 
-__all__ = ["ADVISORY_LOCKS", "PostgresEventLog", "redact_dsn"]
+__all__ = ["ADVISORY_LOCKS", "PgSessions", "PostgresEventLog", "redact_dsn"]
 
 T = TypeVar("T")
 Cursor = psycopg.Cursor[Any]
@@ -162,26 +164,26 @@ def _check_dsn(dsn: str) -> dict[str, Any]:
     raise ValueError(f"`dsn` must be a PostgreSQL connection string (key=value or postgresql:// URI), got {shown}")
 
 
-class PostgresEventLog(EventLogBase):
-    """The :class:`~ltrr.events.EventLog` on PostgreSQL (module docstring); the arguments after ``dsn`` are
-    those of :class:`~ltrr.eventlog.SQLiteEventLog`, validated the same way. ``busy_timeout_s`` is how long a
-    statement waits for a lock (the session's ``lock_timeout``), by default the same 5 s, below the client's
-    10 s deadline."""
+class PgSessions:
+    """One write session and one read session on a PostgreSQL database, each under a lock: the connections,
+    transactions, retries and error messages of the module docstring ("Timeouts and errors", "Threads and
+    reconnects"), which :class:`PostgresEventLog` and :class:`ltrr.catalog.store_pg.PgCatalogStore` share.
 
-    _MARK = "%s"
-    _BYTE_ORDER = ' COLLATE "C"'
+    A subclass sets ``busy_timeout_s``, calls :meth:`_open_sessions` in its ``__init__`` (nothing connects
+    before the first call) and runs its SQL through :meth:`_write` and :meth:`_read`. ``_WHAT`` names the
+    store in error messages ("event log write failed: ..."); ``_LOCKS`` are the advisory locks, by name,
+    that :meth:`_write` may take."""
 
-    def __init__(
-        self,
-        dsn: str,
-        *,
-        feedback_window_s: float = 86400.0,
-        reward_window_s: float = 600.0,
-        positive_actions: Iterable[str] = POSITIVE_ACTIONS,
-        expiry_grace_s: float = 60.0,
-        busy_timeout_s: float = C.SQLITE_BUSY_TIMEOUT_S,
-    ) -> None:
-        self._set_windows(feedback_window_s, reward_window_s, positive_actions, expiry_grace_s, busy_timeout_s)
+    _WHAT: ClassVar[str] = "event log"
+    _LOCKS: ClassVar[Mapping[str, tuple[int, int]]] = ADVISORY_LOCKS
+
+    busy_timeout_s: float
+    #: The DSN as it may be shown (:func:`redact_dsn`).
+    dsn: str
+
+    def _open_sessions(self, dsn: str, application_name: str) -> None:
+        """Check ``dsn`` (:class:`ValueError`) and set up the two sessions (``application_name`` unless the DSN
+        sets one)."""
         params = _check_dsn(dsn)
         self._dsn = dsn
         self._password = str(params.get("password") or "")
@@ -191,25 +193,17 @@ class PostgresEventLog(EventLogBase):
         if "connect_timeout" not in params:
             self._connect_kw["connect_timeout"] = max(2, math.ceil(self.busy_timeout_s))
         if "application_name" not in params:
-            self._connect_kw["application_name"] = "ltrr-eventlog"
+            self._connect_kw["application_name"] = application_name
         self._lock = threading.Lock()
         self._rlock = threading.Lock()
         self._conns: dict[str, psycopg.Connection[Any] | None] = {"write": None, "read": None}
         self._closed = False
-        try:
-            self._migrate()
-        except BaseException:
-            self.close()
-            raise
-
-    def __repr__(self) -> str:
-        return f"PostgresEventLog({self.dsn!r})"
 
     # -- connections and transactions ----------------------------------------------------------------
     def _connection(self, role: Literal["write", "read"]) -> psycopg.Connection[Any]:
         """This role's connection, opened (again) if there is none or it broke."""
         if self._closed:
-            raise BackendUnavailable(f"event log {role} failed: the log is closed")
+            raise BackendUnavailable(f"{self._WHAT} {role} failed: it is closed")
         conn = self._conns[role]
         if conn is not None and not conn.closed and not conn.broken:
             return conn
@@ -220,7 +214,8 @@ class PostgresEventLog(EventLogBase):
         try:
             conn.execute(
                 "SELECT set_config('synchronous_commit', 'on', false), set_config('lock_timeout', %s, false), "
-                "set_config('default_transaction_read_only', %s, false)",
+                "set_config('default_transaction_read_only', %s, false), "
+                "set_config('default_transaction_isolation', 'read committed', false)",
                 (f"{self._busy_ms}ms", "on" if role == "read" else "off"),
             )
         except BaseException:
@@ -238,7 +233,7 @@ class PostgresEventLog(EventLogBase):
         other writers, the locks and every statement; past it :class:`~ltrr.errors.BackendTimeout`, and
         the transaction is rolled back. A connection that breaks before ``COMMIT`` is replaced and ``fn``
         run once more (module docstring)."""
-        start = self._take_write_lock(timeout_s)
+        start = take_lock(self._lock, timeout_s)
         try:
             for attempt in (1, 2):
                 conn: psycopg.Connection[Any] | None = None
@@ -257,7 +252,7 @@ class PostgresEventLog(EventLogBase):
                                 (f"{min(left_ms, self._busy_ms)}ms", f"{left_ms}ms"),
                             )
                         for name in locks:
-                            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", ADVISORY_LOCKS[name])
+                            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", self._LOCKS[name])
                         out = fn(cur)
                         if timeout_s is not None and time.monotonic() - start >= timeout_s:
                             raise _late(timeout_s)  # its caller gave up: roll back rather than commit
@@ -286,17 +281,6 @@ class PostgresEventLog(EventLogBase):
                     raise self._translated(exc, "read", None) from exc
             raise AssertionError("unreachable")
 
-    def _reads(self, *queries: Query) -> list[list[tuple[Any, ...]]]:
-        return self._read(lambda cur: [cur.execute(sql, params).fetchall() for sql, params in queries])
-
-    @staticmethod
-    def _decode_doc(doc: dict[str, Any]) -> dict[str, Any]:
-        return doc  # JSONB comes back as a dict
-
-    @staticmethod
-    def _in_sql(column: str, values: Sequence[str]) -> tuple[str, tuple[object, ...]]:
-        return f"{column} = ANY(%s)", (list(values),)
-
     def _translated(self, exc: psycopg.Error, what: str, timeout_s: float | None) -> Exception:
         if timeout_s is not None:
             ours = isinstance(exc, psycopg.errors.QueryCanceled) or (
@@ -307,7 +291,57 @@ class PostgresEventLog(EventLogBase):
         text = " ".join(str(exc).split())  # libpq's messages span lines
         if self._password:
             text = text.replace(self._password, "***")
-        return BackendUnavailable(f"event log {what} failed: {text}")
+        return BackendUnavailable(f"{self._WHAT} {what} failed: {text}")
+
+    def close(self) -> None:
+        with self._lock, self._rlock:
+            self._closed = True
+            for role, conn in self._conns.items():
+                if conn is not None:
+                    conn.close()
+                self._conns[role] = None
+
+
+class PostgresEventLog(EventLogBase, PgSessions):
+    """The :class:`~ltrr.events.EventLog` on PostgreSQL (module docstring); the arguments after ``dsn`` are
+    those of :class:`~ltrr.eventlog.SQLiteEventLog`, validated the same way. ``busy_timeout_s`` is how long a
+    statement waits for a lock (the session's ``lock_timeout``), by default the same 5 s, below the client's
+    10 s deadline."""
+
+    _MARK = "%s"
+    _BYTE_ORDER = ' COLLATE "C"'
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        feedback_window_s: float = 86400.0,
+        reward_window_s: float = 600.0,
+        positive_actions: Iterable[str] = POSITIVE_ACTIONS,
+        expiry_grace_s: float = 60.0,
+        busy_timeout_s: float = C.SQLITE_BUSY_TIMEOUT_S,
+    ) -> None:
+        self._set_windows(feedback_window_s, reward_window_s, positive_actions, expiry_grace_s, busy_timeout_s)
+        self._open_sessions(dsn, "ltrr-eventlog")
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"PostgresEventLog({self.dsn!r})"
+
+    def _reads(self, *queries: Query) -> list[list[tuple[Any, ...]]]:
+        return self._read(lambda cur: [cur.execute(sql, params).fetchall() for sql, params in queries])
+
+    @staticmethod
+    def _decode_doc(doc: dict[str, Any]) -> dict[str, Any]:
+        return doc  # JSONB comes back as a dict
+
+    @staticmethod
+    def _in_sql(column: str, values: Sequence[str]) -> tuple[str, tuple[object, ...]]:
+        return f"{column} = ANY(%s)", (list(values),)
 
     def _migrate(self) -> None:
         def run(cur: Cursor) -> None:
@@ -325,14 +359,6 @@ class PostgresEventLog(EventLogBase):
             cur.execute("INSERT INTO schema_version(version) VALUES (%s)", (SCHEMA_VERSION,))
 
         self._write(run, locks=("schema",))
-
-    def close(self) -> None:
-        with self._lock, self._rlock:
-            self._closed = True
-            for role, conn in self._conns.items():
-                if conn is not None:
-                    conn.close()
-                self._conns[role] = None
 
     # -- ingress: searches and feedback ----------------------------------------------------------
     def record_search(self, event: SearchEvent, *, timeout_s: float | None = None) -> None:
@@ -552,16 +578,19 @@ def add_migrate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="empty a non-empty target first")
 
 
-def run_migrate(args: argparse.Namespace) -> int:
-    """``migrate``: 0 when copied and verified, 2 for a refused input, 1 when the server or the check failed."""
+def run_migrate(args: argparse.Namespace, copy: Callable[..., object] | None = None) -> int:
+    """``migrate``: 0 when copied and verified, 2 for a refused input, 1 when the server or the check failed.
+    ``copy(sqlite, dsn, force=, progress=)`` copies (default :func:`ltrr.event_store.copy_sqlite_to_postgres`;
+    ``ltrr migrate-catalog`` passes :func:`ltrr.catalog.store_pg.copy_sqlite_catalog`)."""
     from ltrr.event_store import DSN_ENV, copy_sqlite_to_postgres
 
     dsn = args.dsn or os.environ.get(DSN_ENV, "").strip()
     if not dsn:
         print(f"error: --dsn: no target database (pass --dsn or set {DSN_ENV})", file=sys.stderr)
         return 2
+    copy = copy or copy_sqlite_to_postgres
     try:
-        copy_sqlite_to_postgres(args.sqlite, dsn, force=args.force, progress=lambda s: print(s, file=sys.stderr))
+        copy(args.sqlite, dsn, force=args.force, progress=lambda s: print(s, file=sys.stderr))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Callable, Mapping
 
-from ltrr.catalog.store import CatalogStore
+from ltrr.catalog.store import CatalogBase
 
 #: Health service name of strategy ``s``'s index: ``ltrr.index.<s>``.
 INDEX_SERVICE_PREFIX = "ltrr.index."
@@ -32,7 +32,7 @@ class IndexBacklog:
     """Backlog per strategy, from the catalog store's watermarks (see the module docstring)."""
 
     def __init__(
-        self, store: CatalogStore, targets: Mapping[str, str], *, ttl_s: float = 1.0,
+        self, store: CatalogBase, targets: Mapping[str, str], *, ttl_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:  # fmt: skip
         if ttl_s < 0:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
-from ltrr.catalog.store import CatalogStore
+from ltrr.catalog.store import CatalogBase
 from ltrr.config import AppConfig
 from ltrr.strategies.base import Strategy
 from ltrr.strategies.registry import make_strategy
@@ -40,7 +40,7 @@ def index_targets(cfg: AppConfig) -> dict[str, str]:
 
 
 def sync(
-    strategy: Strategy, store: CatalogStore, target: str, *, batch_size: int = 2000, progress: bool = False
+    strategy: Strategy, store: CatalogBase, target: str, *, batch_size: int = 2000, progress: bool = False
 ) -> int:
     """Index every entity changed since ``target``'s watermark; return how many were sent.
 
@@ -68,7 +68,7 @@ def sync(
 
 
 def sync_all(
-    cfg: AppConfig, store: CatalogStore, *, progress: bool = False, only: Sequence[str] | None = None
+    cfg: AppConfig, store: CatalogBase, *, progress: bool = False, only: Sequence[str] | None = None
 ) -> dict[str, int]:
     """Build every enabled strategy from ``cfg`` (or those in ``only``), :func:`sync` it, close it;
     return entities sent per strategy."""
@@ -78,7 +78,7 @@ def sync_all(
             continue
         t0 = time.perf_counter()
         scfg = cfg.strategy_config(name)
-        strategy = make_strategy(name, scfg)
+        strategy = make_strategy(name, scfg, store=store)
         try:
             sent[name] = sync(strategy, store, index_target(name, scfg), progress=progress)
         finally:

@@ -37,7 +37,7 @@ The state remembers a hash of the profile it last wrote; if the stored profile d
 operator upserted a new one since), the learner starts again from that one.
 
 **Exactly once.** The state of every user and the cursor (meta ``cursor:profiles`` in the catalog
-store, :data:`CURSOR_KEY`) are written in one SQLite transaction of the catalog store
+store, :data:`CURSOR_KEY`) are written in one transaction of the catalog store, SQLite or PostgreSQL
 (:meth:`~ltrr.catalog.store.CatalogStore.update_users`), which also compare-and-sets the cursor: a
 crash before the commit replays the batch from the old cursor, a crash after it finds the cursor
 moved, so every positive event is folded in exactly once, and two learners cannot both apply one
@@ -62,7 +62,7 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ltrr.catalog.normalize import normalize_tag
-from ltrr.catalog.store import CatalogStore
+from ltrr.catalog.store import CatalogBase
 from ltrr.eventlog import FeedbackEvent
 from ltrr.eventlog_base import EventLogBase
 from ltrr.poison import SkippedEvents, apply_or_skip
@@ -209,15 +209,15 @@ class ProfileLearner:
     def __init__(
         self,
         events: EventLogBase,
-        store: CatalogStore,
+        store: CatalogBase,
         config: ProfileConfig | Mapping[str, Any] | None = None,
         *,
         skipped: SkippedEvents | None = None,
     ) -> None:
         if not isinstance(events, EventLogBase):
             raise TypeError(f"`events` must be a SQLiteEventLog or PostgresEventLog, got {type(events).__name__}")
-        if not isinstance(store, CatalogStore):
-            raise TypeError(f"`store` must be a CatalogStore, got {type(store).__name__}")
+        if not isinstance(store, CatalogBase):
+            raise TypeError(f"`store` must be a CatalogStore or PgCatalogStore, got {type(store).__name__}")
         self.events = events
         self.store = store
         self.config = config if isinstance(config, ProfileConfig) else ProfileConfig.model_validate(dict(config or {}))

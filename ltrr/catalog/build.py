@@ -39,7 +39,7 @@ from tqdm import tqdm
 from ltrr.catalog.assemble import AssembledCatalog, assemble_catalog
 from ltrr.catalog.lastfm import HELD_OUT_SPEC
 from ltrr.catalog.readers import read_lastfm, read_podcasts, read_spotify_songs
-from ltrr.catalog.store import CatalogStore
+from ltrr.catalog.store import CatalogBase
 from ltrr.errors import ConfigError, InvalidRequest
 from ltrr.types import ENTITY_TYPES, Entity, Relation, UserProfile
 
@@ -103,7 +103,7 @@ def paused_gc() -> Iterator[None]:
 
 
 def _check_store(store: Any) -> None:
-    if not isinstance(store, CatalogStore):
+    if not isinstance(store, CatalogBase):
         raise InvalidRequest("store", f"must be a CatalogStore, got {type(store).__name__}")
 
 
@@ -133,7 +133,7 @@ def write_batches(
 
 
 def write_catalog(
-    store: CatalogStore,
+    store: CatalogBase,
     entities: Sequence[Entity],
     relations: Sequence[Relation],
     users: Sequence[UserProfile],
@@ -175,7 +175,7 @@ def write_catalog(
 
 
 def build_catalog(
-    store: CatalogStore,
+    store: CatalogBase,
     data_dir: str | Path = "data",
     *,
     max_artists: int | None = None,
@@ -222,7 +222,7 @@ def build_catalog(
     return stats
 
 
-def _retire_unbuilt(store: CatalogStore, built: AssembledCatalog, *, progress: bool) -> tuple[int, int]:
+def _retire_unbuilt(store: CatalogBase, built: AssembledCatalog, *, progress: bool) -> tuple[int, int]:
     """Retire (weight 0) the store's relations ``built`` lacks and delete its ``lfm:`` profiles
     ``built`` lacks; return ``(relations retired, profiles deleted)``."""
     keep = {(r.src, r.dst, r.kind) for r in built.relations}
@@ -239,7 +239,7 @@ def _retire_unbuilt(store: CatalogStore, built: AssembledCatalog, *, progress: b
     return retired, store.delete_users(gone)
 
 
-def catalog_summary(store: CatalogStore) -> dict[str, int]:
+def catalog_summary(store: CatalogBase) -> dict[str, int]:
     """Entity counts per type, plus ``"total"``: ``{"artist": n, ..., "total": n}``."""
     _check_store(store)
     out = {t: store.count(t) for t in ENTITY_TYPES}

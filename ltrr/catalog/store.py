@@ -20,19 +20,32 @@ with ``seq = s``, every row with a lower ``seq`` is committed, and a later write
 before the transaction, as this store once did, let two replicas take the same numbers, and a
 reader that passed them skipped the slower replica's rows.) The schema is unchanged: files
 written before open and go on as they are.
+
+Backends. :class:`CatalogBase` is the interface every consumer takes; :class:`CatalogStore` is this
+file, :class:`ltrr.catalog.store_pg.PgCatalogStore` the same catalog in PostgreSQL, what ingress
+replicas on several nodes share (issue 12). :func:`open_catalog` opens the one an app config chooses:
+PostgreSQL when a DSN is configured (:func:`ltrr.event_store.events_dsn`), else ``catalog_path``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from ltrr import constants as C
 from ltrr.types import Entity, Relation, UserProfile
+
+if TYPE_CHECKING:
+    from ltrr.config import AppConfig
+
+log = logging.getLogger("ltrr.catalog")
 
 #: ``update(user_id, profile or None, learner state or None) -> (profile, state) or None``
 #: (:meth:`CatalogStore.update_users`).
@@ -71,7 +84,90 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-class CatalogStore:
+class CatalogBase(ABC):
+    """The catalog's interface, on either backend (:class:`CatalogStore`, SQLite;
+    :class:`ltrr.catalog.store_pg.PgCatalogStore`, PostgreSQL): what the ingress, the strategies' sync,
+    the learner and the builders take. The semantics are :class:`CatalogStore`'s on both (the module
+    docstring: change detection, sequence numbers in commit order, watermarks)."""
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the catalog is, as it may be shown: the file, or the DSN without its password."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def max_seq(self) -> int:
+        """The highest ``seq`` of any entity or relation (0 when there is none)."""
+
+    @abstractmethod
+    def upsert_entities(self, entities: Iterable[Entity]) -> int:
+        """Write entities whose content changed, in one transaction; return how many changed."""
+
+    @abstractmethod
+    def get(self, entity_id: str) -> Entity | None: ...
+
+    @abstractmethod
+    def get_many(self, entity_ids: Sequence[str]) -> dict[str, Entity]: ...
+
+    @abstractmethod
+    def count(self, entity_type: str | None = None) -> int: ...
+
+    @abstractmethod
+    def count_since(self, seq: int) -> int: ...
+
+    @abstractmethod
+    def entities_since(self, seq: int = 0, batch_size: int = 1000) -> Iterator[tuple[int, list[Entity]]]:
+        """Yield ``(max_seq_in_batch, entities)`` batches of entities with ``seq > seq``, in seq order."""
+
+    @abstractmethod
+    def upsert_relations(self, relations: Iterable[Relation]) -> int:
+        """Write relations whose weight changed, in one transaction; return how many changed."""
+
+    @abstractmethod
+    def relations_since(self, seq: int = 0) -> Iterator[Relation]: ...
+
+    @abstractmethod
+    def upsert_users(self, users: Iterable[UserProfile]) -> int:
+        """Write profiles (one transaction); return how many were new or different from the stored one."""
+
+    @abstractmethod
+    def user(self, user_id: str) -> UserProfile | None: ...
+
+    @abstractmethod
+    def users(self) -> Iterator[UserProfile]: ...
+
+    @abstractmethod
+    def user_state(self, user_id: str) -> dict[str, Any] | None:
+        """The profile learner's raw state of ``user_id`` (:mod:`ltrr.profiles`), None if it has none."""
+
+    @abstractmethod
+    def update_users(
+        self, user_ids: Iterable[str], update: UserUpdate, *, cursor_key: str, expect: int, to: int
+    ) -> bool:
+        """Read-modify-write profiles and their learner state, and move a cursor, in one transaction
+        (:meth:`CatalogStore.update_users`)."""
+
+    @abstractmethod
+    def get_meta(self, key: str, default: str | None = None) -> str | None: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    @abstractmethod
+    def delete_users(self, user_ids: Iterable[str]) -> int:
+        """Delete these profiles (one transaction); return how many existed."""
+
+    def watermark(self, target: str) -> int:
+        return int(self.get_meta(f"watermark:{target}", "0") or 0)
+
+    def set_watermark(self, target: str, seq: int) -> None:
+        self.set_meta(f"watermark:{target}", str(int(seq)))
+
+
+class CatalogStore(CatalogBase):
     """SQLite-backed catalog. Thread-safe within a process.
 
     Writes share one connection under ``_lock``, which a write holds for its whole transaction. The
@@ -94,6 +190,13 @@ class CatalogStore:
             str(self.path), check_same_thread=False, timeout=C.SQLITE_BUSY_TIMEOUT_S, isolation_level=None
         )
         self._rdb.execute("PRAGMA query_only=ON")
+
+    def __repr__(self) -> str:
+        return f"CatalogStore({str(self.path)!r})"
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def close(self) -> None:
         with self._lock, self._rlock:
@@ -316,12 +419,6 @@ class CatalogStore:
             )
             self._db.commit()
 
-    def watermark(self, target: str) -> int:
-        return int(self.get_meta(f"watermark:{target}", "0") or 0)
-
-    def set_watermark(self, target: str, seq: int) -> None:
-        self.set_meta(f"watermark:{target}", str(int(seq)))
-
     # -- retiring ----------------------------------------------------------
     def delete_users(self, user_ids: Iterable[str]) -> int:
         """Delete these profiles (one transaction); return how many existed. Only a build that
@@ -335,3 +432,25 @@ class CatalogStore:
                 n += cur.rowcount
             self._db.commit()
         return n
+
+
+def open_catalog(app: AppConfig) -> CatalogBase:
+    """The catalog ``app`` configures: :class:`~ltrr.catalog.store_pg.PgCatalogStore` on the database of
+    :func:`ltrr.event_store.events_dsn` (``$LTRR_EVENTS_DSN``, else ``events_dsn``) when there is one, else
+    :class:`CatalogStore` at ``catalog_path``. A DSN that does not parse, or a database whose catalog
+    schema is newer than this code's, is a :class:`~ltrr.errors.ConfigError` naming where the DSN came from."""
+    from ltrr.event_store import DSN_ENV, events_dsn
+
+    dsn = events_dsn(app)
+    if not dsn:
+        return CatalogStore(app.catalog_path)
+    from ltrr.catalog.store_pg import PgCatalogStore
+    from ltrr.errors import ConfigError
+
+    where = DSN_ENV if os.environ.get(DSN_ENV, "").strip() else "events_dsn"
+    try:
+        store = PgCatalogStore(dsn)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    log.info("catalog: PostgreSQL %s (from %s)", store.dsn, where)
+    return store

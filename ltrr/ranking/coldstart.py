@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ltrr.catalog.store import CatalogStore
+from ltrr.catalog.store import CatalogBase
 from ltrr.query_understanding import QueryUnderstanding, Vocabulary, normalize_text
 from ltrr.sim.typos import can_misspell, misspell
 from ltrr.sim.users import short_title
@@ -138,7 +138,7 @@ class _Item:
 class _Catalog:
     """What the draws need from the store, read once; lists are sorted only for the items drawn."""
 
-    def __init__(self, store: CatalogStore, understanding: QueryUnderstanding | None, *, similar: bool) -> None:
+    def __init__(self, store: CatalogBase, understanding: QueryUnderstanding | None, *, similar: bool) -> None:
         """One pass over the entities; one over the relations only when ``similar`` queries are wanted."""
         entities = [e for _, batch in store.entities_since(0, batch_size=5000) for e in batch]
         entities.sort(key=attrgetter("entity_id"))  # independent of the store's write order
@@ -304,7 +304,7 @@ def _validate(n: int, seed: int, mix: Mapping[str, float]) -> None:
 
 
 def predicted_queries(
-    store: CatalogStore,
+    store: CatalogBase,
     n: int,
     *,
     seed: int = 0,

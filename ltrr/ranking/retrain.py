@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ltrr.catalog.store import CatalogStore
+from ltrr.catalog.store import CatalogBase
 from ltrr.config import AppConfig
 from ltrr.event_store import open_event_log
 from ltrr.eventlog import SQLiteEventLog
@@ -185,14 +185,14 @@ def retrain_from_log(app: AppConfig, *, progress: bool = False, registry: BaseMo
 
 
 # -- the cold start ---------------------------------------------------------------------------------
-def ready_strategies(app: AppConfig, store: CatalogStore) -> list[str]:
+def ready_strategies(app: AppConfig, store: CatalogBase) -> list[str]:
     """The enabled strategies whose index holds the whole catalog (what the cold start can run)."""
     from ltrr.ingest import index_targets
 
     return [n for n, behind in IndexBacklog(store, index_targets(app), ttl_s=0).pending().items() if behind == 0]
 
 
-def needs_cold_start(app: AppConfig, store: CatalogStore, registry: BaseModelRegistry | None = None) -> bool:
+def needs_cold_start(app: AppConfig, store: CatalogBase, registry: BaseModelRegistry | None = None) -> bool:
     """No model yet, or the current one is a cold-start model made without a strategy that is ready now."""
     with _opened(app, registry) as reg:
         current = reg.current()
@@ -215,7 +215,7 @@ def _groups_of(outcomes: list[tuple[PredictedQuery, Any]]) -> list[Group]:
 
 
 async def _run_queries(
-    app: AppConfig, store: CatalogStore, names: list[str], queries: list[PredictedQuery], events_path: Path,
+    app: AppConfig, store: CatalogBase, names: list[str], queries: list[PredictedQuery], events_path: Path,
     progress: Callable[[int], None],
 ) -> list[tuple[PredictedQuery, Any]]:  # fmt: skip
     from ltrr.builder import local_service
@@ -248,7 +248,7 @@ async def _run_queries(
 
 def cold_start(
     app: AppConfig,
-    store: CatalogStore,
+    store: CatalogBase,
     *,
     progress: bool = False,
     n: int | None = None,

@@ -4,12 +4,15 @@ does not import torch, and the ingress imports none of them."""
 from __future__ import annotations
 
 import importlib
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from pydantic import BaseModel
 
 from ltrr.errors import ConfigError
 from ltrr.strategies.base import Strategy
+
+if TYPE_CHECKING:
+    from ltrr.catalog.store import CatalogBase
 
 #: name -> (config class path, strategy class path)
 REGISTRY: dict[str, tuple[str, str]] = {
@@ -48,8 +51,20 @@ def make_config(name: str, values: Mapping[str, Any] | BaseModel | None = None) 
     return cls.model_validate(dict(values or {}))
 
 
-def make_strategy(name: str, values: Mapping[str, Any] | BaseModel | None = None) -> Strategy:
-    """Build strategy ``name`` from its config values."""
+def reads_catalog(name: str) -> bool:
+    """Whether strategy ``name`` reads the catalog: its config has ``catalog_path`` (today: graph)."""
+    return "catalog_path" in config_class(name).model_fields
+
+
+def make_strategy(
+    name: str, values: Mapping[str, Any] | BaseModel | None = None, *, store: CatalogBase | None = None
+) -> Strategy:
+    """Build strategy ``name`` from its config values.
+
+    ``store``: the open catalog (:func:`ltrr.catalog.store.open_catalog`), passed as ``store=`` to a
+    strategy that reads the catalog (:func:`reads_catalog`), which then reads it rather than open the
+    SQLite file ``catalog_path``; the caller closes it, after the strategy. Other strategies ignore it."""
     cfg = make_config(name, values)
-    strategy: Strategy = _load(_entry(name)[1])(cfg)
+    cls = _load(_entry(name)[1])
+    strategy: Strategy = cls(cfg, store=store) if store is not None and reads_catalog(name) else cls(cfg)
     return strategy

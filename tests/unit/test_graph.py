@@ -1,20 +1,33 @@
-"""The graph strategy on a small hand-built catalog: build, refresh, cache, search."""
+"""The graph strategy on a small hand-built catalog: build, refresh, cache, search.
+
+Build and cache run on both catalog backends (``catalog``: SQLite file and PostgreSQL, the
+``catalog_factory`` fixture of tests/fixtures/postgres.py); the app-level tests check that every
+factory of an app configured with a DSN builds the graph from the PostgreSQL catalog, not from the
+SQLite file ``catalog_path``."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import networkx as nx
 import pytest
 
-from graph.build import apply_updates, build_graph, load_or_build, save_cache
+from graph.build import apply_updates, build_graph, cache_key, load_or_build, save_cache
 from graph.strategy import GraphConfig, GraphStrategy
-from ltrr.catalog.store import CatalogStore
+from ltrr.catalog.store import CatalogBase, CatalogStore, open_catalog
+from ltrr.catalog.store_pg import PgCatalogStore
+from ltrr.config import AppConfig
 from ltrr.errors import BackendUnavailable, ConfigError, InvalidRequest
+from ltrr.event_store import DSN_ENV
+from ltrr.eventlog import SQLiteEventLog
+from ltrr.pgserver import PgServer
 from ltrr.strategies.base import Strategy
+from ltrr.strategies.registry import make_strategy
 from ltrr.types import Entity, ParsedQuery, Query, Relation, UserProfile
+from tests.fixtures.postgres import CatalogFactory
 
 A, B, C, D = "artist:radiohead", "artist:muse", "artist:coldplay", "artist:portishead"
 E, F = "artist:metallica", "artist:slayer"
@@ -63,14 +76,26 @@ def _relations() -> list[Relation]:
     ]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[CatalogStore]:
-    s = CatalogStore(tmp_path / "catalog.sqlite")
+def _fill(s: CatalogBase) -> None:
     s.upsert_entities(_entities())
     s.upsert_relations(_relations())
     s.upsert_users([UserProfile("u1", top_artists=((E, 0.8), (F, 0.2)))])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[CatalogStore]:
+    s = CatalogStore(tmp_path / "catalog.sqlite")
+    _fill(s)
     yield s
     s.close()
+
+
+@pytest.fixture
+def catalog(catalog_factory: CatalogFactory) -> CatalogBase:
+    """The same catalog as ``store``, on each backend (closed by the factory)."""
+    s = catalog_factory()
+    _fill(s)
+    return s
 
 
 @pytest.fixture
@@ -88,7 +113,8 @@ def _q(text: str, seed: str = "", types: tuple[str, ...] = (), entity_types: tup
 # -- build ------------------------------------------------------------------------
 
 
-def test_build_graph_nodes_and_edges(store: CatalogStore) -> None:
+def test_build_graph_nodes_and_edges(catalog: CatalogBase) -> None:
+    store = catalog
     G = build_graph(store)
     assert G.number_of_nodes() == 11 + 2  # entities + tag:alternative, tag:rock
     assert G.number_of_edges() == 17
@@ -108,7 +134,8 @@ def test_build_graph_nodes_and_edges(store: CatalogStore) -> None:
     assert G.graph["seq"] == store.max_seq()
 
 
-def test_apply_updates_is_incremental(store: CatalogStore) -> None:
+def test_apply_updates_is_incremental(catalog: CatalogBase) -> None:
+    store = catalog
     G = build_graph(store)
     seq, version = G.graph["seq"], G.graph["edge_version"]
     assert apply_updates(G, store) == 0
@@ -125,8 +152,8 @@ def test_apply_updates_is_incremental(store: CatalogStore) -> None:
         apply_updates(G, store, since_seq=-1)
 
 
-def test_cache_round_trip_and_delta(store: CatalogStore, tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
+def test_cache_round_trip_and_delta(catalog: CatalogBase, tmp_path: Path) -> None:
+    store, cache = catalog, tmp_path / "cache"
     G, report = load_or_build(store, cache)
     assert not report.loaded and Path(report.cache_file).exists()
     G2, report2 = load_or_build(store, cache)
@@ -145,10 +172,11 @@ def test_cache_round_trip_and_delta(store: CatalogStore, tmp_path: Path) -> None
     assert not report4.loaded
 
 
-def test_cache_newer_than_store_is_ignored(store: CatalogStore, tmp_path: Path) -> None:
+def test_cache_newer_than_store_is_ignored(catalog: CatalogBase, tmp_path: Path) -> None:
+    store = catalog
     G = build_graph(store)
     G.graph["seq"] = store.max_seq() + 100  # e.g. the store was rebuilt from scratch
-    save_cache(G, store.path, tmp_path / "cache")
+    save_cache(G, store, tmp_path / "cache")
     _, report = load_or_build(store, tmp_path / "cache")
     assert not report.loaded
 
@@ -289,8 +317,9 @@ def test_upsert_updates_titles_and_seed_index(strategy: GraphStrategy) -> None:
         strategy.upsert([{"entity_id": B}])  # type: ignore[list-item]
 
 
-def test_close_saves_refreshed_graph_and_restart_loads_it(store: CatalogStore, tmp_path: Path) -> None:
-    cfg = GraphConfig(catalog_path=str(store.path), cache_dir=str(tmp_path / "cache"))
+def test_close_saves_refreshed_graph_and_restart_loads_it(catalog: CatalogBase, tmp_path: Path) -> None:
+    store = catalog
+    cfg = GraphConfig(catalog_path=str(tmp_path / "unused.sqlite"), cache_dir=str(tmp_path / "cache"))
     first = GraphStrategy(cfg, store=store)
     assert not first.load_report.loaded
     store.upsert_relations([Relation(C, D, "similar", 0.7)])
@@ -299,6 +328,7 @@ def test_close_saves_refreshed_graph_and_restart_loads_it(store: CatalogStore, t
     second = GraphStrategy(cfg, store=store)
     assert second.load_report.loaded and second.load_report.applied == 0
     assert second.stats()["edges"] == first.stats()["edges"]
+    assert not (tmp_path / "unused.sqlite").exists()  # a passed store is read, catalog_path never opened
 
 
 @pytest.mark.parametrize("solver", ["push", "power"])
@@ -328,9 +358,160 @@ def test_config_errors_name_the_field(store: CatalogStore, config: dict, field: 
         GraphStrategy({"catalog_path": str(store.path), "cache_dir": None, **config}, store=store)
 
 
-def test_unwritable_cache_dir_is_not_fatal(store: CatalogStore, tmp_path: Path) -> None:
+def test_unwritable_cache_dir_is_not_fatal(catalog: CatalogBase, tmp_path: Path) -> None:
+    store = catalog
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache directory should be")
     G, report = load_or_build(store, blocker / "cache")
     assert not report.loaded and report.cache_file == ""
     assert G.number_of_edges() == 17
+
+
+# -- the catalog the app configures --------------------------------------------------
+
+
+def test_cache_key_is_the_catalog_location(
+    catalog_factory: CatalogFactory, pg_server: PgServer, tmp_path: Path
+) -> None:
+    """One key per catalog (file or database), whatever the spelling of the file's path; a catalog
+    with the same rows at the same seqs never loads another's cache, and a write is applied to it."""
+    kw = {"similar": 1.0}
+    sqlite_a = CatalogStore(tmp_path / "a" / "catalog.sqlite")
+    sqlite_b = CatalogStore(tmp_path / "b" / "catalog.sqlite")
+    other = catalog_factory()  # a third file (tmp_path/catalog), or a third database
+    pg_a = PgCatalogStore(pg_server.create_database("graph_a"))
+    pg_b = PgCatalogStore(pg_server.create_database("graph_b"))
+    pg_a_again = PgCatalogStore(pg_a.dsn)
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    sqlite_a_again = CatalogStore(tmp_path / "link" / ".." / "a" / "catalog.sqlite")
+    sqlite_a_link = CatalogStore(tmp_path / "link" / "catalog.sqlite")
+    stores: list[CatalogBase] = [sqlite_a, sqlite_b, other, pg_a, pg_b, pg_a_again, sqlite_a_again, sqlite_a_link]
+    try:
+        keys = [cache_key(s, kw) for s in stores]
+        assert len(set(keys[:5])) == 5  # two files, the factory's catalog and two databases: five keys
+        assert keys[5] == keys[3]  # the same database, opened twice
+        assert keys[6] == keys[7] == keys[0]  # the same file, however its path is spelled
+        assert cache_key(pg_a, {"similar": 0.5}) != keys[3]
+        for s in (other, pg_a, pg_b):
+            _fill(s)
+        cache = tmp_path / "cache"
+        built = [load_or_build(s, cache)[1] for s in (other, pg_a, pg_b)]
+        assert not any(r.loaded for r in built) and len({r.cache_file for r in built}) == 3
+        # same rows at the same seqs: only the key tells the caches apart
+        assert other.max_seq() == pg_a.max_seq() == pg_b.max_seq()
+        # a write to one catalog: its next load applies it (a file at the new seq replaces the old one);
+        # the other catalogs load their own cache, unchanged
+        pg_a.upsert_relations([Relation(D, F, "similar", 0.2)])
+        G, report = load_or_build(pg_a_again, cache)
+        assert report.loaded and report.applied == 1 and G.has_edge(D, F)
+        assert Path(report.cache_file) == Path(built[1].cache_file)
+        now = sorted(p.name for p in cache.glob("*.pkl"))
+        assert Path(built[1].cache_file).name not in now
+        assert f"graph-{cache_key(pg_a, G.graph['kind_weights'])}-{pg_a.max_seq()}.pkl" in now
+        for s, r in ((other, built[0]), (pg_b, built[2])):
+            G2, again = load_or_build(s, cache)
+            assert again.loaded and again.applied == 0 and again.cache_file == r.cache_file and not G2.has_edge(D, F)
+    finally:
+        for s in stores:
+            s.close()
+        pg_server.drop_database("graph_a")
+        pg_server.drop_database("graph_b")
+
+
+def _dsn_app(tmp_path: Path, dsn: str) -> AppConfig:
+    """An app whose catalog is the database at ``dsn``, with only the graph strategy; its SQLite file
+    ``catalog_path`` holds a stale catalog, what the graph read before it was given the app's store."""
+    stale = CatalogStore(tmp_path / "var" / "catalog.sqlite")
+    stale.upsert_entities([Entity(A, "artist", "Radiohead"), Entity(E, "artist", "Metallica")])
+    stale.upsert_relations([Relation(A, E, "similar", 1.0)])
+    stale.close()
+    graph = {"config": {"cache_dir": str(tmp_path / "cache"), "refresh_interval_s": 0}}
+    return AppConfig.model_validate(
+        {
+            "catalog_path": str(tmp_path / "var" / "catalog.sqlite"),
+            "events_path": str(tmp_path / "var" / "events.sqlite"),
+            "events_dsn": dsn,
+            "strategies": {"graph": graph},
+        }
+    )
+
+
+#: "like portishead" has a seed only in the PostgreSQL catalog; "like radiohead" answers B, C, D there
+#: (and Metallica, E, from the stale file).
+LIKE_PORTISHEAD = _q("like portishead", seed="portishead", types=("artist",))
+LIKE_RADIOHEAD = _q("like radiohead", seed="radiohead", types=("artist",))
+
+
+def _reads_postgres(strategy: Any) -> None:
+    assert [c.entity_id for c in strategy.search(LIKE_RADIOHEAD, k=3)] == [B, C, D]
+    assert [s.node_id for s in strategy.seeds(LIKE_PORTISHEAD).seeds] == [D]
+    assert strategy.search(LIKE_PORTISHEAD, k=1)[0].entity_id == A
+
+
+@pytest.fixture
+def dsn_app(tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[AppConfig, CatalogBase]]:
+    monkeypatch.delenv(DSN_ENV, raising=False)
+    app = _dsn_app(tmp_path, pg_dsn)
+    store = open_catalog(app)
+    assert isinstance(store, PgCatalogStore)
+    _fill(store)
+    yield app, store
+    store.close()
+
+
+def test_make_strategy_passes_the_app_catalog_to_graph(dsn_app: tuple[AppConfig, CatalogBase], tmp_path: Path) -> None:
+    app, store = dsn_app
+    graph = make_strategy("graph", app.strategy_config("graph"), store=store)
+    try:
+        _reads_postgres(graph)
+        store.upsert_relations([Relation(D, F, "similar", 5.0)])  # a later write reaches it on refresh
+        assert graph.refresh() == 1  # type: ignore[attr-defined]
+        assert graph.search(LIKE_PORTISHEAD, k=1)[0].entity_id == F
+    finally:
+        graph.close()
+    assert store.count() == len(_entities())  # the caller's store is not closed with the strategy
+    # without a store, graph reads its catalog_path: the stale file
+    stale = make_strategy("graph", app.strategy_config("graph"))
+    try:
+        assert [c.entity_id for c in stale.search(LIKE_RADIOHEAD, k=3)] == [E]
+    finally:
+        stale.close()
+
+
+def test_strategy_deployment_of_a_dsn_app_reads_postgres(dsn_app: tuple[AppConfig, CatalogBase]) -> None:
+    """The Serve replica's constructor (also the ``placement: ingress`` one): its graph and its sync
+    read the same PostgreSQL catalog."""
+    from deployments.strategy import StrategyServer
+
+    app, store = dsn_app
+    server = StrategyServer("graph", app.model_dump())
+    try:
+        assert isinstance(server.store, PgCatalogStore)
+        _reads_postgres(server.strategy)
+        assert asyncio.run(server.sync()) == len(_entities())
+        assert store.watermark(server.target) == len(_entities())  # seqs 1..11: the entities, written first
+    finally:
+        server.__del__()
+
+
+def test_local_service_and_ingest_of_a_dsn_app_read_postgres(
+    dsn_app: tuple[AppConfig, CatalogBase], tmp_path: Path
+) -> None:
+    from ltrr.builder import local_service
+    from ltrr.ingest import index_target, sync_all
+    from ltrr.ranking.rrf import RRFRanker
+
+    app, store = dsn_app
+    events = SQLiteEventLog(tmp_path / "events.sqlite")
+    _, strategies = local_service(app, store, events, names=["graph"], ranker=RRFRanker(app.ingress.rrf_c))
+    try:
+        _reads_postgres(strategies["graph"])
+    finally:
+        for s in strategies.values():
+            s.close()
+        events.close()
+    # `ltrr ingest`: the graph it syncs is the PostgreSQL one, and the cache it leaves is that catalog's
+    assert sync_all(app, store, only=["graph"]) == {"graph": len(_entities())}
+    assert store.watermark(index_target("graph", app.strategy_config("graph"))) == len(_entities())
+    G, report = load_or_build(store, tmp_path / "cache")
+    assert report.loaded and report.cached_seq == store.max_seq() and G.has_edge(A, D)
