@@ -241,6 +241,9 @@ def test_a_run_with_a_throughput_phase_gets_its_table_per_contender_and_callers(
     ]
     assert not lines[start + 4].startswith("|")
     assert "no regret run measured it" not in md
+    no_latency_bench = br.render(br.Inputs(HEAD, runs=[run_of(data)], ranker=RANKER))
+    assert "| ltrr live | 16 | 50 | 80.0 |" in no_latency_bench
+    assert "not measured in this run" not in no_latency_bench  # the run measured it, without a latency.json
 
 
 def test_nothing_given_says_so_and_a_run_without_peers_or_learners_names_each_absence() -> None:

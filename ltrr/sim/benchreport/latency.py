@@ -114,7 +114,7 @@ def section(
     if tp:
         lines += ["Throughput per number of concurrent callers:", "",
                   *table(("callers", "setup", "req/s", "p50 ms", "p99 ms"), tp), ""]  # fmt: skip
-    else:
+    elif not any(run_throughput(r.meta) for r in runs):
         lines += ["Throughput at 1 and 16 callers: not measured in this run.", ""]
     return lines + (ranking_cost(ranker) if ranker is not None else [])
 
