@@ -426,7 +426,7 @@ def upsert_clones(
     deadline = time.monotonic() + wait_s
     while pending:
         for eid, title in list(pending.items()):
-            resp = retry(partial(client.search, title, k=10, budgets=top))
+            resp = retry(partial(client.search, title, k=10, explain=True, budgets=top))  # explain: candidate_ids
             hit = sorted(c.strategy for c in resp.strategies if eid in c.candidate_ids)
             if hit:
                 found_by[eid] = hit

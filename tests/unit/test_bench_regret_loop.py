@@ -47,7 +47,8 @@ def bench() -> Any:
 
 class FakeClient:
     """Answers searches from POOL (strategy a: POOL in order, the clone first once upserted) and FOIL
-    (strategy b), each cut at its budget; the live policy calls a at 10. Records every call."""
+    (strategy b), each cut at its budget; the live policy calls a at 10. Like the ingress, it lists each
+    strategy's candidates only with ``explain``. Records every call."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
@@ -74,7 +75,7 @@ class FakeClient:
                 candidates_requested=plan.get(s, 0),
                 latency_ms=5.0,
                 status=pb.StrategyCall.OK,
-                candidate_ids=lists[s][: plan.get(s, 0)],
+                candidate_ids=lists[s][: plan.get(s, 0)] if explain else [],  # as the ingress: only with explain
             )
             for s in STRATEGIES
         ]
