@@ -289,6 +289,40 @@ def restore(args: argparse.Namespace, client: LtrrClient, bench_events: str) -> 
     return time.perf_counter() - t
 
 
+def remove_clones(app: AppConfig, entity_ids: Sequence[str]) -> dict[str, Any]:
+    """Delete a drift's clones from the indexes the bench app shares with the normal one (lexical's
+    Meilisearch index and vector's Milvus collection; the memory index, the graph cache and the catalog are the
+    bench's own), so the run leaves the app's data as it found it. Returns what each deletion did."""
+    from pymilvus import MilvusClient
+
+    from ltrr.strategies._meili import MeiliClient, doc_id
+
+    done: dict[str, Any] = {}
+    enabled = app.enabled()
+    if "lexical" in enabled:
+        lcfg: Any = app.strategy_config("lexical")
+        try:
+            meili = MeiliClient(lcfg.url, lcfg.api_key)
+            task = meili._call(  # by primary key: the index's filterable attributes need not hold entity_id
+                f"POST /indexes/{lcfg.index}/documents/delete-batch",
+                lambda: meili.sdk().index(lcfg.index).delete_documents([doc_id(e) for e in entity_ids]),
+            )
+            meili.wait_task(task)
+            done["lexical"] = len(entity_ids)
+        except Exception as exc:  # noqa: BLE001 - reported: the operator can delete them by hand
+            done["lexical"] = f"{type(exc).__name__}: {exc}"
+    if "vector" in enabled:
+        vcfg: Any = app.strategy_config("vector")
+        try:
+            milvus = MilvusClient(uri=vcfg.uri, token=vcfg.token)
+            res = milvus.delete(collection_name=vcfg.collection, ids=list(entity_ids))
+            done["vector"] = int(res.get("delete_count", len(entity_ids))) if isinstance(res, dict) else len(entity_ids)
+            milvus.close()
+        except Exception as exc:  # noqa: BLE001
+            done["vector"] = f"{type(exc).__name__}: {exc}"
+    return done
+
+
 # -- the loop --------------------------------------------------------------------------------------
 
 
@@ -1092,6 +1126,9 @@ def main() -> int:
         if bench_events and not args.keep_deployed:
             log(f"re-deploying {args.config}")
             timings["re-deploy the normal app"] = restore(args, client, bench_events)
+        if upsert is not None and not args.keep_deployed:  # even after a failed loop: deleting is idempotent
+            removed = remove_clones(normal, [c.entity.entity_id for c in upsert.clones])
+            log(f"drift clones removed from the shared indexes: {removed}")
     n_q = len(records)
     mix = QueryMix.parse(args.mix).weights()
     meta: dict[str, Any] = {
