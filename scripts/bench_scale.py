@@ -627,6 +627,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--deploy-timeout-s", type=float, default=1800.0, help="bound on each deploy's wait")
     ap.add_argument("--min-free-mib", type=float, default=1024.0, help="kill an ingest below this MemAvailable")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "scale")
+    ap.add_argument("--resummarise", action="store_true",
+                    help="no servers: recompute the growth and ceiling sentences and the plot of --out's scale.json, "
+                    "and rewrite scale.md")  # fmt: skip
     args = ap.parse_args(argv)
     try:
         args.size_list = sc.parse_sizes(args.sizes)
@@ -649,6 +652,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.resummarise:
+        saved = args.out / "scale.json"
+        if not saved.is_file():
+            raise SystemExit(f"--resummarise: there is no {saved}")
+        report = json.loads(saved.read_text())
+        report.setdefault("notes", [])
+        write_outputs(Run(args, {}, None, {}, report))  # type: ignore[arg-type]  # only args and report are read
+        return 0
     import grpc
 
     from ltrr.client import LtrrClient

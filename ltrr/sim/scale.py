@@ -24,9 +24,14 @@ fake tree.
   :math:`n_i` is fitted as :math:`y \approx e^a n^b` by least squares of :math:`\ln y` on :math:`\ln n`
   (:func:`ltrr.loadtest.ls_slope`); the exponent :math:`b` is the growth (1: linear, 2: quadratic), and the
   strategy with the largest :math:`b` grows fastest.
-* **Ceiling** (:func:`crossing`, :func:`ceiling_sentence`): the size at which a fitted cost reaches a limit,
-  :math:`n^* = \exp((\ln L - a) / b)` for :math:`b > 0`: the servers' RSS against the machine's RAM, each
-  strategy's p99 against its deadline (``timeout_ms``), and the first size that failed outright.
+* **Ceiling** (:func:`crossing`, :func:`linear_crossing`, :func:`ceiling_sentence`): the size at which a fitted
+  cost reaches a limit. Memory is fitted as a line, :math:`y \approx a + b n` (least squares; a fixed part, the
+  servers and the app's own indexes, plus a cost per entity), so :math:`n^* = (L - a) / b` for :math:`b > 0`: a
+  power law through a large fixed part reads it as slow growth and puts the ceiling far too high (2 GiB of
+  growth over 58k-250k entities on a 7 GiB base fitted as :math:`n^{0.22}`, a ceiling of 17.5M entities, where
+  the line says 1.3M). Latency, whose growth is the question, keeps the power law,
+  :math:`n^* = \exp((\ln L - a) / b)`: each strategy's p99 against its deadline (``timeout_ms``); and the
+  first size that failed outright.
 * **Processes** (:func:`server_pids`, :func:`rss_of`, :func:`ray_totals`, :func:`parse_meminfo`) and the
   report's tables (:func:`ingest_table`, :func:`search_table`, :func:`strategy_latency_table`,
   :func:`render_md`).
@@ -194,6 +199,23 @@ def crossing(points: Mapping[int, float], limit: float) -> tuple[float, bool] | 
     return math.exp((math.log(limit) - a) / b), False
 
 
+def linear_crossing(points: Mapping[int, float], limit: float) -> tuple[float, bool, float] | None:
+    """Where ``y`` reaches ``limit`` on the least-squares line :math:`y = a + b n`: ``(n, True, b)`` for the smallest
+    measured ``n`` with ``y >= limit``, else ``(n*, False, b)``; None with fewer than two sizes or when ``y`` does
+    not grow (``b <= 0``). ``b`` is the growth per entity."""
+    kept = sorted((n, y) for n, y in points.items() if y is not None and n > 0)
+    if len({n for n, _ in kept}) < 2:
+        return None
+    b = ls_slope([float(n) for n, _ in kept], [y for _, y in kept])
+    hit = [n for n, y in kept if y >= limit]
+    if hit:
+        return float(hit[0]), True, b
+    if b <= 0:
+        return None
+    a = sum(y for _, y in kept) / len(kept) - b * sum(n for n, _ in kept) / len(kept)
+    return (limit - a) / b, False, b
+
+
 def human_count(n: float) -> str:
     """``1.2M``, ``580k``, ``950``."""
     if n >= 1e6:
@@ -214,17 +236,19 @@ def ceiling_sentence(
     parts: list[str] = []
     limits: list[tuple[float, str]] = []
     gib = mem_total / (1024 * MIB)
-    mem = crossing(server_rss, mem_total)
-    if mem is not None and mem[1]:
-        parts.append(f"Memory: the servers' RSS already fills this machine's {gib:.1f} GiB at {mem[0]:,.0f} entities.")
-        limits.append((mem[0], "memory"))
+    full_at = [n for n, y in sorted(server_rss.items()) if y is not None and y >= mem_total]
+    mem = linear_crossing(server_rss, mem_total)
+    if full_at:
+        parts.append(
+            f"Memory: the servers' RSS already fills this machine's {gib:.1f} GiB at {full_at[0]:,.0f} entities."
+        )
+        limits.append((float(full_at[0]), "memory"))
     elif mem is not None:
-        fit = fit_loglog(server_rss)
         top = max(server_rss)
         parts.append(
-            f"Memory: the servers' RSS (Meilisearch + Milvus + Ray) grows as n^{fit[1] if fit else 0:.2f}, "
-            f"{server_rss[top] / (1024 * MIB):.1f} GiB at {top:,} entities; at that rate it fills this machine's "
-            f"{gib:.1f} GiB at about {human_count(mem[0])} entities."
+            f"Memory: the servers' RSS (Meilisearch + Milvus + Ray) grows by {mem[2] / 1024:,.1f} KiB per entity "
+            f"(a least-squares line over the sizes), {server_rss[top] / (1024 * MIB):.1f} GiB at {top:,} entities; "
+            f"at that rate it fills this machine's {gib:.1f} GiB at about {human_count(mem[0])} entities."
         )
         limits.append((mem[0], "memory"))
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -224,7 +225,8 @@ def test_crossing_is_measured_or_extrapolated_on_the_fit():
 
 
 def test_ceiling_sentence_takes_the_smallest_limit():
-    # RSS 1 -> 4 GiB over 1k -> 100k: b = log 4 / log 100; 8 GiB is 2x more, so 10x the size: 1M.
+    # RSS 1 -> 4 GiB over 1k -> 100k on a line: 3 GiB per 99k entities (31.8 KiB each); 8 GiB is 4 GiB more,
+    # so 100k + 132k = 232k (a power law through the two points, n^0.30, would have said 1.0M).
     # vector p99 6 -> 60 ms (b = 0.5): its 600 ms deadline is 10x more, 100x the size: 10M.
     text = sc.ceiling_sentence(
         {1000: 1.0 * GIB, 100_000: 4.0 * GIB},
@@ -233,11 +235,22 @@ def test_ceiling_sentence_takes_the_smallest_limit():
         {"vector": 600.0, "lexical": 400.0, "graph": 400.0},
     )
     assert text == (
-        "Memory: the servers' RSS (Meilisearch + Milvus + Ray) grows as n^0.30, 4.0 GiB at 100,000 entities; at that "
-        "rate it fills this machine's 8.0 GiB at about 1.0M entities. Latency: vector's p99 (all four forced, "
-        "1 caller) reaches its 600 ms deadline at about 10.0M entities, the first strategy to (more callers reach it "
-        "sooner). **Ceiling of this machine: about 1.0M entities** (set by memory)."
+        "Memory: the servers' RSS (Meilisearch + Milvus + Ray) grows by 31.8 KiB per entity (a least-squares line "
+        "over the sizes), 4.0 GiB at 100,000 entities; at that rate it fills this machine's 8.0 GiB at about 232k "
+        "entities. Latency: vector's p99 (all four forced, 1 caller) reaches its 600 ms deadline at about 10.0M "
+        "entities, the first strategy to (more callers reach it sooner). **Ceiling of this machine: about 232k "
+        "entities** (set by memory)."
     )
+
+
+def test_memory_crossing_is_on_a_line_with_a_fixed_part():
+    # this session's 2-core measurements: 6,961 MiB at 58k, 9,566 MiB at 250k; 24,064 MiB of RAM
+    n, measured, per = sc.linear_crossing({58_000: 6961.0, 250_000: 9566.0}, 24_064.0)  # type: ignore[misc]
+    assert not measured and per == pytest.approx(2605.0 / 192_000)
+    assert n == pytest.approx(250_000 + (24_064.0 - 9566.0) / (2605.0 / 192_000))  # about 1.32M
+    assert sc.linear_crossing({1000: 5.0, 2000: 9.0, 3000: 20.0}, 8.0)[:2] == (2000.0, True)  # type: ignore[index]
+    assert sc.linear_crossing({1000: 5.0, 2000: 4.0}, 8.0) is None  # it shrinks
+    assert sc.linear_crossing({1000: 5.0}, 8.0) is None
 
 
 def test_ceiling_sentence_with_a_measured_crossing_and_a_failed_size():
@@ -398,3 +411,26 @@ def test_render_md_holds_the_tables_and_sentences():
     assert lines[-1] == "![ingest time and search p50 against catalog size](scale.png)"
     empty = sc.render_md({"command": "x"})
     assert "No strategy was ingested." in empty and "No size was served." in empty
+
+
+def test_resummarise_rewrites_the_sentences_of_a_saved_run_without_servers(monkeypatch, tmp_path):
+    # tests/data/scale-2026-12-02.json: the 58k/250k run of 2026-12-02 as bench_scale wrote it, whose ceiling
+    # sentence came from the power law (17.5M); re-summarised, the line through its RSS gives about 1.3M.
+    script = load_script(monkeypatch)
+    saved = json.loads((ROOT / "tests" / "data" / "scale-2026-12-02.json").read_text())
+    assert "about 17.5M entities" in saved["sentences"]["ceiling"]
+    (tmp_path / "scale.json").write_text(json.dumps(saved))
+    assert script.main(["--resummarise", "--out", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "scale.json").read_text())
+    assert "**Ceiling of this machine: about 1.3M entities** (set by memory)" in again["sentences"]["ceiling"]
+    assert {k: v for k, v in again.items() if k not in ("sentences", "notes")} == {
+        k: v for k, v in saved.items() if k not in ("sentences", "notes")
+    }  # the figures are untouched
+    md = (tmp_path / "scale.md").read_text()
+    assert "about 1.3M entities" in md and (tmp_path / "scale.png").is_file()
+
+
+def test_resummarise_without_a_saved_run_says_so(monkeypatch, tmp_path):
+    script = load_script(monkeypatch)
+    with pytest.raises(SystemExit, match="--resummarise: there is no .*scale.json"):
+        script.main(["--resummarise", "--out", str(tmp_path)])
