@@ -23,9 +23,10 @@ from typing import Any, Callable, Final
 import psycopg
 
 from ltrr.config import AppConfig
-from ltrr.errors import Aborted, BackendUnavailable, ConfigError
+from ltrr.errors import ConfigError
 from ltrr.eventlog import SCHEMA_VERSION, SQLiteEventLog
-from ltrr.eventlog_pg import ADVISORY_LOCKS, TABLES, PostgresEventLog, redact_dsn
+from ltrr.eventlog_pg import ADVISORY_LOCKS, TABLES, PostgresEventLog
+from ltrr.pgmigrate import copy_sqlite
 
 log = logging.getLogger("ltrr.eventlog")
 
@@ -46,7 +47,6 @@ _COLUMNS: Final = {
     "cursors": ("name", "seq"),
 }
 _SEQ_TABLES: Final = ("search_seq", "feedback", "settlements")
-_PROGRESS_EVERY: Final = 50_000
 
 
 def events_dsn(app: AppConfig) -> str:
@@ -72,63 +72,41 @@ def open_event_log(app: AppConfig, **kw: Any) -> AnyEventLog:
 def copy_sqlite_to_postgres(
     sqlite_path: str | Path, dsn: str, *, force: bool = False, progress: Callable[[str], None] | None = None
 ) -> dict[str, int]:
-    """Copy the SQLite event log at ``sqlite_path`` into the PostgreSQL one at ``dsn`` (module docstring);
-    return the rows copied per table. A target with any row is refused (:class:`ValueError`) unless
-    ``force``, which empties it first. Raises :class:`~ltrr.errors.Aborted` if the counts differ after."""
-    say = progress or (lambda _: None)
-    path = Path(sqlite_path)
-    if not path.is_file():
-        raise ValueError(f"`sqlite` {str(path)!r}: no such file")
-    src = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-    try:
-        src.execute("BEGIN")  # one snapshot for the copy and the check
-        version = int(src.execute("PRAGMA user_version").fetchone()[0])
-        if version != SCHEMA_VERSION:
-            raise ValueError(
-                f"`sqlite` {str(path)!r} has event-log schema v{version}; open it once with this ltrr "
-                f"(SQLiteEventLog upgrades it in place to v{SCHEMA_VERSION}), then migrate"
-            )
-        PostgresEventLog(dsn).close()  # creates the schema if the database is empty
-        try:
-            copied = _copy_into(src, dsn, force, say)
-            target = _counts(dsn)
-        except psycopg.Error as exc:
-            raise BackendUnavailable(f"copy into {redact_dsn(dsn)} failed: {' '.join(str(exc).split())}") from exc
-        source = {t: int(src.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t in TABLES}
-    finally:
-        src.close()
-    if target != source:
-        diff = ", ".join(f"{t} {source[t]} -> {target[t]}" for t in TABLES if source[t] != target[t])
-        raise Aborted(f"copied and committed, but the row counts differ: {diff}")
-    say(f"verified: the row counts of all {len(TABLES)} tables are equal ({sum(source.values())} rows)")
-    return copied
+    """Copy the SQLite event log at ``sqlite_path`` into the PostgreSQL one at ``dsn`` (module docstring,
+    :func:`ltrr.pgmigrate.copy_sqlite`); return the rows copied per table. A target with any row is refused
+    (:class:`ValueError`) unless ``force``, which empties it first. Raises :class:`~ltrr.errors.Aborted` if the
+    counts differ after."""
+    return copy_sqlite(
+        sqlite_path,
+        dsn,
+        force=force,
+        progress=progress,
+        tables={t: (t, _COLUMNS[t]) for t in TABLES},
+        locks=[ADVISORY_LOCKS[name] for name in ("schema", *_SEQ_TABLES)],
+        check=_check_version,
+        create=lambda d: PostgresEventLog(d).close(),  # creates the schema if the database is empty
+        occupied="is not empty",
+        differs="the row counts differ",
+        verified="verified: the row counts of all {n} tables are equal ({rows} rows)",
+        after_copy=_move_sequences,
+    )
 
 
-def _copy_into(src: sqlite3.Connection, dsn: str, force: bool, say: Callable[[str], None]) -> dict[str, int]:
-    """Every table of ``src`` into ``dsn`` in one transaction holding the log's locks; the sequences moved on."""
-    with psycopg.connect(dsn) as pg, pg.cursor() as cur:
-        cur.execute("SET synchronous_commit = on")
-        for name in ("schema", *_SEQ_TABLES):
-            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", ADVISORY_LOCKS[name])
-        held = {t: n for t in TABLES if (n := _count(cur, t))}
-        if held and not force:
-            rows = ", ".join(f"{t} {n}" for t, n in held.items())
-            raise ValueError(f"target {redact_dsn(dsn)} is not empty ({rows} rows); --force replaces it")
-        if held:
-            cur.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
-            say(f"emptied the target ({sum(held.values())} rows)")
-        copied = {t: _copy_table(src, cur, t, say) for t in TABLES}
-        for table in _SEQ_TABLES:
-            top = max(_max_seq(cur, table), _sqlite_sequence(src, table))
-            cur.execute("SELECT setval(pg_get_serial_sequence(%s, 'seq'), %s, %s)", (table, max(top, 1), top > 0))
-            say(f"{table}: next seq {top + 1}")
-        pg.commit()
-    return copied
+def _check_version(src: sqlite3.Connection, path: Path) -> None:
+    version = int(src.execute("PRAGMA user_version").fetchone()[0])
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"`sqlite` {str(path)!r} has event-log schema v{version}; open it once with this ltrr "
+            f"(SQLiteEventLog upgrades it in place to v{SCHEMA_VERSION}), then migrate"
+        )
 
 
-def _count(cur: psycopg.Cursor[Any], table: str) -> int:
-    row = cur.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
-    return int(row[0]) if row else 0
+def _move_sequences(src: sqlite3.Connection, cur: psycopg.Cursor[Any], say: Callable[[str], None]) -> None:
+    """Each seq table's sequence past the largest seq the SQLite file ever handed out."""
+    for table in _SEQ_TABLES:
+        top = max(_max_seq(cur, table), _sqlite_sequence(src, table))
+        cur.execute("SELECT setval(pg_get_serial_sequence(%s, 'seq'), %s, %s)", (table, max(top, 1), top > 0))
+        say(f"{table}: next seq {top + 1}")
 
 
 def _max_seq(cur: psycopg.Cursor[Any], table: str) -> int:
@@ -140,21 +118,3 @@ def _sqlite_sequence(src: sqlite3.Connection, table: str) -> int:
     """The largest seq SQLite's AUTOINCREMENT ever handed out in ``table`` (0 if none)."""
     row = src.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
     return int(row[0]) if row else 0
-
-
-def _copy_table(src: sqlite3.Connection, cur: psycopg.Cursor[Any], table: str, say: Callable[[str], None]) -> int:
-    cols = ", ".join(_COLUMNS[table])
-    n = 0
-    with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-        for row in src.execute(f"SELECT {cols} FROM {table}"):
-            copy.write_row(row)
-            n += 1
-            if n % _PROGRESS_EVERY == 0:
-                say(f"{table}: {n} rows")
-    say(f"{table}: {n} rows copied")
-    return n
-
-
-def _counts(dsn: str) -> dict[str, int]:
-    with psycopg.connect(dsn, autocommit=True) as pg, pg.cursor() as cur:
-        return {t: _count(cur, t) for t in TABLES}

@@ -170,7 +170,8 @@ class PgSessions:
     reconnects"), which :class:`PostgresEventLog` and :class:`ltrr.catalog.store_pg.PgCatalogStore` share.
 
     A subclass sets ``busy_timeout_s``, calls :meth:`_open_sessions` in its ``__init__`` (nothing connects
-    before the first call) and runs its SQL through :meth:`_write` and :meth:`_read`. ``_WHAT`` names the
+    before the first call), or :meth:`_open_and_migrate` to also create its schema, and runs its SQL through
+    :meth:`_write` and :meth:`_read`. ``_WHAT`` names the
     store in error messages ("event log write failed: ..."); ``_LOCKS`` are the advisory locks, by name,
     that :meth:`_write` may take."""
 
@@ -198,6 +199,33 @@ class PgSessions:
         self._rlock = threading.Lock()
         self._conns: dict[str, psycopg.Connection[Any] | None] = {"write": None, "read": None}
         self._closed = False
+
+    def _open_and_migrate(
+        self, dsn: str, application_name: str, *, version_table: str, version: int, ddl: Sequence[str], what: str
+    ) -> None:
+        """:meth:`_open_sessions`, then bring the schema to ``version`` under the ``schema`` lock: ``version_table``
+        created if absent, and ``ddl`` (``CREATE ... IF NOT EXISTS``) run when it holds an older version; a newer
+        one is refused (:class:`ValueError`, "``dsn`` ... has ``what`` schema v..."). The sessions are closed if
+        this fails."""
+        self._open_sessions(dsn, application_name)
+
+        def run(cur: Cursor) -> None:
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {version_table} (version INTEGER NOT NULL)")
+            found = int(_one(cur.execute(f"SELECT COALESCE(MAX(version), 0) FROM {version_table}")))
+            if found == version:
+                return
+            if found > version:
+                raise ValueError(f"`dsn` {self.dsn!r} has {what} schema v{found}; this code reads v{version}")
+            for stmt in ddl:
+                cur.execute(stmt)
+            cur.execute(f"DELETE FROM {version_table}")
+            cur.execute(f"INSERT INTO {version_table}(version) VALUES (%s)", (version,))
+
+        try:
+            self._write(run, locks=("schema",))
+        except BaseException:
+            self.close()
+            raise
 
     # -- connections and transactions ----------------------------------------------------------------
     def _connection(self, role: Literal["write", "read"]) -> psycopg.Connection[Any]:
@@ -322,12 +350,9 @@ class PostgresEventLog(EventLogBase, PgSessions):
         busy_timeout_s: float = C.SQLITE_BUSY_TIMEOUT_S,
     ) -> None:
         self._set_windows(feedback_window_s, reward_window_s, positive_actions, expiry_grace_s, busy_timeout_s)
-        self._open_sessions(dsn, "ltrr-eventlog")
-        try:
-            self._migrate()
-        except BaseException:
-            self.close()
-            raise
+        self._open_and_migrate(
+            dsn, "ltrr-eventlog", version_table="schema_version", version=SCHEMA_VERSION, ddl=_DDL, what="event-log"
+        )
 
     def __repr__(self) -> str:
         return f"PostgresEventLog({self.dsn!r})"
@@ -342,23 +367,6 @@ class PostgresEventLog(EventLogBase, PgSessions):
     @staticmethod
     def _in_sql(column: str, values: Sequence[str]) -> tuple[str, tuple[object, ...]]:
         return f"{column} = ANY(%s)", (list(values),)
-
-    def _migrate(self) -> None:
-        def run(cur: Cursor) -> None:
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            version = int(_one(cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")))
-            if version == SCHEMA_VERSION:
-                return
-            if version > SCHEMA_VERSION:
-                raise ValueError(
-                    f"`dsn` {self.dsn!r} has event-log schema v{version}; this code reads v{SCHEMA_VERSION}"
-                )
-            for stmt in _DDL:
-                cur.execute(stmt)
-            cur.execute("DELETE FROM schema_version")
-            cur.execute("INSERT INTO schema_version(version) VALUES (%s)", (SCHEMA_VERSION,))
-
-        self._write(run, locks=("schema",))
 
     # -- ingress: searches and feedback ----------------------------------------------------------
     def record_search(self, event: SearchEvent, *, timeout_s: float | None = None) -> None:

@@ -62,12 +62,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Final, Iterable, Iterator, Sequence
 
-import psycopg
-
 from ltrr.catalog.store import CatalogBase, UserUpdate
-from ltrr.errors import Aborted, BackendUnavailable
 from ltrr.eventlog_base import _check_float
-from ltrr.eventlog_pg import Cursor, PgSessions, _one, redact_dsn
+from ltrr.eventlog_pg import Cursor, PgSessions, _one
+from ltrr.pgmigrate import copy_sqlite
 from ltrr.types import Entity, Relation, UserProfile
 
 __all__ = ["ADVISORY_LOCKS", "SCHEMA_VERSION", "TABLES", "PgCatalogStore", "copy_sqlite_catalog"]
@@ -122,7 +120,6 @@ _UPSERT_DOCS: Final = (
     "INSERT INTO {table}(user_id, doc) SELECT * FROM unnest(%s::text[], %s::text[]) "
     "ON CONFLICT (user_id) DO UPDATE SET doc = EXCLUDED.doc"
 )
-_PROGRESS_EVERY: Final = 50_000
 
 
 class _CursorMoved(Exception):
@@ -148,12 +145,14 @@ class PgCatalogStore(PgSessions, CatalogBase):
 
     def __init__(self, dsn: str, *, busy_timeout_s: float = 30.0) -> None:
         self.busy_timeout_s = _check_float("busy_timeout_s", busy_timeout_s, lo=0, strict=False)
-        self._open_sessions(dsn, "ltrr-catalog")
-        try:
-            self._migrate()
-        except BaseException:
-            self.close()
-            raise
+        self._open_and_migrate(
+            dsn,
+            "ltrr-catalog",
+            version_table="catalog_schema_version",
+            version=SCHEMA_VERSION,
+            ddl=_DDL,
+            what="catalog",
+        )
 
     def __repr__(self) -> str:
         return f"PgCatalogStore({self.dsn!r})"
@@ -161,21 +160,6 @@ class PgCatalogStore(PgSessions, CatalogBase):
     @property
     def location(self) -> str:
         return self.dsn
-
-    def _migrate(self) -> None:
-        def run(cur: Cursor) -> None:
-            cur.execute("CREATE TABLE IF NOT EXISTS catalog_schema_version (version INTEGER NOT NULL)")
-            version = int(_one(cur.execute("SELECT COALESCE(MAX(version), 0) FROM catalog_schema_version")))
-            if version == SCHEMA_VERSION:
-                return
-            if version > SCHEMA_VERSION:
-                raise ValueError(f"`dsn` {self.dsn!r} has catalog schema v{version}; this code reads v{SCHEMA_VERSION}")
-            for stmt in _DDL:
-                cur.execute(stmt)
-            cur.execute("DELETE FROM catalog_schema_version")
-            cur.execute("INSERT INTO catalog_schema_version(version) VALUES (%s)", (SCHEMA_VERSION,))
-
-        self._write(run, locks=("schema",))
 
     # -- sequence --------------------------------------------------------
     def max_seq(self) -> int:
@@ -432,76 +416,28 @@ def copy_sqlite_catalog(
     transaction holding all of :data:`ADVISORY_LOCKS`, so no writer interleaves. A target with any row is
     refused (:class:`ValueError`) unless ``force``, which empties it first. Afterwards the row counts and the
     largest seq of both sides are compared (:class:`~ltrr.errors.Aborted` if they differ); a server failure
-    is :class:`~ltrr.errors.BackendUnavailable`, without the password."""
-    say = progress or (lambda _: None)
-    path = Path(sqlite_path)
-    if not path.is_file():
-        raise ValueError(f"`sqlite` {str(path)!r}: no such file")
-    src = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-    try:
-        src.execute("BEGIN")  # one snapshot for the copy and the check
-        present = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        missing = [t for t in TABLES if t not in present]
-        if missing:
-            raise ValueError(
-                f"`sqlite` {str(path)!r} is not a catalog store (no table {', '.join(missing)}); if it is an old "
-                "one, open it once with this ltrr (CatalogStore creates the missing tables), then migrate"
-            )
-        PgCatalogStore(dsn).close()  # creates the schema if the database has none
-        try:
-            copied = _copy_into(src, dsn, force, say)
-            target = _summary(dsn)
-        except psycopg.Error as exc:
-            raise BackendUnavailable(f"copy into {redact_dsn(dsn)} failed: {' '.join(str(exc).split())}") from exc
-        source = _sqlite_summary(src)
-    finally:
-        src.close()
-    if target != source:
-        diff = ", ".join(f"{k} {source[k]} -> {target[k]}" for k in source if source[k] != target[k])
-        raise Aborted(f"copied and committed, but the target differs: {diff}")
-    say(f"verified: the row counts of all {len(TABLES)} tables and the largest seqs are equal")
-    return copied
+    is :class:`~ltrr.errors.BackendUnavailable`, without the password (:func:`ltrr.pgmigrate.copy_sqlite`)."""
+    return copy_sqlite(
+        sqlite_path,
+        dsn,
+        force=force,
+        progress=progress,
+        tables=TABLES,
+        locks=ADVISORY_LOCKS.values(),
+        check=_check_tables,
+        create=lambda d: PgCatalogStore(d).close(),  # creates the schema if the database has none
+        occupied="already has a catalog",
+        differs="the target differs",
+        verified="verified: the row counts of all {n} tables and the largest seqs are equal",
+        max_seq_of=("entities", "relations"),
+    )
 
 
-def _copy_into(src: sqlite3.Connection, dsn: str, force: bool, say: Callable[[str], None]) -> dict[str, int]:
-    with psycopg.connect(dsn) as pg, pg.cursor() as cur:
-        cur.execute("SET synchronous_commit = on")
-        for key in ADVISORY_LOCKS.values():
-            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", key)
-        held = {t: n for t, (pt, _) in TABLES.items() if (n := int(_one(cur.execute(f"SELECT COUNT(*) FROM {pt}"))))}
-        if held and not force:
-            rows = ", ".join(f"{t} {n}" for t, n in held.items())
-            raise ValueError(f"target {redact_dsn(dsn)} already has a catalog ({rows} rows); --force replaces it")
-        if held:
-            cur.execute(f"TRUNCATE {', '.join(pt for pt, _ in TABLES.values())}")
-            say(f"emptied the target ({sum(held.values())} rows)")
-        copied: dict[str, int] = {}
-        for table, (pg_table, columns) in TABLES.items():
-            cols = ", ".join(columns)
-            n = 0
-            with cur.copy(f"COPY {pg_table} ({cols}) FROM STDIN") as copy:
-                for row in src.execute(f"SELECT {cols} FROM {table}"):
-                    copy.write_row(row)
-                    n += 1
-                    if n % _PROGRESS_EVERY == 0:
-                        say(f"{table}: {n} rows")
-            say(f"{table}: {n} rows copied")
-            copied[table] = n
-        pg.commit()
-    return copied
-
-
-def _summary(dsn: str) -> dict[str, int]:
-    """Row counts per (SQLite) table name, and the largest seq of entities and relations."""
-    with psycopg.connect(dsn, autocommit=True) as pg, pg.cursor() as cur:
-        out = {t: int(_one(cur.execute(f"SELECT COUNT(*) FROM {pt}"))) for t, (pt, _) in TABLES.items()}
-        for t in ("entities", "relations"):
-            out[f"max seq of {t}"] = int(_one(cur.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {TABLES[t][0]}")))
-    return out
-
-
-def _sqlite_summary(src: sqlite3.Connection) -> dict[str, int]:
-    out = {t: int(src.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t in TABLES}
-    for t in ("entities", "relations"):
-        out[f"max seq of {t}"] = int(src.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {t}").fetchone()[0])
-    return out
+def _check_tables(src: sqlite3.Connection, path: Path) -> None:
+    present = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = [t for t in TABLES if t not in present]
+    if missing:
+        raise ValueError(
+            f"`sqlite` {str(path)!r} is not a catalog store (no table {', '.join(missing)}); if it is an old "
+            "one, open it once with this ltrr (CatalogStore creates the missing tables), then migrate"
+        )
