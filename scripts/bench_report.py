@@ -110,8 +110,10 @@ def run_space(cfg: AppConfig, data: dict[str, Any]) -> tuple[ActionSpace, dict[s
     return ActionSpace.build(strategies, ladder, costs), default_k or None
 
 
-def plot_rolling(series: dict[str, np.ndarray], path: Path, ylabel: str, title: str, start: int = 1) -> None:
-    """One line per series against the queries seen, from query ``start`` on."""
+def plot_rolling(
+    series: dict[str, np.ndarray], path: Path, ylabel: str, title: str, start: int = 1, mark: int | None = None
+) -> None:
+    """One line per series against the queries seen, from query ``start`` on; ``mark``: a drift's first query."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,6 +122,8 @@ def plot_rolling(series: dict[str, np.ndarray], path: Path, ylabel: str, title: 
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name, ys in series.items():
         ax.plot(np.arange(start, len(ys) + 1), ys[start - 1 :], label=name, **style_of(name))
+    if mark is not None:
+        ax.axvline(mark + 1, ls="-.", color="0.3", label=f"drift (query {mark + 1})")  # queries seen count from 1
     save_lines(fig, ax, path, ("queries seen", ylabel), title, "best")
 
 
@@ -156,12 +160,16 @@ def draw(
     recall = br.rolling_series(s, [*learning, *refs], "hit", window)
     ylabel = f"candidate recall, mean of the last {window} queries"
     start = min(window, len(s.records))  # full windows only: a mean of a few 0/1 hits is noise
-    plot_rolling(recall, path["recall"], ylabel, f"Candidate recall over run {run.label}", start)
+    at = (run.meta.get("drift_plan") or {}).get("at")
+    drift = int(at) if at is not None else None
+    title = f"Candidate recall over run {run.label}" + ("" if drift is None else ", through its drift")
+    plot_rolling(recall, path["recall"], ylabel, title, start, mark=drift)
     plot_effort(s, [*learning, *(n for n in (STATIC, ORACLE) if n in s.trajectories)], window, path["effort"])
     rel = {k: os.path.relpath(p, out_dir) for k, p in path.items()}
     plots = {
         f"cumulative regret against queries seen, run {run.label}": rel["regret"],
-        f"candidate recall, mean of the last {window} queries, run {run.label}": rel["recall"],
+        f"candidate recall, mean of the last {window} queries, run {run.label}"
+        + ("" if drift is None else f" (the drift's recovery: the shift at query {drift + 1})"): rel["recall"],
         f"strategy calls and candidates per query, mean of the last {window} queries, run {run.label}": rel["effort"],
     }
     lists_plot = None

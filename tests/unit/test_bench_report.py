@@ -87,3 +87,28 @@ def test_a_window_below_one_is_refused(script: Any, tmp_path: Path) -> None:
     finally:
         os.chdir(cwd)
     assert not (tmp_path / "b.md").exists()
+
+
+def test_a_drift_run_gets_its_recovery_plot_marked_at_the_shift(script: Any, tmp_path: Path) -> None:
+    got = outputs(tmp_path)
+    data = json.loads((got["run"] / "regret.json").read_text())
+    data["meta"]["drift_plan"] = {"at": 2, "new_entities": []}
+    (got["run"] / "regret.json").write_text(json.dumps(data))
+    out = tmp_path / "docs" / "benchmarks.md"
+    drawn: list[tuple[str, Any]] = []
+    real = script.plot_rolling
+
+    def spy(series: Any, path: Path, ylabel: str, title: str, start: int = 1, mark: int | None = None) -> None:
+        drawn.append((title, mark))
+        real(series, path, ylabel, title, start, mark)
+
+    cwd = os.getcwd()
+    try:
+        with mock.patch.object(script, "plot_rolling", spy):
+            assert script.main(["--regret", str(got["run"]), "--out", str(out), "--window", "1"]) == 0
+    finally:
+        os.chdir(cwd)
+    assert drawn == [("Candidate recall over run regret-s0, through its drift", 2)]
+    md = out.read_text()
+    assert "run regret-s0 (the drift's recovery: the shift at query 3)](benchmarks-regret-s0-recall.png)" in md
+    assert (tmp_path / "docs" / "benchmarks-regret-s0-recall.png").read_bytes().startswith(b"\x89PNG")
