@@ -303,11 +303,7 @@ def remove_clones(app: AppConfig, entity_ids: Sequence[str]) -> dict[str, Any]:
         lcfg: Any = app.strategy_config("lexical")
         try:
             meili = MeiliClient(lcfg.url, lcfg.api_key)
-            task = meili._call(  # by primary key: the index's filterable attributes need not hold entity_id
-                f"POST /indexes/{lcfg.index}/documents/delete-batch",
-                lambda: meili.sdk().index(lcfg.index).delete_documents([doc_id(e) for e in entity_ids]),
-            )
-            meili.wait_task(task)
+            meili.wait_task(meili.delete_document_ids(lcfg.index, [doc_id(e) for e in entity_ids]))
             done["lexical"] = len(entity_ids)
         except Exception as exc:  # noqa: BLE001 - reported: the operator can delete them by hand
             done["lexical"] = f"{type(exc).__name__}: {exc}"

@@ -534,8 +534,7 @@ def drop(r: Run, sizes: Sequence[int]) -> None:
 
 
 # == report ========================================================================================================
-def summarise(r: Run) -> None:
-    rep = r.report
+def summarise(rep: dict[str, Any]) -> None:
     ingest = [sc.IngestRow.from_dict(d) for d in rep["ingest"]]
     search = [sc.SearchRow.from_dict(d) for d in rep["search"]]
     strategies = rep["strategies"]
@@ -590,12 +589,10 @@ def plot(rep: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def write_outputs(r: Run) -> None:
-    out = r.args.out
+def write_outputs(out: Path, rep: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    rep = r.report
     try:
-        summarise(r)
+        summarise(rep)
     except Exception as exc:  # noqa: BLE001 - a partial report; scale.json has the figures
         rep["notes"].append(f"summary failed: {type(exc).__name__}: {exc}")
     try:
@@ -656,9 +653,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         saved = args.out / "scale.json"
         if not saved.is_file():
             raise SystemExit(f"--resummarise: there is no {saved}")
-        report = json.loads(saved.read_text())
-        report.setdefault("notes", [])
-        write_outputs(Run(args, {}, None, {}, report))  # type: ignore[arg-type]  # only args and report are read
+        saved_report = json.loads(saved.read_text())
+        saved_report.setdefault("notes", [])
+        write_outputs(args.out, saved_report)
         return 0
     import grpc
 
@@ -748,7 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["restored"] = True
         if args.drop:
             drop(r, args.size_list)
-        write_outputs(r)
+        write_outputs(r.args.out, r.report)
         log(f"done in {time.perf_counter() - STARTED:.0f} s; sizes measured: {', '.join(f'{n:,}' for n in done)}")
     return 0 if not report["failed"] else 1
 

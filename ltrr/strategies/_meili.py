@@ -466,6 +466,13 @@ class MeiliClient:
             f"POST /indexes/{uid}/documents/delete", lambda: sdk.index(uid).delete_documents(filter=filter_)
         )
 
+    def delete_document_ids(self, uid: str, ids: Sequence[str]) -> TaskInfo:
+        """Delete the documents with these primary keys (no filterable attribute needed); returns the enqueued task."""
+        sdk = self.sdk()
+        return self._call(
+            f"POST /indexes/{uid}/documents/delete-batch", lambda: sdk.index(uid).delete_documents(list(ids))
+        )
+
     def fetch_documents(self, uid: str, filter_: str, fields: Sequence[str], limit: int = 1000) -> list[dict[str, Any]]:
         """Documents matching a filter (no ranking), at most ``limit``."""
         sdk = self.sdk()

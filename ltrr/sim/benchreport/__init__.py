@@ -127,9 +127,10 @@ def gaps(inputs: Inputs) -> list[str]:
             out.append(f"the ranker bench's held-out table holds no {', '.join(lacking)} (`ranker.json`)")
     if inputs.latency is None:
         out.append(f"no latency bench at `{paths.get('latency', '')}`")
-    if not latency.throughput(inputs.latency) and not any(latency.run_throughput(r.meta) for r in inputs.runs):
+    runs_measured = any(latency.run_throughput(r.meta) for r in inputs.runs)
+    if not latency.throughput(inputs.latency) and not runs_measured:
         out.append("throughput at 1 and 16 callers: not measured in this run")
-    elif inputs.runs and not any(latency.run_throughput(r.meta) for r in inputs.runs):
+    elif inputs.runs and not runs_measured:
         out.append("throughput of the peers at 1 and 16 callers: no regret run measured it (`--throughput`)")
     if inputs.scale is None:
         out.append("scale: `make bench-scale` was not run")
