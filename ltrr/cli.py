@@ -41,6 +41,7 @@ from ltrr.errors import InvalidRequest
 if TYPE_CHECKING:
     from ltrr.catalog.store import CatalogBase
     from ltrr.client import LtrrClient
+    from ltrr.config import AppConfig
     from ltrr.types import UserProfile
 
 DEFAULT_CONFIG = "deployments/serve_config.yaml"
@@ -60,19 +61,37 @@ def _ingest(args: argparse.Namespace) -> int:
             return 2
     chosen = [n for n in (args.only or names) if n not in args.skip]
     store = open_catalog(cfg)
-    t0 = time.perf_counter()
-    if not args.skip_catalog:
-        stats = build_catalog(store, args.data_dir, max_artists=args.max_artists, progress=True)
-        print(f"==> catalog in {time.perf_counter() - t0:.1f} s: {json.dumps(stats.to_dict())}", file=sys.stderr)
-    sync_all(cfg, store, progress=True, only=chosen)
-    if not args.no_cold_start:
-        from ltrr.ranking.retrain import cold_start, needs_cold_start
-
-        if needs_cold_start(cfg, store):
-            report = cold_start(cfg, store, progress=True)
-            print(report.table() or f"cold-start ranker: {report.reason}", file=sys.stderr)
-    print(f"ingest done in {time.perf_counter() - t0:.1f} s; catalog has {store.count()} entities", file=sys.stderr)
+    try:
+        t0 = time.perf_counter()
+        if not args.skip_catalog:
+            stats = build_catalog(store, args.data_dir, max_artists=args.max_artists, progress=True)
+            print(f"==> catalog in {time.perf_counter() - t0:.1f} s: {json.dumps(stats.to_dict())}", file=sys.stderr)
+        sync_all(cfg, store, progress=True, only=chosen)
+        if not args.no_cold_start:
+            _ingest_cold_start(cfg, store)
+        print(f"ingest done in {time.perf_counter() - t0:.1f} s; catalog has {store.count()} entities", file=sys.stderr)
+    finally:
+        store.close()
     return 0
+
+
+def _ingest_cold_start(cfg: AppConfig, store: CatalogBase) -> None:
+    """The cold-start ranker, when one is needed (none yet, or the current cold-start model lacks a strategy
+    ready now). It takes no lease: the trainer deployment of a running app holds it for its life, and the
+    background ingest of ``make up`` must still re-train once vector is indexed. A publish goes only over the
+    model it was compared against (:func:`ltrr.ranking.retrain.fit_and_publish`), so it never replaces a
+    model a trainer published while it trained."""
+    from ltrr.errors import Aborted
+    from ltrr.ranking.retrain import cold_start, needs_cold_start
+
+    if not needs_cold_start(cfg, store):
+        return
+    try:
+        report = cold_start(cfg, store, progress=True)
+    except Aborted as exc:
+        print(f"cold-start ranker: not published: {exc}", file=sys.stderr)
+        return
+    print(report.table() or f"cold-start ranker: {report.reason}", file=sys.stderr)
 
 
 def _train_ranker(args: argparse.Namespace) -> int:

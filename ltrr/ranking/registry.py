@@ -78,6 +78,8 @@ META_FILE = "meta.json"
 PREFIX = "catboost-"
 _VERSION = re.compile(rf"^{PREFIX}(\d{{6,}})$")
 _TMP = ".tmp-"
+#: :meth:`BaseModelRegistry.publish`'s ``expect_current`` default: publish over whatever is current.
+ANY_CURRENT: Any = object()
 _TRASH = ".trash-"
 
 
@@ -209,8 +211,12 @@ class BaseModelRegistry:
         """``version`` with its meta, without loading the model; raises NotFound if it does not exist."""
         raise NotImplementedError
 
-    def publish(self, model: CatBoost, meta: ModelMeta) -> str:  # pragma: no cover - overridden
-        """Write ``model`` as the next version, make it current, prune; returns the version's name."""
+    def publish(
+        self, model: CatBoost, meta: ModelMeta, *, expect_current: str | None = ANY_CURRENT
+    ) -> str:  # pragma: no cover - overridden
+        """Write ``model`` as the next version, make it current, prune; returns the version's name. With
+        ``expect_current`` (a version, or None for an empty registry), only if that is still the current one
+        when the pointer moves (:meth:`_check_current`)."""
         raise NotImplementedError
 
     def rollback(self) -> str:  # pragma: no cover - overridden
@@ -294,6 +300,16 @@ class BaseModelRegistry:
         self._check_schema(parent, published.meta.schema_version, published.meta.feature_names)
         return parent
 
+    def _check_current(self, expect_current: str | None, current: str | None) -> None:
+        """Raise :class:`~ltrr.errors.Aborted` unless ``expect_current`` is :data:`ANY_CURRENT` or ``current``:
+        a trainer that compared its model against one version does not publish over a newer one another
+        trainer (the deployment, ``train-ranker``, an ingest's cold start) published meanwhile."""
+        if expect_current is not ANY_CURRENT and expect_current != current:
+            raise Aborted(
+                f"the current model at {self._where} is {current or 'none'}, not {expect_current or 'none'}, "
+                "which this model was compared against (another trainer published meanwhile): nothing was written"
+            )
+
     def _require_lease(self) -> None:
         """Raise :class:`~ltrr.errors.Aborted` unless this registry has no lease or holds it now."""
         if self.lease is not None and not self.lease.held:
@@ -343,12 +359,13 @@ class ModelRegistry(BaseModelRegistry):
 
     # ------------------------------------------------------------------ writing (under the lock)
 
-    def publish(self, model: CatBoost, meta: ModelMeta) -> str:
+    def publish(self, model: CatBoost, meta: ModelMeta, *, expect_current: str | None = ANY_CURRENT) -> str:
         """Write ``model`` as the next version, make it current, prune; returns the version's name.
 
         ``meta``'s schema must be this registry's and name the model's features (``version``,
         ``created`` and ``parent`` are filled in here). With a ``lease``, raises
-        :class:`~ltrr.errors.Aborted` and writes nothing unless it is held (module docstring, "Fencing").
+        :class:`~ltrr.errors.Aborted` and writes nothing unless it is held (module docstring, "Fencing");
+        with ``expect_current``, the same unless that version is still the current one (under the lock).
         """
         self._check_publishable(model, meta)
         self._require_lease()
@@ -356,6 +373,7 @@ class ModelRegistry(BaseModelRegistry):
         with self._locked():
             self._require_lease()
             parent = self.current_version()
+            self._check_current(expect_current, parent)
             numbers = [version_number(p.name) for p in self.root.iterdir() if _VERSION.match(p.name)]
             version = version_name(max(numbers, default=0) + 1)
             meta = replace(meta, version=version, created=time.time(), parent=parent)

@@ -47,6 +47,7 @@ from ltrr.errors import NotFound
 from ltrr.lease import Lease, PgLease
 from ltrr.ranking.registry import (
     _TMP,
+    ANY_CURRENT,
     META_FILE,
     MODEL_FILE,
     PREFIX,
@@ -117,9 +118,10 @@ class PgModelRegistry(BaseModelRegistry):
             self._prune_cache()
         return self._read_meta(version, path)
 
-    def publish(self, model: CatBoost, meta: ModelMeta) -> str:
+    def publish(self, model: CatBoost, meta: ModelMeta, *, expect_current: str | None = ANY_CURRENT) -> str:
         """As :meth:`ltrr.ranking.registry.ModelRegistry.publish`: in one transaction under the kind's lock (fenced by a
-        :class:`~ltrr.lease.PgLease`), the next number, the current version as parent, the new row, pruning."""
+        :class:`~ltrr.lease.PgLease`), the next number, the current version as parent (which must be
+        ``expect_current`` when one is given), the new row, pruning."""
         self._check_publishable(model, meta)
         self._require_lease()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -132,6 +134,7 @@ class PgModelRegistry(BaseModelRegistry):
             number = max((v for v, _ in rows), default=0) + 1
             current = [rows[0][0]] if rows else []
             parent = version_name(current[0]) if current else None
+            self._check_current(expect_current, parent)
             stamped = replace(meta, version=version_name(number), created=time.time(), parent=parent)
             (tmp / META_FILE).write_text(json.dumps(stamped.to_dict(), indent=2, sort_keys=True) + "\n")
             created = self.blobs.put(cur, number, pack_dir(tmp))

@@ -83,7 +83,8 @@ def fit_and_publish(
     if not worse. On click labels the metric must be ``ips_dcg@10``: plain nDCG on clicks favours whichever
     ranker served the log (clicks only land on what it showed, near where it showed them), so it would keep
     refusing a better model; the inverse-examination-weighted DCG estimates the DCG of true relevance.
-    A ``registry`` fenced by a lease that is not held refuses the publish: :class:`~ltrr.errors.Aborted`."""
+    A ``registry`` fenced by a lease that is not held refuses the publish: :class:`~ltrr.errors.Aborted`; so
+    does one whose current version is no longer the one compared against (another trainer published since)."""
     cfg = app.ranking
     train, hold = split_recent(list(groups), cfg.holdout)
     report.searches, report.train, report.holdout = len(groups), len(train), len(hold)
@@ -105,9 +106,11 @@ def fit_and_publish(
     try:
         current = registry.load_current()
     except Exception as exc:  # noqa: BLE001 - an unloadable current model is no bar to replace it
-        log.warning("ranker: current model %s not comparable: %s", registry.current_version(), exc)
+        compared = registry.current_version()
+        log.warning("ranker: current model %s not comparable: %s", compared, exc)
     else:
         rankers["current"] = None if current is None else current.model
+        compared = None if current is None else current.version
     report.metrics = compare(hold, rankers)
     ok, why = should_publish(
         report.metrics["new"],
@@ -135,7 +138,8 @@ def fit_and_publish(
                 **dict(meta or {}),
             },
         )
-        report.published = registry.publish(model, info)
+        # only over the model it was compared against: another trainer may have published meanwhile
+        report.published = registry.publish(model, info, expect_current=compared)
         _say(progress, f"published {report.published}: {why}")
     else:
         _say(progress, f"not published: {why}")

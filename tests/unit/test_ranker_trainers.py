@@ -214,3 +214,35 @@ def test_acquire_within_refuses_a_negative_timeout(tmp_path: Path, timeout: floa
     app = AppConfig.model_validate({"events_path": str(tmp_path / "events.sqlite")})
     with pytest.raises(ValueError, match=re.escape(f"`timeout_s` must be >= 0 or None, got {timeout!r}")):
         acquire_within(lease_for(app, TRAINER), timeout)
+
+
+def test_a_trainer_does_not_publish_over_a_model_another_published_while_it_trained(
+    app_args: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The publish is a compare-and-set on the model the new one was validated against (``fit_and_publish``):
+    an ingest's cold start or an operator's ``train-ranker`` racing the trainer deployment never replaces the
+    model the other published meanwhile with one that was never compared against it."""
+    import ltrr.ranking.retrain as retrain
+
+    app = AppConfig.model_validate(app_args)
+    log_learnable_searches(app)
+    real_compare = retrain.compare
+    rival: list[str] = []
+
+    def compare_while_another_publishes(hold: Any, rankers: dict[str, Any]) -> Any:
+        scores = real_compare(hold, rankers)  # after the current model (none yet) was read to compare against
+        reg = registry_for(app)  # the other trainer, done first
+        try:
+            meta = retrain.ModelMeta(F.SCHEMA_VERSION, tuple(F.NAMES), "YetiRank")
+            rival.append(reg.publish(rankers["new"], meta))
+        finally:
+            reg.close()
+        return scores
+
+    monkeypatch.setattr(retrain, "compare", compare_while_another_publishes)
+    assert main(["train-ranker", "--config", config_file(tmp_path, app_args)]) == 1
+    err = capsys.readouterr().err
+    assert rival == ["catboost-000001"]
+    assert "error: not published: the current model at " in err
+    assert "is catboost-000001, not none, which this model was compared against" in err
+    assert current_version(app) == "catboost-000001", "the rival's model still serves"

@@ -377,3 +377,28 @@ def test_an_unreachable_server_is_backend_unavailable(tmp_path: Path) -> None:
     with pytest.raises(BackendUnavailable, match=r"^models 'ranker' on .*password=\*\*\*.*create the table") as e:
         pg_registry(dsn, tmp_path / "c")
     assert "hunter2" not in str(e.value)
+
+
+def test_a_publish_expecting_a_current_version_refuses_once_another_was_published(
+    backend: Backend, models: list[CatBoostRanker]
+):
+    """``expect_current``: the compare-and-set a trainer publishes with (ltrr.ranking.retrain.fit_and_publish),
+    under the registry's lock, on either store."""
+    reg = registry_for(backend.app())
+    try:
+        with pytest.raises(Aborted, match=re.escape(f"is none, not {V[1]}, which this model was compared against")):
+            reg.publish(models[0], meta(), expect_current=V[1])  # nothing is published yet
+        assert reg.current_version() is None and reg.versions() == []
+        assert reg.publish(models[0], meta(), expect_current=None) == V[1]
+        with pytest.raises(Aborted) as refused:
+            reg.publish(models[1], meta(), expect_current=None)  # compared against an empty registry
+        assert str(refused.value).endswith(
+            f" is {V[1]}, not none, which this model was compared against (another trainer published meanwhile): "
+            "nothing was written"
+        )
+        assert reg.current_version() == V[1] and reg.versions() == [V[1]]
+        assert reg.publish(models[1], meta(), expect_current=V[1]) == V[2]
+        assert reg.publish(models[0], meta()) == V[3], "without expect_current, over whatever is current"
+        assert reg.get(V[3]).meta.parent == V[2]
+    finally:
+        reg.close()
