@@ -9,7 +9,7 @@ ltrr train-ranker [--config F] [--cold-start] [--rollback] [--json] [--lease-tim
 ltrr search   QUERY [-k N] [--type T] [--strategy S] [--explain] [--target H:P] [--token-file F]
 ltrr health   [--target H:P] [--token-file F]
               both send a bearer token: --token-file's, else $LTRR_TOKEN, else var/secrets/ltrr-token's
-ltrr catalog  summary | synthetic --n N --out F
+ltrr catalog  summary | synthetic [--n N] [--seed S] [--config F] [--path F]
 ltrr ope      [--config F] [--policy P ...] [--estimator E ...] [--since T] [--out DIR]
               off-policy estimates of candidate recall and cost from the event log
 ltrr users    import FILE | show USER_ID [--config F] [--catalog PATH]
@@ -21,8 +21,9 @@ ltrr migrate-catalog [--config F] [--sqlite PATH] [--dsn DSN] [--force]
               copy the SQLite catalog into PostgreSQL, seqs, watermarks and the profile
               learner's cursor kept, so no index is rebuilt (ltrr.catalog.store_pg)
 
-With a DSN ($LTRR_EVENTS_DSN, else the config's events_dsn) ingest, train-ranker and users
-use the PostgreSQL catalog (ltrr.catalog.store.open_catalog); without one, catalog_path.
+With a DSN ($LTRR_EVENTS_DSN, else the config's events_dsn) ingest, train-ranker, users and
+catalog summary use the PostgreSQL catalog (ltrr.catalog.store.open_catalog); without one,
+catalog_path. catalog synthetic writes a SQLite file only (--path with a DSN).
 """
 
 from __future__ import annotations
@@ -231,17 +232,41 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _catalog(args: argparse.Namespace) -> int:
+    """``ltrr catalog summary`` / ``ltrr catalog synthetic`` on ``--path``'s SQLite file, else on the app
+    config's catalog store (:func:`~ltrr.catalog.store.open_catalog`: PostgreSQL when a DSN is configured).
+    ``synthetic`` writes only a SQLite file."""
     from ltrr.catalog.build import catalog_summary
-    from ltrr.catalog.store import CatalogStore
+    from ltrr.catalog.store import CatalogStore, open_catalog
 
-    if args.action == "summary":
-        print(json.dumps(catalog_summary(CatalogStore(args.path)), indent=2))
+    if args.path is not None:
+        store: CatalogBase = CatalogStore(args.path)
+    else:
+        import os
+
+        from ltrr.appconfig_io import load_app_config
+        from ltrr.event_store import DSN_ENV, events_dsn
+
+        cfg = load_app_config(args.config)
+        if args.action == "synthetic" and events_dsn(cfg):
+            where = f"${DSN_ENV}" if os.environ.get(DSN_ENV, "").strip() else f"{args.config}'s events_dsn"
+            print(
+                f"error: synthetic writes a SQLite file, and the catalog is PostgreSQL's ({where}): pass --path FILE",
+                file=sys.stderr,
+            )
+            return 2
+        store = open_catalog(cfg)
+    try:
+        if args.action == "summary":
+            print(json.dumps(catalog_summary(store), indent=2))
+            return 0
+        from ltrr.catalog.synthetic import generate_synthetic
+
+        assert isinstance(store, CatalogStore)  # a DSN was refused above
+        stats = generate_synthetic(store, args.n, seed=args.seed, progress=True)
+        print(json.dumps(stats.to_dict()))
         return 0
-    from ltrr.catalog.synthetic import generate_synthetic
-
-    stats = generate_synthetic(CatalogStore(args.path), args.n, seed=args.seed, progress=True)
-    print(json.dumps(stats.to_dict()))
-    return 0
+    finally:
+        store.close()
 
 
 def _ope(args: argparse.Namespace) -> int:
@@ -515,9 +540,14 @@ def main(argv: list[str] | None = None) -> int:
             ps.add_argument("--strategy", action="append", help="force a strategy (repeatable)")
             ps.add_argument("--explain", action="store_true")
 
-    pc = sub.add_parser("catalog")
+    pc = sub.add_parser("catalog", help="count a catalog's entities, or generate a synthetic SQLite catalog")
     pc.add_argument("action", choices=["summary", "synthetic"])
-    pc.add_argument("--path", default=str(Path("var") / "catalog.sqlite"))
+    pc.add_argument("--config", default=DEFAULT_CONFIG, help="app config whose catalog is used without --path")
+    pc.add_argument(
+        "--path",
+        default=None,
+        help="SQLite catalog file (default: the config's catalog: PostgreSQL with a DSN, else catalog_path)",
+    )
     pc.add_argument("--n", type=int, default=100_000)
     pc.add_argument("--seed", type=int, default=0)
     pc.set_defaults(fn=_catalog)

@@ -30,7 +30,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from ltrr.catalog.store import CatalogBase
 
 MIB = 1024 * 1024
 #: Status names listed first, in this order, in every count by status; others follow alphabetically.
@@ -589,22 +592,37 @@ def _errs(d: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items()) or "0"
 
 
-def catalog_names(path: str | os.PathLike[str], limit: int = 2000) -> tuple[list[str], list[str]]:
-    """The titles of the ``limit`` most popular entities of a catalog SQLite file and the artists among them,
-    read through a read-only connection (the app may be writing it); two empty lists if it does not exist."""
+def catalog_names(catalog: str | os.PathLike[str] | CatalogBase, limit: int = 2000) -> tuple[list[str], list[str]]:
+    """The titles of the ``limit`` most popular entities of a catalog and the first 300 artists among them,
+    most popular first (equal popularity: in ``seq`` order).
+
+    ``catalog`` is a catalog SQLite file (two empty lists if it does not exist) or an open store (not closed
+    here). The file, or a :class:`~ltrr.catalog.store.CatalogStore`'s, is read with SQLite's ``json_extract``
+    through a read-only connection (the app may be writing it); any other store (PostgreSQL's) through
+    :meth:`~ltrr.catalog.store.CatalogBase.entities_since`, keeping only the ``limit`` most popular.
+    """
+    import heapq
     import sqlite3
 
-    if not Path(path).is_file():
-        return [], []
-    db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=5.0)
-    try:
-        rows = db.execute(
-            "SELECT entity_type, json_extract(doc, '$.title') FROM entities"
-            " ORDER BY json_extract(doc, '$.popularity') DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
-    finally:
-        db.close()
+    from ltrr.catalog.store import CatalogStore
+
+    if isinstance(catalog, CatalogStore):
+        catalog = catalog.path
+    if isinstance(catalog, (str, os.PathLike)):
+        if not Path(catalog).is_file():
+            return [], []
+        db = sqlite3.connect(f"file:{Path(catalog).resolve()}?mode=ro", uri=True, timeout=5.0)
+        try:
+            rows = db.execute(
+                "SELECT entity_type, json_extract(doc, '$.title') FROM entities"
+                " ORDER BY json_extract(doc, '$.popularity') DESC, seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        finally:
+            db.close()
+    else:
+        walk = (e for _, batch in catalog.entities_since(0, 5000) for e in batch)  # in seq order
+        rows = [(e.entity_type, e.title) for e in heapq.nlargest(limit, walk, key=lambda e: e.popularity)]
     titles = [str(t) for _, t in rows if t]
     return titles, [str(t) for kind, t in rows if t and kind == "artist"][:300]
 

@@ -4,10 +4,11 @@ trained on simulated clicks with and without position-bias correction, what rank
 Search latency before and after the ranker.
 
 It needs what `make up` leaves behind: Meilisearch (127.0.0.1:7700) and Milvus (127.0.0.1:19530)
-up, the catalog in var/catalog.sqlite with every strategy indexed, and the cold-start model that
-`ltrr ingest` published in var/ranker. Everything runs in this process, with the strategies called
-directly as in scripts/bench.py's in-process rows (no Ray, no Serve). Nothing in var/ is written: the
-searches are logged to a temporary directory.
+up, the catalog (var/catalog.sqlite, or PostgreSQL's with a DSN: ltrr.catalog.store.open_catalog)
+with every strategy indexed, and the cold-start model that `ltrr ingest` published in var/ranker.
+Everything runs in this process, with the strategies called directly as in scripts/bench.py's
+in-process rows (no Ray, no Serve). Nothing in var/ is written: the searches are logged to a
+temporary directory.
 
 1. **Quality on held-out simulated searches.** Predicted queries (:mod:`ltrr.ranking.coldstart`)
    drawn with another seed than the cold start's, minus every text the cold start trained on, are
@@ -37,7 +38,7 @@ searches are logged to a temporary directory.
    the cold-start model, and the whole step the service runs (features + scoring + sort), next to
    RRF (sort only). The issue's target is a p50 of at most 2 ms for 200 candidates, features included.
 4. **Search latency before and after the ranker**, in-process, in one run: the same realistic
-   queries (scripts/bench.py's ``queries()``) through the service built with RRF and no features
+   queries (scripts/bench.py's ``queries()`` mix) through the service built with RRF and no features
    (before), with the cold-start model and features and a facts cache holding the whole catalog
    (after: a replica's steady state, the cache being larger than the catalog), and the same in a
    fresh replica whose cache starts empty. Every strategy is forced; the services take turns per
@@ -74,7 +75,6 @@ from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(ROOT / "scripts"))  # scripts/bench.py's queries()
 os.chdir(ROOT)
 from ltrr.loadtest import bench_environ  # noqa: E402
 
@@ -84,7 +84,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from ltrr.appconfig_io import load_app_config  # noqa: E402
-from ltrr.catalog.store import CatalogStore  # noqa: E402
+from ltrr.catalog.store import CatalogBase, open_catalog  # noqa: E402
 from ltrr.config import AppConfig  # noqa: E402
 from ltrr.ranking import features as F  # noqa: E402
 from ltrr.ranking import train as T  # noqa: E402
@@ -196,7 +196,7 @@ def served_order(model: CatBoostRanker, ids: Sequence[str], x: np.ndarray) -> li
 # -- sections 1 and 2: simulated searches -------------------------------------------------------------
 
 
-def draw_queries(store: CatalogStore, n: int, seed: int, exclude: set[str]) -> tuple[list[PredictedQuery], int]:
+def draw_queries(store: CatalogBase, n: int, seed: int, exclude: set[str]) -> tuple[list[PredictedQuery], int]:
     """``n`` predicted queries of ``seed`` without the texts in ``exclude``; and how many were left out."""
     kept: list[PredictedQuery] = []
     left_out = 0
@@ -242,7 +242,7 @@ def call_status(outcomes: list[Outcome], limit: float = 0.02) -> dict[str, dict[
     return out
 
 
-def run_searches(cfg: AppConfig, store: CatalogStore, names: list[str], qs: list[PredictedQuery]) -> list[Outcome]:
+def run_searches(cfg: AppConfig, store: CatalogBase, names: list[str], qs: list[PredictedQuery]) -> list[Outcome]:
     """Every query through every ready strategy at its default k (RRF order, whole union logged)."""
     app = sub_app(cfg, names, WHOLE_UNION)
     bar = tqdm(total=len(qs), desc="simulated searches", unit="q", file=sys.stderr)
@@ -373,7 +373,7 @@ def synthetic_union(entities: list[Any], n: int, names: list[str], mix: np.ndarr
 
 
 def ranking_cost(
-    cfg: AppConfig, store: CatalogStore, names: list[str], model: CatBoostRanker, texts: list[str],
+    cfg: AppConfig, store: CatalogBase, names: list[str], model: CatBoostRanker, texts: list[str],
     mix: np.ndarray, reps: int, seed: int,
 ) -> dict[str, Any]:  # fmt: skip
     from ltrr.bandit import ContextFeaturizer
@@ -454,12 +454,11 @@ BEFORE, AFTER, FRESH = "before", "after", "after, fresh replica"
 
 
 def search_latency(
-    cfg: AppConfig, store: CatalogStore, names: list[str], model: CatBoostRanker, info: dict[str, Any], n: int
+    cfg: AppConfig, store: CatalogBase, names: list[str], model: CatBoostRanker, info: dict[str, Any], n: int
 ) -> dict[str, Any]:
     """The same queries through RRF without features, the model with a warm facts cache (a replica's
     steady state: the cache outgrows the catalog), and the model in a fresh replica (empty cache)."""
-    from bench import queries
-
+    from ltrr import loadtest as lt
     from ltrr.bandit import new_policy
     from ltrr.bandit.planner import PolicyPlanner
     from ltrr.builder import build_service, thread_caller
@@ -479,8 +478,9 @@ def search_latency(
     def service(events: Any, ranker: Any, features: bool) -> Any:
         return build_service(app, callers, events, store, planner, ranker=ranker, features=features)
 
-    qs = queries(app.catalog_path, n, seed=0)
-    warm_up = queries(app.catalog_path, 20, seed=1)
+    titles, artists = lt.catalog_names(store)  # scripts/bench.py's queries(), from this store
+    qs = lt.make_queries(titles, artists, n, 0, semantic=lt.SEMANTIC_QUERIES[:8])
+    warm_up = lt.make_queries(titles, artists, 20, 1, semantic=lt.SEMANTIC_QUERIES[:8])
     sides = (BEFORE, AFTER, FRESH)
     lat: dict[str, list[float]] = {side: [] for side in sides}
     degraded = dict.fromkeys(sides, 0)
@@ -735,7 +735,7 @@ def main() -> int:
     cfg = load_app_config(args.config)
     model, info = cold_start_model(cfg)
     log(f"cold-start model {info['version']} ({'current' if info['current'] else 'not current'})")
-    store = CatalogStore(cfg.catalog_path)
+    store = open_catalog(cfg)
     names = ready_strategies(cfg, store)
     if not names:
         raise SystemExit("no strategy is fully indexed: run `make up` (ltrr ingest) first")

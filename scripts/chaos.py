@@ -404,14 +404,18 @@ def plot_timeline(path: Path, calls: list[Any], faults: list[Any]) -> None:
     plt.close(fig)
 
 
-def catalog_queries(catalog_path: str, n: int = 300) -> list[str]:
+def catalog_queries(catalog: Any, n: int = 300) -> list[str]:
+    """The ``n`` most popular artists, "artists like" the first 60, eight tags, and the first 40 lower-cased
+    with their last letter dropped. ``catalog``: a SQLite file's path, or an open store of either backend
+    (:class:`~ltrr.catalog.store.CatalogBase`, left open: e.g. scripts/multinode.py's PostgreSQL catalog)."""
     from ltrr.catalog.store import CatalogStore
 
-    store = CatalogStore(catalog_path)
+    store = CatalogStore(catalog) if isinstance(catalog, (str, Path)) else catalog
     try:
         artists = [e for _, batch in store.entities_since(0, 5000) for e in batch if e.entity_type == "artist"]
     finally:
-        store.close()
+        if store is not catalog:
+            store.close()
     top = [a.title for a in sorted(artists, key=lambda e: -e.popularity)[:n]]
     tags = ["rock", "female vocalists", "jazz", "electronic", "hip hop", "80s", "indie", "metal"]
     return top + [f"artists like {a}" for a in top[:60]] + tags + [a.lower()[:-1] for a in top[:40]]

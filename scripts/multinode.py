@@ -68,7 +68,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -101,6 +101,10 @@ from ltrr.multinode import (  # noqa: E402
     spread_deployments,
     target_replicas,
 )
+
+if TYPE_CHECKING:
+    from ltrr.catalog.store import CatalogBase
+    from ltrr.config import AppConfig
 
 BIN = ROOT / ".venv" / "bin"
 PY = str(BIN / "python")
@@ -399,6 +403,19 @@ def wait_whole(client: Any, timeout_s: float, streak: int = 5) -> float:
     raise TimeoutError(f"answers not whole (every strategy OK, no index behind) after {timeout_s:g} s")
 
 
+def run_catalog(r: Run, cfg: AppConfig) -> CatalogBase:
+    """The catalog the run's ``ltrr ingest`` wrote and its replicas read: PostgreSQL's at the run's DSN (which
+    they get in ``LTRR_EVENTS_DSN``, this process's environment does not), else
+    :func:`~ltrr.catalog.store.open_catalog`'s (``--sqlite``: ``catalog_path``)."""
+    from ltrr.catalog.store import open_catalog
+
+    if r.dsn:
+        from ltrr.catalog.store_pg import PgCatalogStore
+
+        return PgCatalogStore(r.dsn)
+    return open_catalog(cfg)
+
+
 def closed_loop(target: str, queries: Sequence[str], callers: int, seconds: float, seed: int) -> dict[str, Any]:
     """``callers`` threads searching back to back (all four strategies forced) for ``seconds``: answers per second
     of wall time, degraded answers, failures by status, latency of the answers (ms)."""
@@ -684,7 +701,11 @@ def experiment(r: Run) -> int:
     report["placement_before"] = c.placement()
     report["spread_before"] = is_spread(c.running(), spread, head, worker)
     print(md_placement(report["placement_before"]), flush=True)
-    queries = catalog_queries(cfg.catalog_path)
+    catalog = run_catalog(r, cfg)
+    try:
+        queries = catalog_queries(catalog)
+    finally:
+        catalog.close()
     log(f"throughput at 2 replicas: {args.callers} callers for {args.bench_s:g} s")
     report["throughput"] = {"2": closed_loop(target, queries, args.callers, args.bench_s, args.seed)}
     log(f"  {report['throughput']['2']['req_per_s']} answers/s")

@@ -9,6 +9,7 @@ the copy of a SQLite catalog (``ltrr migrate-catalog``), and open_catalog choosi
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from pathlib import Path
@@ -273,6 +274,38 @@ def test_ltrr_users_and_the_profile_learner_use_the_postgres_catalog_of_the_conf
     assert '"artist:a"' in capsys.readouterr().out
     events.close()
     store.close()
+
+
+def test_ltrr_catalog_summary_counts_the_catalog_of_the_config_or_of_path(
+    tmp_path: Path, pg_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ltrr.cli import main as ltrr_main
+    from ltrr.types import ENTITY_TYPES
+
+    store = PgCatalogStore(pg_dsn)
+    store.upsert_entities([_ent(1), _ent(2), Entity("track:t", "track", "T")])
+    other = CatalogStore(tmp_path / "other.sqlite")
+    other.upsert_entities([_ent(9)])
+    other.close()
+    config = tmp_path / "app.yaml"  # a DSN: PostgreSQL's catalog, not the catalog_path's file
+    config.write_text(f"catalog_path: {tmp_path / 'none.sqlite'}\nevents_dsn: '{pg_dsn}'\n")
+    none = dict.fromkeys(ENTITY_TYPES, 0)
+    assert ltrr_main(["catalog", "summary", "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out) == {**none, "artist": 2, "track": 1, "total": 3}
+    assert not (tmp_path / "none.sqlite").exists()
+    summary = ["catalog", "summary", "--config", str(config), "--path", str(tmp_path / "other.sqlite")]
+    assert ltrr_main(summary) == 0  # --path: that file, whatever the config
+    assert json.loads(capsys.readouterr().out) == {**none, "artist": 1, "total": 1}
+    assert ltrr_main(["catalog", "synthetic", "--n", "8", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: synthetic writes a SQLite file, and the catalog is PostgreSQL's ({config}'s events_dsn): "
+        "pass --path FILE\n"
+    )
+    assert store.count() == 3 and not (tmp_path / "none.sqlite").exists()
+    store.close()
+    config.write_text(f"catalog_path: {tmp_path / 'other.sqlite'}\n")  # no DSN: the catalog_path's file
+    assert ltrr_main(["catalog", "summary", "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out)["total"] == 1
 
 
 def app(tmp_path: Path, **kw: Any) -> AppConfig:

@@ -357,6 +357,34 @@ def test_catalog_names_reads_the_most_popular_titles(tmp_path):
     assert lt.catalog_names(tmp_path / "none.sqlite") == ([], [])
 
 
+def test_catalog_names_reads_an_open_store_as_its_file(tmp_path, pg_dsn):
+    """A PostgreSQL store (scripts/multinode.py's and bench_ranker.py's catalog with a DSN) through its API, a
+    SQLite one through its file: the same names in the same order, equal popularity in seq order; not closed."""
+    from ltrr.catalog.store import CatalogStore
+    from ltrr.catalog.store_pg import PgCatalogStore
+    from ltrr.types import Entity
+
+    entities = [
+        Entity("track:b", "track", "B", popularity=5.0),
+        Entity("artist:a", "artist", "A", popularity=9.0),
+        Entity("artist:c", "artist", "C", popularity=1.0),
+        Entity("artist:d", "artist", "D", popularity=5.0),  # B's popularity, a later seq
+        Entity("playlist:e", "playlist", "E", popularity=7.0),
+    ]
+    sqlite_store, pg_store = CatalogStore(tmp_path / "catalog.sqlite"), PgCatalogStore(pg_dsn)
+    for store in (sqlite_store, pg_store):
+        assert lt.catalog_names(store) == ([], [])
+        assert store.upsert_entities(entities) == 5
+    top4 = (["A", "E", "B", "D"], ["A", "D"])
+    assert lt.catalog_names(pg_store, limit=4) == top4
+    assert lt.catalog_names(sqlite_store, limit=4) == top4
+    assert lt.catalog_names(tmp_path / "catalog.sqlite", limit=4) == top4
+    assert lt.catalog_names(pg_store) == (["A", "E", "B", "D", "C"], ["A", "D", "C"])
+    assert pg_store.count() == sqlite_store.count() == 5  # still open
+    pg_store.close()
+    sqlite_store.close()
+
+
 # -- Markdown --------------------------------------------------------------------------------------------------
 def test_md_table():
     assert lt.md_table(("a", "b"), [[1, None], ["x", 2.5]]) == "| a | b |\n|---|---|\n| 1 | – |\n| x | 2.5 |"
