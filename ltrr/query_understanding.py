@@ -56,10 +56,8 @@ artist name (``madonna`` tags), need ``name_tag_min_count`` entities
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import sqlite3
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -187,32 +185,9 @@ class Vocabulary:
 
     @classmethod
     def from_store(cls, store: CatalogBase) -> Vocabulary:
-        """Count the catalog's genres/tags.
-
-        From a SQLite :class:`~ltrr.catalog.store.CatalogStore`, reads ``entities.doc`` with SQLite's
-        ``json_extract`` on a read-only connection (~3x faster than building every :class:`Entity`:
-        ~1 s for 60k); from any other store (PostgreSQL), or if the schema differs, it walks
-        :meth:`~ltrr.catalog.store.CatalogBase.entities_since`.
-        """
-        from ltrr.catalog.store import CatalogStore
-
-        if not isinstance(store, CatalogStore):
-            return cls.from_entities(e for _, batch in store.entities_since(0, 5000) for e in batch)
-        sql = (
-            "SELECT entity_type, json_extract(doc, '$.title'), json_extract(doc, '$.genres'), "
-            "json_extract(doc, '$.tags') FROM entities"
-        )
-        try:
-            db = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
-            try:
-                rows = db.execute(sql).fetchall()
-            finally:
-                db.close()
-        except sqlite3.Error:
-            return cls.from_entities(e for _, batch in store.entities_since(0, 5000) for e in batch)
-        return cls.from_rows(
-            (t, title or "", json.loads(g or "[]"), json.loads(tg or "[]")) for t, title, g, tg in rows
-        )
+        """Count the catalog's genres/tags, from :meth:`~ltrr.catalog.store.CatalogBase.vocabulary_rows` (the
+        fields read in the database on both backends: ~1 s for 60k entities from SQLite)."""
+        return cls.from_rows(store.vocabulary_rows())
 
 
 @dataclass(frozen=True)

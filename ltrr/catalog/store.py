@@ -99,6 +99,12 @@ class CatalogBase(ABC):
     def close(self) -> None: ...
 
     @abstractmethod
+    def vocabulary_rows(self) -> list[tuple[str, str, list[str], list[str]]]:
+        """``(entity_type, title, genres, tags)`` of every entity: what query understanding's vocabulary counts
+        (:meth:`ltrr.query_understanding.Vocabulary.from_store`), these fields read from ``doc`` in the
+        database, ~3x faster than building every :class:`Entity`."""
+
+    @abstractmethod
     def max_seq(self) -> int:
         """The highest ``seq`` of any entity or relation (0 when there is none)."""
 
@@ -202,6 +208,16 @@ class CatalogStore(CatalogBase):
         with self._lock, self._rlock:
             self._db.close()
             self._rdb.close()
+
+    def vocabulary_rows(self) -> list[tuple[str, str, list[str], list[str]]]:
+        """As :meth:`CatalogBase.vocabulary_rows`, with SQLite's ``json_extract`` on the reading connection."""
+        sql = (
+            "SELECT entity_type, json_extract(doc, '$.title'), json_extract(doc, '$.genres'), "
+            "json_extract(doc, '$.tags') FROM entities"
+        )
+        with self._rlock:
+            rows = self._rdb.execute(sql).fetchall()
+        return [(t, title or "", json.loads(g or "[]"), json.loads(tg or "[]")) for t, title, g, tg in rows]
 
     # -- sequence --------------------------------------------------------
     def max_seq(self) -> int:

@@ -224,6 +224,16 @@ class PgCatalogStore(PgSessions, CatalogBase):
         sql = "SELECT COUNT(*) FROM catalog_entities WHERE entity_type = %s"
         return int(self._read(lambda cur: _one(cur.execute(sql, (entity_type,)))))
 
+    def vocabulary_rows(self) -> list[tuple[str, str, list[str], list[str]]]:
+        """As :meth:`~ltrr.catalog.store.CatalogBase.vocabulary_rows`, the fields read by the server
+        (``doc::jsonb``), one query."""
+        sql = (
+            "SELECT entity_type, COALESCE(d->>'title', ''), COALESCE(d->'genres', '[]'::jsonb), "
+            "COALESCE(d->'tags', '[]'::jsonb) FROM (SELECT entity_type, doc::jsonb AS d FROM catalog_entities) AS e"
+        )
+        rows = self._read(lambda cur: cur.execute(sql).fetchall())
+        return [(str(t), str(title), list(g), list(tg)) for t, title, g, tg in rows]
+
     def count_since(self, seq: int) -> int:
         sql = "SELECT COUNT(*) FROM catalog_entities WHERE seq > %s"
         return int(self._read(lambda cur: _one(cur.execute(sql, (int(seq),)))))

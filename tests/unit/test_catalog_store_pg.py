@@ -338,3 +338,24 @@ def test_open_catalog_is_the_file_without_a_dsn_and_postgres_with_one(
     again = PgCatalogStore(pg_dsn)  # what the config's DSN opened holds the write
     assert again.get("artist:1") == _ent(1)
     again.close()
+
+
+def test_vocabulary_rows_read_the_same_fields_on_both_backends(tmp_path: Path, pg_dsn: str) -> None:
+    """What query understanding's vocabulary counts, read in the database on either backend: every entity's
+    type, title, genres and tags, as its ``Entity`` holds them (empty lists where it has none)."""
+    entities = [
+        _ent(1, genres=("rock", "indie"), tags=("shoegaze",)),
+        Entity("track:2", "track", "Só Danço Samba"),
+        _ent(3, tags=("80s", "synthpop", "80s")),
+    ]
+    sqlite, pg = CatalogStore(tmp_path / "catalog.sqlite"), PgCatalogStore(pg_dsn)
+    try:
+        for store in (sqlite, pg):
+            store.upsert_entities(entities)
+        expected = sorted((e.entity_type, e.title, list(e.genres), list(e.tags)) for e in entities)
+        assert sorted(sqlite.vocabulary_rows()) == expected
+        assert sorted(pg.vocabulary_rows()) == expected
+        assert Vocabulary.from_store(pg) == Vocabulary.from_store(sqlite) == Vocabulary.from_entities(entities)
+    finally:
+        sqlite.close()
+        pg.close()
