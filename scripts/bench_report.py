@@ -20,9 +20,20 @@ a trailing mean over ``--window`` queries, of every learning contender; the fina
 and a copy of the scale plot. Runs nothing against a server; reads the commit with ``git rev-parse`` and
 ``git status`` only. Relative paths are taken from the repository root (like ``scripts/bench_regret.py``'s).
 
+``--only scale`` re-renders the Scale section alone (``ltrr.sim.benchreport.update``), for a new
+``make bench-scale`` run when the other outputs are gone (``bench-out/`` is not in git): it reads ``--scale`` and
+the report already at ``--out``, replaces its ``## Scale`` section (up to the next ``## `` heading) and the scale
+row of its table of inputs, adds a head line ``Scale section regenerated: <date>, commit <commit>, by <command>``
+(the head's command, commit and date stay those of the whole report's run), drops "scale: `make bench-scale` was
+not run" from what the run does not show, copies the scale plot as above, and keeps every other byte. It reads
+no other input and fails (exit 1, the file untouched) when ``--out`` or ``--scale`` is missing or the report has
+no such section. Sections 2 and 4 (ranker, latency) also read the regret runs, so they have no ``--only``.
+
     .venv/bin/python scripts/bench_report.py [--regret bench-out ...] [--ranker bench-out/ranker.json]
         [--latency bench-out/latency.json] [--scale bench-out/scale/scale.json] [--out docs/benchmarks.md]
         [--plots-dir DIR] [--window 100] [--config deployments/serve_config.yaml]
+    .venv/bin/python scripts/bench_report.py --only scale [--scale bench-out/scale/scale.json]
+        [--out docs/benchmarks.md] [--plots-dir DIR]
 """
 
 from __future__ import annotations
@@ -207,6 +218,42 @@ def labels(args: Sequence[str]) -> list[str]:
     return [n if names.count(n) == 1 else f"{n}#{names[:i].count(n) + 1}" for i, n in enumerate(names)]
 
 
+def this_run(argv: Sequence[str]) -> br.Head:
+    """This run's command, commit, machine and the time now."""
+    return br.Head("scripts/bench_report.py " + shlex.join(argv), commit(), this_machine(),
+                   datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))  # fmt: skip
+
+
+def scale_plot(scale: dict[str, Any] | None, scale_path: Path, plots_dir: Path, out: Path) -> tuple[Path, Path] | None:
+    """``(scale.json's plot, where the report's copy of it goes)``; None when the run has no plot file."""
+    if scale is None or not scale.get("plot") or not (scale_path.parent / scale["plot"]).is_file():
+        return None
+    return scale_path.parent / scale["plot"], plots_dir / f"{out.stem}-scale.png"
+
+
+def only(name: str, args: argparse.Namespace, head: br.Head, out: Path, plots_dir: Path) -> int:
+    """``--only name``: that section of the report at ``out`` rendered again from its input (module docstring)."""
+    if not out.is_file():
+        raise SystemExit(f"--only {name}: there is no report at {out} to update; run without --only to write it")
+    scale_path = Path(args.scale)
+    scale = read_json(scale_path)
+    if scale is None:
+        raise SystemExit(f"--only {name}: there is no scale input at {scale_path} (`make bench-scale` writes it)")
+    plot = scale_plot(scale, scale_path, plots_dir, out)
+    inputs = br.Inputs(head=head, scale=scale, paths={"scale": args.scale},
+                       scale_plot=os.path.relpath(plot[1], out.parent) if plot else None)  # fmt: skip
+    try:
+        text = br.update(out.read_text(), name, inputs)
+    except ValueError as exc:
+        raise SystemExit(f"--only {name}: {out}: {exc}") from exc
+    if plot:
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(*plot)
+    out.write_text(text)
+    log(f"updated the {name} section of {out}" + (f" and copied its plot into {plots_dir}" if plot else ""))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--regret", action="append", metavar="DIR", help="a regret run (repeatable; default bench-out)")
@@ -218,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/benchmarks.md")
     ap.add_argument("--plots-dir", default=None, help="where the plots go (default: the folder of --out)")
     ap.add_argument("--window", type=int, default=100, help="queries in the plots' trailing means")
+    ap.add_argument("--only", choices=sorted(br.SECTIONS), default=None,
+                    help="re-render this section alone in the report already at --out (module docstring)")  # fmt: skip
     args = ap.parse_args(argv)
     if args.window < 1:
         raise SystemExit(f"--window must be >= 1, got {args.window}")
@@ -225,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.chdir(ROOT)
     out = Path(args.out)
     plots_dir = Path(args.plots_dir) if args.plots_dir else out.parent
+    if args.only:
+        return only(args.only, args, this_run(argv_list), out, plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = load_app_config(args.config)
@@ -237,21 +288,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             runs.append(draw(*loaded, out.stem, plots_dir, out.parent, args.window))
     scale = read_json(Path(args.scale))
-    scale_plot = None
-    if scale is not None and scale.get("plot") and (Path(args.scale).parent / scale["plot"]).is_file():
-        copy = plots_dir / f"{out.stem}-scale.png"
-        shutil.copyfile(Path(args.scale).parent / scale["plot"], copy)
-        scale_plot = os.path.relpath(copy, out.parent)
+    plot = scale_plot(scale, Path(args.scale), plots_dir, out)
+    if plot:
+        shutil.copyfile(*plot)
     inputs = br.Inputs(
-        head=br.Head("scripts/bench_report.py " + shlex.join(argv_list), commit(), this_machine(),
-                     datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),  # fmt: skip
+        head=this_run(argv_list),
         runs=runs,
         ranker=read_json(Path(args.ranker)),
         latency=read_json(Path(args.latency)),
         scale=scale,
         paths={"ranker": args.ranker, "latency": args.latency, "scale": args.scale},
         missing_runs=missing,
-        scale_plot=scale_plot,
+        scale_plot=os.path.relpath(plot[1], out.parent) if plot else None,
     )
     out.write_text(br.render(inputs, FAMILIES))
     log(f"wrote {out} and its plots in {plots_dir}")

@@ -1,6 +1,7 @@
 """scripts/bench_report.py end to end on hand-made bench outputs in a temporary folder: the report and its plots are
 written where the flags say, the run is priced with the ladder and costs it saved, the scale plot is copied beside
-the report, and a bad flag is refused. The figures themselves are tests/unit/test_sim_benchreport.py's."""
+the report, a bad flag is refused, and ``--only scale`` re-renders that section of a report already written.
+The figures themselves are tests/unit/test_sim_benchreport.py's."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from unittest import mock
 
 import pytest
 
-from tests.unit.test_sim_benchreport import LATENCY, LIVE, RANKER, regret_json
+from ltrr.sim import benchreport as br
+from tests.unit.test_sim_benchreport import HEAD, LATENCY, LIVE, OLD_SCALE, RANKER, regret_json, run_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,3 +114,85 @@ def test_a_drift_run_gets_its_recovery_plot_marked_at_the_shift(script: Any, tmp
     md = out.read_text()
     assert "run regret-s0 (the drift's recovery: the shift at query 3)](benchmarks-regret-s0-recall.png)" in md
     assert (tmp_path / "docs" / "benchmarks-regret-s0-recall.png").read_bytes().startswith(b"\x89PNG")
+
+
+def small_report() -> str:
+    """A small report as a whole render writes it, with an older scale run (and no plots)."""
+    paths = {"ranker": "bench-out/ranker.json", "latency": "bench-out/latency.json", "scale": "bench-out/s.json"}
+    return br.render(br.Inputs(HEAD, runs=[run_of(regret_json(LIVE))], ranker=RANKER, latency=LATENCY,
+                               scale=OLD_SCALE, paths=paths))  # fmt: skip
+
+
+def only_scale(script: Any, tmp: Path) -> tuple[int, Path, Path]:
+    """:func:`small_report` at ``tmp/docs/benchmarks.md``, the 2026-12-02 scale run with its plot at
+    ``tmp/new/scale.json``, then ``--only scale`` on them."""
+    out, new = tmp / "docs" / "benchmarks.md", tmp / "new"
+    out.parent.mkdir()
+    out.write_text(small_report())
+    new.mkdir()
+    (new / "scale.json").write_text((ROOT / "tests" / "data" / "scale-2026-12-02.json").read_text())
+    (new / "scale.png").write_bytes(b"the new plot")
+    cwd = os.getcwd()
+    try:
+        return script.main(["--only", "scale", "--scale", str(new / "scale.json"), "--out", str(out)]), out, new
+    finally:
+        os.chdir(cwd)
+
+
+def test_only_scale_replaces_that_section_its_input_row_and_says_so_in_the_head(script: Any, tmp_path: Path) -> None:
+    code, out, new = only_scale(script, tmp_path)
+    assert code == 0
+    md, old = out.read_text(), small_report()
+    # questions 1 to 4 and what the run does not show: byte for byte
+    assert md.split("## 1. ", 1)[1].split("## Scale\n")[0] == old.split("## 1. ", 1)[1].split("## Scale\n")[0]
+    assert md[md.index("\n## What this run") :] == old[old.index("\n## What this run") :]
+    section = md.split("## Scale\n", 1)[1].split("\n## What", 1)[0]
+    assert "| 58,000 | lexical | 12.5 | 187 | 14.9 | 58,000 | 2,759 | 482 | ok |" in section
+    assert "![ingest time and search p50 against catalog size](benchmarks-scale.png)" in section
+    assert "scripts/bench_scale.py --sizes 100" not in md
+    assert (out.parent / "benchmarks-scale.png").read_bytes() == b"the new plot"
+    head = md.split("## 1. ", 1)[0].splitlines()
+    row = next(ln for ln in head if ln.startswith("| scale |"))
+    assert row == (f"| scale | `{new / 'scale.json'}` | 2026-12-02 07:18 UTC | `scripts/bench_scale.py --sizes "
+                   "58000,250000 --searches 200` | 2 cores, AMD EPYC, 23.5 GiB RAM |")  # fmt: skip
+    assert head[head.index("- **Date**: 2026-01-02") - 3 :][:3] == [  # the whole report's run, as it was
+        "- **Command**: `scripts/bench_report.py --regret r`", "- **Commit**: abc1234+dirty",
+        "- **Machine**: 2 cores, Test CPU, 8.0 GiB RAM"]  # fmt: skip
+    mark = head[head.index("- **Date**: 2026-01-02") + 1]
+    assert mark.startswith("- **Scale section regenerated**: 20") and "commit " in mark
+    assert mark.endswith(f"by `scripts/bench_report.py --only scale --scale {new / 'scale.json'} --out {out}`; the "
+                         "rest of the report is as of the commit and date above")  # fmt: skip
+    # nothing else in the head moved
+    assert [ln for ln in head if ln not in (mark, row)] == [ln for ln in old.split("## 1. ", 1)[0].splitlines()
+                                                            if not ln.startswith("| scale |")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (lambda out, new: out.unlink(), r"^--only scale: there is no report at .*benchmarks\.md to update; run "
+                                        r"without --only to write it$"),
+        (lambda out, new: (new / "scale.json").unlink(), r"^--only scale: there is no scale input at "
+                                                         r".*scale\.json \(`make bench-scale` writes it\)$"),
+        (lambda out, new: out.write_text(out.read_text().replace("## Scale\n", "")),
+         r"^--only scale: .*benchmarks\.md: the report holds no `## Scale` heading line, needs exactly one$"),
+    ],  # fmt: skip
+    ids=["no report", "no scale input", "no scale section"],
+)
+def test_only_scale_fails_without_its_report_input_or_section(
+    script: Any, tmp_path: Path, break_it: Any, message: str
+) -> None:
+    code, out, new = only_scale(script, tmp_path)  # a report and a scale run that work, then one part broken
+    assert code == 0
+    (out.parent / "benchmarks-scale.png").unlink()
+    break_it(out, new)
+    text = out.read_text() if out.exists() else None
+    cwd = os.getcwd()
+    try:
+        with pytest.raises(SystemExit, match=message) as exc:
+            script.main(["--only", "scale", "--scale", str(new / "scale.json"), "--out", str(out)])
+    finally:
+        os.chdir(cwd)
+    assert isinstance(exc.value.code, str)  # the message, printed to stderr with exit status 1
+    assert (out.read_text() if out.exists() else None) == text  # untouched
+    assert not (out.parent / "benchmarks-scale.png").exists()  # and no plot copied

@@ -26,7 +26,11 @@ policy plays the oracle's actions (regret 0).
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +39,7 @@ import pytest
 from ltrr.bandit.actions import ActionSpace
 from ltrr.bandit.config import CostConfig
 from ltrr.sim import benchreport as br
+from ltrr.sim.benchreport import edit
 from ltrr.sim.regret import QueryRecord
 from ltrr.sim.report import ALL_MAX_RANKER, ALL_MAX_RRF, final_scores
 
@@ -327,3 +332,112 @@ def test_rolling_is_a_trailing_mean_over_what_there_is_so_far() -> None:
     assert br.learners(scored, {"vw epsilon 0.1": "epsilon"}) == ["live", "ltrr in-loop linucb", "vw epsilon 0.1"]
     calls = br.rolling_series(scored, ["live"], "calls", 2)  # live's calls 2, 1, 1, 1
     assert calls["live"].tolist() == [2.0, 1.5, 1.0, 1.0]
+
+
+# -- one section rendered again (update, --only) ----------------------------------------------------------------
+
+#: The 58k/250k scale run of 2026-12-02 as scripts/bench_scale.py wrote it.
+SCALE = json.loads((Path(__file__).resolve().parents[1] / "data" / "scale-2026-12-02.json").read_text())
+OLD_SCALE: dict[str, Any] = {"command": "scripts/bench_scale.py --sizes 100", "date": "2026-01-01 08:00 UTC",
+                             "commit": "0000000", "machine": "1 core", "ingest": [], "search": []}  # fmt: skip
+NOW = br.Head("scripts/bench_report.py --only scale", "fedcba9", "2 cores, Other CPU", "2026-12-10 11:00 UTC")
+PATHS = {"ranker": "r.json", "latency": "l.json", "scale": "bench-out/scale/scale.json"}
+
+
+def full(scale: dict[str, Any] | None) -> br.Inputs:
+    return br.Inputs(HEAD, runs=[run_of(regret_json(LIVE))], ranker=RANKER, latency=LATENCY, scale=scale,
+                     paths=PATHS, scale_plot=None if scale is None else "benchmarks-scale.png")  # fmt: skip
+
+
+def scale_only(head: br.Head = NOW, scale: dict[str, Any] | None = SCALE) -> br.Inputs:
+    return br.Inputs(head, scale=scale, paths={"scale": "bench-out/new/scale.json"}, scale_plot="benchmarks-scale.png")
+
+
+def split(md: str) -> tuple[str, str, str]:
+    """``(head, the sections before Scale, from the section after Scale on)``."""
+    head, rest = md.split("## 1. ", 1)
+    before, scale = rest.split("## Scale\n", 1)
+    return head, before, scale[scale.index("\n## ") :]
+
+
+REGENERATED = ("- **Scale section regenerated**: 2026-12-10 11:00 UTC, commit fedcba9, by `scripts/bench_report.py "
+               "--only scale`; the rest of the report is as of the commit and date above")
+
+
+@pytest.mark.parametrize("old", [OLD_SCALE, None], ids=["an older scale run", "no scale run"])
+def test_update_renders_the_scale_section_again_and_keeps_every_other_byte(old: dict[str, Any] | None) -> None:
+    before = br.render(full(old))
+    md = br.update(before, "scale", scale_only())
+    # the same bytes as the whole report rendered with the new scale run (and its path), plus the head's line
+    # saying the section is newer than the rest
+    whole = br.render(replace(full(SCALE), paths={**PATHS, "scale": "bench-out/new/scale.json"}))
+    assert md == whole.replace("- **Date**: 2026-01-02\n", "- **Date**: 2026-01-02\n" + REGENERATED + "\n")
+    (head0, sections0, after0), (head1, sections1, after1) = split(before), split(md)
+    assert sections1 == sections0  # questions 1 to 4, byte for byte
+    gap = "- scale: `make bench-scale` was not run\n"
+    assert after1 == (after0.replace(gap, "") if old is None else after0)  # the one line the new run makes untrue
+    assert (gap in after0) == (old is None)
+    lines0, lines1 = head0.splitlines(), head1.splitlines()
+    changed = [(a, b) for a, b in zip(lines0, [ln for ln in lines1 if ln != REGENERATED], strict=True) if a != b]
+    assert changed == [(next(ln for ln in lines0 if ln.startswith("| scale |")),
+                        "| scale | `bench-out/new/scale.json` | 2026-12-02 07:18 UTC | `scripts/bench_scale.py "
+                        "--sizes 58000,250000 --searches 200` | 2 cores, AMD EPYC, 23.5 GiB RAM |")]  # fmt: skip
+    assert lines1[lines1.index("- **Date**: 2026-01-02") + 1] == REGENERATED
+    assert "- **Commit**: abc1234+dirty" in lines1  # the whole report's own run, not this one
+    section = md.split("## Scale\n", 1)[1].split("\n## What", 1)[0]
+    assert "| 250,000 | lexical | 63.6 | 188 | 65.7 | 250,000 | 3,645 | 457 | ok |" in section
+    assert "![ingest time and search p50 against catalog size](benchmarks-scale.png)" in section
+    assert "### Ingest" in section and "## Ingest" not in section.replace("### Ingest", "")
+
+
+def test_update_again_replaces_its_head_line_and_renders_the_same_section() -> None:
+    once = br.update(br.render(full(OLD_SCALE)), "scale", scale_only())
+    later = br.Head("scripts/bench_report.py --only scale --scale s.json", "1234567", "m", "2026-12-11 09:00 UTC")
+    twice = br.update(once, "scale", scale_only(later))
+    assert twice == once.replace(REGENERATED, "- **Scale section regenerated**: 2026-12-11 09:00 UTC, commit 1234567, "
+                                 "by `scripts/bench_report.py --only scale --scale s.json`; the rest of the report is "
+                                 "as of the commit and date above")  # fmt: skip
+
+
+REPORT = br.render(full(OLD_SCALE))
+
+
+@pytest.mark.parametrize(
+    ("text", "inputs", "message"),
+    [
+        (REPORT.replace("## Scale\n", "## Scales\n"), scale_only(),
+         "the report holds no `## Scale` heading line, needs exactly one"),
+        (REPORT.replace("## What", "## Scale\n\n## What"), scale_only(),
+         "the report holds 2 `## Scale` heading lines, needs exactly one"),
+        (REPORT.replace("\n| scale |", "\n| scales |"), scale_only(),
+         "the report's table of inputs holds 0 `scale` rows, needs exactly one"),
+        (REPORT.replace("- **Date**:", "- **When**:"), scale_only(), "the report's head holds no `- **Date**:` line"),
+        (REPORT, scale_only(scale=None), "no scale input to render the `## Scale` section from"),
+    ],  # fmt: skip
+    ids=["no section", "two sections", "no inputs row", "no date line", "no scale input"],
+)
+def test_update_refuses_a_report_or_inputs_it_cannot_update(text: str, inputs: br.Inputs, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        br.update(text, "scale", inputs)
+
+
+def test_update_of_a_section_it_does_not_know_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^`name` must be one of scale, got 'ranker'$"):
+        br.update(REPORT, "ranker", scale_only())
+
+
+def test_the_text_edits_touch_only_what_they_name() -> None:
+    text = "# T\n\n- **Date**: d\n- **Other**: o\n\n| scale | x |\n\n## A\n\na\n\n### Scale\n\n## Scale\n\ns\n"
+    # the last section runs to the end; "### Scale" is not the heading
+    assert edit.section_span(text, "## Scale") == (text.index("\n## Scale\n") + 1, len(text))
+    assert edit.replace_section(text, "## A", "## A\n\nb\n") == text.replace("a\n\n### Scale\n\n", "b\n")
+    assert edit.replace_section(text, "## Scale", "## Scale\nnew\n").endswith("### Scale\n\n## Scale\nnew\n")
+    with pytest.raises(ValueError, match="^the new section must start with its heading line `## A`$"):
+        edit.replace_section(text, "## A", "## B\n")
+    assert edit.replace_head_row(text, "scale", "| scale | y |") == text.replace("| scale | x |", "| scale | y |")
+    # appended after the head's list that holds the date line, then replaced in place
+    marked = edit.mark_in_head(text, "New", "n")
+    assert marked == text.replace("- **Other**: o\n", "- **Other**: o\n- **New**: n\n")
+    assert edit.mark_in_head(marked, "New", "m") == marked.replace("- **New**: n", "- **New**: m")
+    assert edit.drop_lines(text, "## Scale", ["s", "a"]) == text.removesuffix("s\n")  # not section A's "a"
+    assert edit.drop_lines(text, "## None", ["a"]) == text

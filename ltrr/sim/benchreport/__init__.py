@@ -15,13 +15,17 @@ inputs do not show:
 1. does learning to retrieve beat static retrieval? (:mod:`.learning`)
 2. does the ranker beat RRF? 3. does ltrr beat the peers? (:mod:`.lists`)
 4. at what latency? and scale (:mod:`.latency`)
+
+:func:`update` re-renders one section of :data:`SECTIONS` (scale) in a report already written, from its own
+input alone, and leaves the rest as it was (``scripts/bench_report.py --only``; the text edits are :mod:`.edit`).
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping
 
-from ltrr.sim.benchreport import latency, learning, lists
+from ltrr.sim.benchreport import edit, latency, learning, lists
 from ltrr.sim.benchreport.inputs import (
     ALONE,
     Head,
@@ -38,19 +42,24 @@ from ltrr.sim.benchreport.inputs import (
     score_saved,
     summary_mismatch,
     table,
+    table_row,
 )
 from ltrr.sim.inloop import INLOOP_PREFIX
 
 TITLE = "# Benchmarks: does ltrr beat static retrieval, RRF, and what a user would set up instead?"
+GAPS = "## What this run does not show"
 
 __all__ = [
     "ALONE",
     "Head",
     "Inputs",
     "RegretRun",
+    "SECTIONS",
+    "Section",
     "callers_of",
     "gaps",
     "head_lines",
+    "input_row",
     "learners",
     "machine_line",
     "peer_families",
@@ -60,6 +69,7 @@ __all__ = [
     "run_costs",
     "score_saved",
     "summary_mismatch",
+    "update",
 ]
 
 
@@ -84,17 +94,22 @@ def head_lines(inputs: Inputs) -> list[str]:
         m = run.meta
         rows.append([f"regret run {run.title}", code(run.path), m.get("date"), code(m.get("command", "not recorded")),
                      m.get("machine")])  # fmt: skip
-    paths = inputs.paths or {}
     rows += [["regret run", code(p), "missing", None, None] for p in inputs.missing_runs]
-    for name, data in (("ranker", inputs.ranker), ("latency", inputs.latency), ("scale", inputs.scale)):
-        if data is None:
-            rows.append([name, code(paths[name]) if paths.get(name) else None, "missing", None, None])
-            continue
-        meta = data.get("meta") or data  # latency.json and scale.json keep theirs at the top
-        command = meta.get("command")
-        rows.append([name, code(paths[name]) if paths.get(name) else None, meta.get("date"),
-                     code(command) if command else "not recorded in the JSON", _machine(meta)])  # fmt: skip
+    rows += [input_row(name, inputs) for name in ("ranker", "latency", "scale")]
     return lines + table(("input", "path", "run date", "command", "machine"), rows) + [""]
+
+
+def input_row(name: str, inputs: Inputs) -> list[object]:
+    """The head's table row of input ``name`` (``ranker``, ``latency``, ``scale``): its path, and its run date,
+    command and machine as its JSON recorded them."""
+    data: Mapping[str, Any] | None = getattr(inputs, name)
+    path = (inputs.paths or {}).get(name)
+    if data is None:
+        return [name, code(path) if path else None, "missing", None, None]
+    meta = data.get("meta") or data  # latency.json and scale.json keep theirs at the top
+    command = meta.get("command")
+    return [name, code(path) if path else None, meta.get("date"),
+            code(command) if command else "not recorded in the JSON", _machine(meta)]  # fmt: skip
 
 
 def gaps(inputs: Inputs) -> list[str]:
@@ -137,6 +152,49 @@ def gaps(inputs: Inputs) -> list[str]:
     return out + list(inputs.notes)
 
 
+@dataclass(frozen=True)
+class Section:
+    """A section :func:`update` can re-render alone: its ``heading`` (its first line), the :class:`Inputs` field
+    it is rendered from and nothing else (``input``, also the name of its row in the head's table of inputs),
+    and its ``lines`` from the inputs."""
+
+    heading: str
+    input: str
+    lines: Callable[[Inputs], list[str]]
+
+
+def _scale(inputs: Inputs) -> list[str]:
+    return latency.scale_section(inputs.scale, (inputs.paths or {}).get("scale", "scale.json"), inputs.scale_plot)
+
+
+#: ``name -> Section`` of the sections :func:`update` re-renders. Questions 2 and 4 (``ranker.json``,
+#: ``latency.json``) read the regret runs too, so neither can be re-rendered from its own input alone.
+SECTIONS = {"scale": Section("## Scale", "scale", _scale)}
+
+
+def update(text: str, name: str, inputs: Inputs) -> str:
+    """``text``, a report :func:`render` wrote, with section ``name`` of :data:`SECTIONS` rendered again from
+    ``inputs`` (only its input, its path and ``head`` are read): the section in place, its row of the head's table
+    of inputs, a head line ``- **<Title> section regenerated**: <date>, commit <commit>, by <command>`` (its
+    command, commit and date lines stay those of the whole report's run), and the lines of what the run does
+    not show that the input's presence makes untrue (``scale: make bench-scale was not run``) dropped. Every
+    other byte is kept. Raises :class:`ValueError` when the input is absent or the text lacks the section, its
+    row or the head's date line."""
+    if name not in SECTIONS:
+        raise ValueError(f"`name` must be one of {', '.join(sorted(SECTIONS))}, got {name!r}")
+    sec = SECTIONS[name]
+    if getattr(inputs, sec.input) is None:
+        raise ValueError(f"no {sec.input} input to render the `{sec.heading}` section from")
+    text = edit.replace_section(text, sec.heading, "".join(ln + "\n" for ln in sec.lines(inputs)))
+    text = edit.replace_head_row(text, sec.input, table_row(input_row(sec.input, inputs)))
+    h, title = inputs.head, sec.heading.removeprefix("## ")
+    label, rest = f"{title} section regenerated", "the rest of the report is as of the commit and date above"
+    text = edit.mark_in_head(text, label, f"{h.date}, commit {h.commit}, by {code(h.command)}; {rest}")
+    absent: dict[str, Any] = {sec.input: None}
+    untrue = set(gaps(replace(inputs, **absent))) - set(gaps(inputs))
+    return edit.drop_lines(text, GAPS, [f"- {g}" for g in untrue])
+
+
 def render(inputs: Inputs, families: Mapping[str, str] | None = None) -> str:
     """The whole report (module docstring). ``families``: VW config name -> exploration family
     (:data:`ltrr.sim.vw.DEFAULT_GRID`), to name the best VW learner of each."""
@@ -145,6 +203,6 @@ def render(inputs: Inputs, families: Mapping[str, str] | None = None) -> str:
     lines += lists.ranker_section(inputs.runs, inputs.ranker)
     lines += lists.section(inputs.runs)
     lines += latency.section(inputs.runs, inputs.latency, inputs.ranker)
-    lines += latency.scale_section(inputs.scale, (inputs.paths or {}).get("scale", "scale.json"), inputs.scale_plot)
-    lines += ["## What this run does not show", "", *(f"- {g}" for g in gaps(inputs)), ""]
+    lines += SECTIONS["scale"].lines(inputs)
+    lines += [GAPS, "", *(f"- {g}" for g in gaps(inputs)), ""]
     return "\n".join(lines)

@@ -197,7 +197,12 @@ def table(heads: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
     right = [bool(rows) and all(isinstance(r[i], (int, float)) or _numeric(r[i]) for r in rows)
              for i in range(len(heads))]  # fmt: skip
     lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---:" if r else "---" for r in right) + "|"]
-    return lines + ["| " + " | ".join("–" if c is None else str(c) for c in r) + " |" for r in rows]
+    return lines + [table_row(r) for r in rows]
+
+
+def table_row(cells: Sequence[object]) -> str:
+    """One row of :func:`table` (None cells print as an en dash)."""
+    return "| " + " | ".join("–" if c is None else str(c) for c in cells) + " |"
 
 
 def _numeric(cell: object) -> bool:
