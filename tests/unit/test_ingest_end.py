@@ -19,20 +19,9 @@ from ltrr.cli import main
 from ltrr.errors import Aborted
 
 
-@pytest.fixture(autouse=True)
-def _no_env_dsn(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LTRR_EVENTS_DSN", raising=False)  # the DSN is each test's pg_dsn
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def app_args(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgres" else ""
-    return {
-        "events_path": str(tmp_path / "events.sqlite"),
-        "events_dsn": dsn,
-        "catalog_path": str(tmp_path / "catalog.sqlite"),
-        "ranking": {"model_dir": str(tmp_path / "ranker")},
-    }
+@pytest.fixture
+def app_args(store_args: dict[str, Any]) -> dict[str, Any]:
+    return store_args
 
 
 def ingest(tmp_path: Path, args: dict[str, Any]) -> int:

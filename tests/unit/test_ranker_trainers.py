@@ -37,24 +37,13 @@ ROWS = 12
 
 @pytest.fixture(autouse=True)
 def _no_env_dsn(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LTRR_EVENTS_DSN", raising=False)  # the DSN is each test's pg_dsn
+    monkeypatch.delenv("LTRR_EVENTS_DSN", raising=False)  # a test's DSN is its config's (store_dsn)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def app_args(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgres" else ""
-    return {
-        "events_path": str(tmp_path / "events.sqlite"),
-        "events_dsn": dsn,
-        "catalog_path": str(tmp_path / "catalog.sqlite"),
-        "ranking": {
-            "model_dir": str(tmp_path / "ranker"),
-            "min_searches": 10,
-            "iterations": 20,
-            "depth": 3,
-            "position_bias": "none",
-        },
-    }
+@pytest.fixture
+def app_args(store_args: dict[str, Any]) -> dict[str, Any]:
+    ranking = {"min_searches": 10, "iterations": 20, "depth": 3, "position_bias": "none"}
+    return {**store_args, "ranking": {**store_args["ranking"], **ranking}}
 
 
 def config_file(tmp_path: Path, args: dict[str, Any]) -> str:
