@@ -225,14 +225,15 @@ class PgCatalogStore(PgSessions, CatalogBase):
         return int(self._read(lambda cur: _one(cur.execute(sql, (entity_type,)))))
 
     def vocabulary_rows(self) -> list[tuple[str, str, list[str], list[str]]]:
-        """As :meth:`~ltrr.catalog.store.CatalogBase.vocabulary_rows`, the fields read by the server
-        (``doc::jsonb``), one query."""
-        sql = (
-            "SELECT entity_type, COALESCE(d->>'title', ''), COALESCE(d->'genres', '[]'::jsonb), "
-            "COALESCE(d->'tags', '[]'::jsonb) FROM (SELECT entity_type, doc::jsonb AS d FROM catalog_entities) AS e"
-        )
-        rows = self._read(lambda cur: cur.execute(sql).fetchall())
-        return [(str(t), str(title), list(g), list(tg)) for t, title, g, tg in rows]
+        """As :meth:`~ltrr.catalog.store.CatalogBase.vocabulary_rows`: every ``doc`` in one query, only these
+        fields taken from it. On 58k entities (2 cores, beside a benchmark): 0.66 s, against 1.16 s building every
+        :class:`Entity`, 1.5-2.4 s extracting the fields on the server with ``doc::jsonb``, and SQLite's 0.68 s."""
+        rows = self._read(lambda cur: cur.execute("SELECT entity_type, doc FROM catalog_entities").fetchall())
+        out = []
+        for etype, doc in rows:
+            d = json.loads(doc)
+            out.append((str(etype), str(d.get("title") or ""), list(d.get("genres") or []), list(d.get("tags") or [])))
+        return out
 
     def count_since(self, seq: int) -> int:
         sql = "SELECT COUNT(*) FROM catalog_entities WHERE seq > %s"
