@@ -14,7 +14,9 @@ its elapsed time (``[scale  123.4 s] ...``), and the pure rules are in :mod:`ltr
    is timed. Its peak RSS is the kernel's (``wait4``'s ``ru_maxrss``); a sampler reads the RSS of Meilisearch
    and Milvus (found in ``/proc`` by their command lines) every ``--sample-s`` meanwhile. An ingest is killed
    past ``--ingest-timeout-s`` or when the machine's ``MemAvailable`` falls below ``--min-free-mib``.
-   ``--reuse`` keeps the indexes and figures of an earlier run whose indexes are complete.
+   ``--reuse`` keeps, per strategy, an index that is complete and the figures an earlier run recorded for it
+   (``var/scale/<n>/ingest.json``, written after each strategy's ``ok`` ingest), so a run stopped part-way
+   goes on from the first strategy it had not finished.
 3. **Serve**: the derived Serve config (:func:`ltrr.sim.scale.scale_config`: the app's, with the size's
    catalog, indexes, event log, policy and a copy of the app's ranker registry) is deployed with
    ``serve deploy``; once a probe search is logged in the size's event log and every ``ltrr.index.<s>`` is
@@ -331,20 +333,22 @@ def complete(cfg: AppConfig, names: Sequence[str]) -> bool:
 
 
 def ingest(r: Run, names: sc.ScaleNames, cfg_path: Path, cfg: AppConfig) -> list[sc.IngestRow]:
-    """Step 2 of the module docstring: each strategy into its own index, timed and sampled."""
+    """Step 2 of the module docstring: each strategy into its own index, timed and sampled. With ``--reuse``, a
+    strategy whose index is complete and whose ingest an earlier run recorded ``ok`` is kept with its figures
+    (:func:`ltrr.sim.scale.reusable_ingests`); ``ingest.json`` is written after each strategy that ends ``ok``."""
     var = ROOT / names.var_dir
     record = var / "ingest.json"
     strategies = list(cfg.enabled())
-    if r.args.reuse and record.is_file():
-        saved = json.loads(record.read_text())
-        old = [sc.IngestRow.from_dict(d) for d in saved["rows"]]
-        same = [x.strategy for x in old] == strategies and all(x.status == "ok" for x in old)
-        if same and complete(cfg, strategies):
-            log(f"{names.size:,}: indexes complete; reusing the ingest figures of {saved['date']} (--reuse)")
-            r.report["notes"].append(f"{names.size:,}: ingest figures reused from the run of {saved['date']}")
-            return old
+    kept = sc.reusable_ingests(json.loads(record.read_text()), names.size) if r.args.reuse and record.is_file() else {}
     rows: list[sc.IngestRow] = []
     for name in strategies:
+        if name in kept and complete(cfg, [name]):
+            row, date = kept[name]
+            log(f"{names.size:,}: {name}: index complete; reusing its ingest figures of {date} (--reuse)")
+            r.report["notes"].append(f"{names.size:,}: {name}'s ingest figures reused from the run of {date}")
+            rows.append(row)
+            continue
+        kept.pop(name, None)
         log(f"{names.size:,}: ingest {name}")
         reset_index(cfg, name)
         cmd = [str(BIN / "ltrr"), "ingest", "--config", str(cfg_path), "--skip-catalog", "--only", name,
@@ -365,8 +369,8 @@ def ingest(r: Run, names: sc.ScaleNames, cfg_path: Path, cfg: AppConfig) -> list
         if row.status != "ok":
             r.report["ingest"] += [x.to_dict() for x in rows]
             raise SizeFailed(f"ingest {name}: {row.status} (log: {var / f'ingest-{name}.log'})")
-    record.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                  "rows": [x.to_dict() for x in rows]}, indent=2) + "\n")  # fmt: skip
+        kept[name] = (row, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        record.write_text(json.dumps(sc.ingest_record(kept, strategies), indent=2) + "\n")
     return rows
 
 
@@ -615,7 +619,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--config", default=os.environ.get("LTRR_CONFIG", "deployments/serve_config.yaml"),
                     help="the normal app's Serve config: derived from, and deployed again afterwards")  # fmt: skip
     ap.add_argument("--target", default="127.0.0.1:9000")
-    ap.add_argument("--reuse", action="store_true", help="keep complete indexes (and their figures) of an earlier run")
+    ap.add_argument("--reuse", action="store_true", help="keep each complete index (and its figures) of an earlier run")
     ap.add_argument("--drop", action="store_true", help="delete the scale indexes at the end (catalogs stay)")
     ap.add_argument("--sample-s", type=float, default=1.0, help="RSS sampling interval")
     ap.add_argument("--deadline-s", type=float, default=10.0, help="deadline of each measured search")

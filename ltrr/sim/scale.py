@@ -354,6 +354,25 @@ class IngestRow:
         return cls(**dict(d))
 
 
+def reusable_ingests(saved: Mapping[str, Any], size: int) -> dict[str, tuple[IngestRow, str]]:
+    """The ingests of an earlier run's ``ingest.json`` (``saved``) that ``--reuse`` may keep, by strategy: each
+    strategy's ``ok`` row of ``size`` with the date it was measured. A record holds one row per strategy as
+    soon as that strategy's ingest ended ``ok`` (:func:`ingest_record`), so a run stopped at its third strategy
+    leaves the first two reusable. Older records have one ``date`` for all their rows."""
+    out: dict[str, tuple[IngestRow, str]] = {}
+    for d in saved.get("rows", ()):
+        row = IngestRow.from_dict({k: v for k, v in d.items() if k != "date"})
+        if row.status == "ok" and row.size == size:
+            out[row.strategy] = (row, str(d.get("date") or saved.get("date") or "an earlier run"))
+    return out
+
+
+def ingest_record(rows: Mapping[str, tuple[IngestRow, str]], order: Sequence[str]) -> dict[str, Any]:
+    """``ingest.json``: every ``ok`` row in ``rows`` (by strategy, each with its date) in ``order``."""
+    ok = [n for n in order if n in rows and rows[n][0].status == "ok"]
+    return {"rows": [{**rows[n][0].to_dict(), "date": rows[n][1]} for n in ok]}
+
+
 @dataclass(frozen=True)
 class SearchRow:
     """One size's searches at 1 caller: p50/p99 (ms) with all four strategies forced and with the policy

@@ -434,3 +434,79 @@ def test_resummarise_without_a_saved_run_says_so(monkeypatch, tmp_path):
     script = load_script(monkeypatch)
     with pytest.raises(SystemExit, match="--resummarise: there is no .*scale.json"):
         script.main(["--resummarise", "--out", str(tmp_path)])
+
+
+# -- --reuse, per strategy -----------------------------------------------------------------------------------------
+class _Cfg:
+    def enabled(self) -> dict[str, object]:
+        return {s: object() for s in ("lexical", "vector", "graph", "memory")}
+
+
+def _ingest_run(script, tmp_path, monkeypatch, *, reuse, complete_ones, statuses):
+    """``script.ingest`` on size 10 under ``tmp_path`` with the index resets and the ``ltrr ingest`` children stood
+    in for: ``complete_ones`` are the strategies whose index is complete, ``statuses`` each child's ending."""
+    import types
+
+    ran: list[str] = []
+
+    def run_watched(cmd, log_path, **kw):
+        name = cmd[cmd.index("--only") + 1]
+        ran.append(name)
+        status = statuses.get(name, "ok")
+        out = f"==> index {name}: 10 entities in 1.5 s\n" if status == "ok" else ""
+        return script.Finished(0 if status == "ok" else None, 2.0, 100 * 1024 * 1024, status, None, out)
+
+    monkeypatch.setattr(script, "run_watched", run_watched)
+    monkeypatch.setattr(script, "reset_index", lambda cfg, name: None)
+    monkeypatch.setattr(script, "complete", lambda cfg, names: all(n in complete_ones for n in names))
+    args = types.SimpleNamespace(reuse=reuse, ingest_timeout_s=60.0, min_free=0, sample_s=1.0)
+    r = script.Run(args, {}, None, {}, {"notes": [], "ingest": []})
+    names = sc.scale_names(10, var_root=str(tmp_path))
+    (tmp_path / "10").mkdir(exist_ok=True)
+    try:
+        rows = script.ingest(r, names, tmp_path / "cfg.yaml", _Cfg())
+    except script.SizeFailed as exc:
+        rows = exc
+    return ran, rows, r.report["notes"], json.loads((tmp_path / "10" / "ingest.json").read_text())
+
+
+def test_reuse_goes_on_from_the_first_strategy_a_stopped_run_did_not_finish(tmp_path, monkeypatch):
+    script = load_script(monkeypatch)
+    ran, failed, _, record = _ingest_run(
+        script, tmp_path, monkeypatch, reuse=False, complete_ones=(), statuses={"graph": "exit -15"}
+    )
+    assert ran == ["lexical", "vector", "graph"] and isinstance(failed, script.SizeFailed)
+    assert [row["strategy"] for row in record["rows"]] == ["lexical", "vector"], "written after each ok ingest"
+    assert all(row["date"] for row in record["rows"])
+
+    ran, rows, notes, record = _ingest_run(
+        script, tmp_path, monkeypatch, reuse=True, complete_ones=("lexical", "vector"), statuses={}
+    )
+    assert ran == ["graph", "memory"], "the two finished indexes are kept"
+    assert [x.strategy for x in rows] == ["lexical", "vector", "graph", "memory"]
+    assert all(x.status == "ok" and x.seconds == 1.5 for x in rows)
+    assert notes == [f"10: {s}'s ingest figures reused from the run of {record['rows'][i]['date']}"
+                     for i, s in enumerate(("lexical", "vector"))]  # fmt: skip
+    assert [row["strategy"] for row in record["rows"]] == ["lexical", "vector", "graph", "memory"]
+
+
+def test_reuse_re_ingests_an_incomplete_index_and_reads_a_record_with_one_date(tmp_path, monkeypatch):
+    script = load_script(monkeypatch)
+    (tmp_path / "10").mkdir()
+    rows = [sc.IngestRow(10, s, 3.0, 50.0).to_dict() for s in ("lexical", "vector", "graph", "memory")]
+    rows[3]["status"] = "exit -15"
+    (tmp_path / "10" / "ingest.json").write_text(json.dumps({"date": "2026-12-01 10:00 UTC", "rows": rows}))
+    assert sorted(sc.reusable_ingests(json.loads((tmp_path / "10" / "ingest.json").read_text()), 10)) == [
+        "graph", "lexical", "vector"
+    ]  # fmt: skip
+    assert sc.reusable_ingests({"rows": rows}, 11) == {}, "another size's rows are not this one's"
+    ran, got, notes, record = _ingest_run(
+        script, tmp_path, monkeypatch, reuse=True, complete_ones=("lexical", "graph", "memory"), statuses={}
+    )
+    assert ran == ["vector", "memory"], "vector's index is incomplete; memory's earlier ingest did not end ok"
+    assert [x.seconds for x in got] == [3.0, 1.5, 3.0, 1.5]
+    assert notes == [
+        "10: lexical's ingest figures reused from the run of 2026-12-01 10:00 UTC",
+        "10: graph's ingest figures reused from the run of 2026-12-01 10:00 UTC",
+    ]
+    assert [row["date"] for row in record["rows"]][0::2] == ["2026-12-01 10:00 UTC"] * 2
