@@ -54,21 +54,6 @@ def summary(name: str, lat_ms: list[float], wall_s: float) -> dict[str, Any]:
     }
 
 
-def queries(catalog_path: str, n: int, seed: int = 0) -> list[str]:
-    """A realistic mix (:func:`ltrr.loadtest.make_queries`) over the 2,000 most popular entities: known-item
-    titles (some with a typo), 'artists like X', semantic phrases (the first eight of
-    ``SEMANTIC_QUERIES``, the mix the published figures were measured with)."""
-    from ltrr import loadtest as lt
-    from ltrr.catalog.store import CatalogStore
-
-    store = CatalogStore(catalog_path)
-    ents = [e for _, batch in store.entities_since(0, batch_size=5000) for e in batch]
-    store.close()
-    popular = sorted(ents, key=lambda e: -e.popularity)[:2000]
-    artists = [e.title for e in popular if e.entity_type == "artist"][:300]
-    return lt.make_queries([e.title for e in popular], artists, n, seed, semantic=lt.SEMANTIC_QUERIES[:8])
-
-
 def record_calls(resp: Any, calls: Calls) -> None:
     """Add the latency of every OK strategy call in a SearchResponse to ``calls``."""
     from ltrr.v1 import search_pb2 as pb
@@ -152,7 +137,7 @@ def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
     """The same SearchService, with strategies called directly in threads (no Serve, no gRPC)."""
     from ltrr.appconfig_io import load_app_config
     from ltrr.builder import local_service
-    from ltrr.catalog.store import CatalogStore
+    from ltrr.catalog.store import open_catalog
     from ltrr.eventlog import SQLiteEventLog
     from ltrr.types import Query
     from ltrr.validation import validate_search
@@ -160,7 +145,7 @@ def in_process(config_path: str, qs: list[str], callers: int) -> dict[str, Any]:
     cfg = load_app_config(config_path)
     enabled = cfg.enabled()
     names = list(enabled)
-    store = CatalogStore(cfg.catalog_path)
+    store = open_catalog(cfg)  # PostgreSQL's with a DSN, as the app's
     events = SQLiteEventLog(ROOT / "var" / "bench-events.sqlite")
     built, strategies = local_service(cfg, store, events)
     svc = built.service
@@ -300,7 +285,9 @@ def main() -> int:
     args = ap.parse_args()
     os.chdir(ROOT)
     from ltrr.appconfig_io import load_app_config
+    from ltrr.catalog.store import open_catalog
     from ltrr.client import LtrrClient
+    from ltrr.loadtest import bench_queries
 
     try:
         with LtrrClient(args.target, timeout=3) as c:
@@ -311,7 +298,11 @@ def main() -> int:
         print("ltrr is not serving; running scripts/up.sh first", file=sys.stderr)
         subprocess.run([str(ROOT / "scripts" / "up.sh")], check=True)
     cfg = load_app_config(args.config)
-    qs = queries(cfg.catalog_path, args.n)
+    catalog = open_catalog(cfg)  # PostgreSQL's with a DSN, as the app's
+    try:
+        qs = bench_queries(catalog, args.n)
+    finally:
+        catalog.close()
     cq = qs * 2
     print(
         f"bench: {len(qs)} sequential + {len(cq)} with {args.callers} concurrent callers; cores={os.cpu_count()}",

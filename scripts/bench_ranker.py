@@ -38,7 +38,7 @@ temporary directory.
    the cold-start model, and the whole step the service runs (features + scoring + sort), next to
    RRF (sort only). The issue's target is a p50 of at most 2 ms for 200 candidates, features included.
 4. **Search latency before and after the ranker**, in-process, in one run: the same realistic
-   queries (scripts/bench.py's ``queries()`` mix) through the service built with RRF and no features
+   queries (``ltrr.loadtest.bench_queries``, scripts/bench.py's mix) through the service built with RRF and no features
    (before), with the cold-start model and features and a facts cache holding the whole catalog
    (after: a replica's steady state, the cache being larger than the catalog), and the same in a
    fresh replica whose cache starts empty. Every strategy is forced; the services take turns per
@@ -478,9 +478,7 @@ def search_latency(
     def service(events: Any, ranker: Any, features: bool) -> Any:
         return build_service(app, callers, events, store, planner, ranker=ranker, features=features)
 
-    titles, artists = lt.catalog_names(store)  # scripts/bench.py's queries(), from this store
-    qs = lt.make_queries(titles, artists, n, 0, semantic=lt.SEMANTIC_QUERIES[:8])
-    warm_up = lt.make_queries(titles, artists, 20, 1, semantic=lt.SEMANTIC_QUERIES[:8])
+    qs, warm_up = lt.bench_queries(store, n, 0), lt.bench_queries(store, 20, 1)  # scripts/bench.py's mix
     sides = (BEFORE, AFTER, FRESH)
     lat: dict[str, list[float]] = {side: [] for side in sides}
     degraded = dict.fromkeys(sides, 0)

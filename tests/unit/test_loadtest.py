@@ -385,6 +385,28 @@ def test_catalog_names_reads_an_open_store_as_its_file(tmp_path, pg_dsn):
     sqlite_store.close()
 
 
+def test_bench_queries_are_the_latency_benchmarks_mix_from_either_backend(tmp_path, pg_dsn):
+    """scripts/bench.py's and bench_ranker.py's queries: the seeded mix over the catalog's most popular names,
+    the same from a PostgreSQL store as from the SQLite file."""
+    from ltrr.catalog.store import CatalogStore
+    from ltrr.catalog.store_pg import PgCatalogStore
+    from ltrr.types import Entity
+
+    entities = [Entity(f"artist:{i}", "artist", f"Artist {i}", popularity=float(i % 7)) for i in range(40)]
+    sqlite_store, pg_store = CatalogStore(tmp_path / "catalog.sqlite"), PgCatalogStore(pg_dsn)
+    try:
+        for store in (sqlite_store, pg_store):
+            store.upsert_entities(entities)
+        titles, artists = lt.catalog_names(tmp_path / "catalog.sqlite")
+        expected = lt.make_queries(titles, artists, 50, 3, semantic=lt.SEMANTIC_QUERIES[:8])
+        assert lt.bench_queries(pg_store, 50, 3) == lt.bench_queries(tmp_path / "catalog.sqlite", 50, 3) == expected
+        assert lt.bench_queries(pg_store, 50, 4) != expected, "seeded"
+        assert set(expected) - {*titles, *lt.SEMANTIC_QUERIES[:8]}, "not only the plain titles"
+    finally:
+        sqlite_store.close()
+        pg_store.close()
+
+
 # -- Markdown --------------------------------------------------------------------------------------------------
 def test_md_table():
     assert lt.md_table(("a", "b"), [[1, None], ["x", 2.5]]) == "| a | b |\n|---|---|\n| 1 | – |\n| x | 2.5 |"
