@@ -657,7 +657,6 @@ class PeriodicSampler(threading.Thread):
         self.join(timeout=30.0)
 
 
-
 def bench_queries(catalog: str | os.PathLike[str] | CatalogBase, n: int, seed: int = 0) -> list[str]:
     """The latency benchmarks' mix (``scripts/bench.py``, ``scripts/bench_ranker.py``): :func:`make_queries` over
     the 2,000 most popular entities of ``catalog`` (:func:`catalog_names`: a SQLite file or an open store of
@@ -665,6 +664,7 @@ def bench_queries(catalog: str | os.PathLike[str] | CatalogBase, n: int, seed: i
     with."""
     titles, artists = catalog_names(catalog)
     return make_queries(titles, artists, n, seed, semantic=SEMANTIC_QUERIES[:8])
+
 
 def report_head(argv: Sequence[str], config: Mapping[str, Any]) -> dict[str, Any]:
     """The opening of a bench report: the command, the UTC date, the machine's cores, the run's ``config``,

@@ -101,8 +101,8 @@ class CatalogBase(ABC):
     @abstractmethod
     def vocabulary_rows(self) -> list[tuple[str, str, list[str], list[str]]]:
         """``(entity_type, title, genres, tags)`` of every entity: what query understanding's vocabulary counts
-        (:meth:`ltrr.query_understanding.Vocabulary.from_store`), without building every :class:`Entity`
-        (about half the time of that walk on either backend)."""
+        (:meth:`ltrr.query_understanding.Vocabulary.from_store`), without building every :class:`Entity` (from
+        PostgreSQL, 58k entities: 0.66 s against 1.16 s for that walk)."""
 
     @abstractmethod
     def max_seq(self) -> int:

@@ -368,9 +368,9 @@ def reusable_ingests(saved: Mapping[str, Any], size: int) -> dict[str, tuple[Ing
 
 
 def ingest_record(rows: Mapping[str, tuple[IngestRow, str]], order: Sequence[str]) -> dict[str, Any]:
-    """``ingest.json``: every ``ok`` row in ``rows`` (by strategy, each with its date) in ``order``."""
-    ok = [n for n in order if n in rows and rows[n][0].status == "ok"]
-    return {"rows": [{**rows[n][0].to_dict(), "date": rows[n][1]} for n in ok]}
+    """``ingest.json``: the rows in ``rows`` (by strategy, each with its date; only ``ok`` ingests are kept) in
+    ``order``."""
+    return {"rows": [{**rows[n][0].to_dict(), "date": rows[n][1]} for n in order if n in rows]}
 
 
 @dataclass(frozen=True)

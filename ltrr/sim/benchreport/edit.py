@@ -12,6 +12,7 @@ import re
 from typing import Iterable
 
 _H2 = re.compile(r"^## ", re.MULTILINE)
+_LIST_ITEM = re.compile(r"\n- \*\*.*")  # the next line of the head's list of ``- **Label**: value`` lines
 
 
 def section_span(text: str, heading: str) -> tuple[int, int]:
@@ -61,7 +62,7 @@ def mark_in_head(text: str, label: str, value: str) -> str:
     if date is None:
         raise ValueError("the report's head holds no `- **Date**:` line")
     at = date.end()
-    while (m := re.compile(r"\n- \*\*.*").match(text, at)) and m.end() <= head:  # the rest of the list
+    while (m := _LIST_ITEM.match(text, at)) and m.end() <= head:  # the rest of the list
         at = m.end()
     return text[:at] + "\n" + line + text[at:]
 
