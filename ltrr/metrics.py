@@ -13,6 +13,7 @@ metric                                kind       tags                   recorded
 ``ltrr_strategy_latency_ms``          histogram  strategy               ingress, per call made
 ``ltrr_strategy_calls_total``         counter    strategy, outcome      ingress, per strategy per search
 ``ltrr_strategy_candidates``          histogram  strategy               ingress, per call answered (ok)
+``ltrr_strategy_returned_total``      counter    strategy               ingress, candidates per call answered
 ``ltrr_policy_decisions_total``       counter    -                      ingress, per policy decision
 ``ltrr_policy_included_total``        counter    strategy               ingress, per strategy called
 ``ltrr_policy_explored_total``        counter    -                      ingress, per exploring decision
@@ -52,6 +53,12 @@ metric                                kind       tags                   recorded
   left, settles ``expired``. A positive action on an entity outside the union (a client reporting what
   the user found elsewhere) counts as a miss. Forced searches count too: they were served. The window
   lives in the learner's process and starts empty when it restarts.
+* ``ltrr_strategy_returned_total{strategy}``: the candidates the calls that answered returned, exactly. Ray
+  2.60 exports a histogram's ``_sum`` from its buckets' midpoints, not from the observed values
+  (``OpenTelemetryMetricRecorder.record_histogram_aggregated_batch``): one call returning 30 candidates
+  adds 37.5, the middle of the bucket 25-50, to ``ray_ltrr_strategy_candidates_sum``. So the mean
+  candidates per call is ``returned_total / candidates_count``, not ``_sum / _count``. The latency
+  histograms' ``_sum`` is as coarse: read their buckets' quantiles.
 * ``ltrr_feedback_total{result}``: ``accepted`` (stored), ``duplicate`` (its ``event_id`` was stored
   already) or ``rejected`` (the caller got an error status: unauthenticated, invalid, unknown or expired
   request, deadline passed; nothing stored).
@@ -139,6 +146,7 @@ def _specs(*specs: MetricSpec) -> dict[str, MetricSpec]:
 STRATEGY_LATENCY = "ltrr_strategy_latency_ms"
 STRATEGY_CALLS = "ltrr_strategy_calls_total"
 STRATEGY_CANDIDATES = "ltrr_strategy_candidates"
+STRATEGY_RETURNED = "ltrr_strategy_returned_total"
 POLICY_DECISIONS = "ltrr_policy_decisions_total"
 POLICY_INCLUDED = "ltrr_policy_included_total"
 POLICY_EXPLORED = "ltrr_policy_explored_total"
@@ -170,6 +178,12 @@ METRICS: dict[str, MetricSpec] = _specs(
         "Candidates returned by one strategy call that answered.",
         ("strategy",),
         CANDIDATE_BOUNDARIES,
+    ),
+    MetricSpec(
+        STRATEGY_RETURNED,
+        "counter",
+        "Candidates returned by the strategy's calls that answered, exact (a histogram's _sum is bucket midpoints).",
+        ("strategy",),
     ),
     MetricSpec(POLICY_DECISIONS, "counter", "Decisions the policy made (forced plans not counted)."),
     MetricSpec(
@@ -268,6 +282,8 @@ def record_call(strategy: str, outcome: str, latency_ms: float, returned: int) -
         _metric(STRATEGY_LATENCY).observe(ms, tags={"strategy": strategy})
     if outcome == OK:
         _metric(STRATEGY_CANDIDATES).observe(n, tags={"strategy": strategy})
+        if n > 0:
+            _metric(STRATEGY_RETURNED).inc(n, tags={"strategy": strategy})
 
 
 def explored(decision: Decision, policy: Policy) -> bool:

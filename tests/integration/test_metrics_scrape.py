@@ -54,8 +54,14 @@ def test_every_metric_is_on_rays_endpoint_after_searches_and_feedback(ltrr_app, 
     # the shared session app may route a query to a strategy another test left slow (a degraded, empty answer),
     # so each query is also searched with lexical forced, whose answer always holds the name, and clicked.
     clicked = 0
+    lexical_returned = 0  # candidates the OK lexical calls of this test returned, as the answers say
     for q in QUERIES:
         for resp in (client.search(q, k=10), client.search(q, k=10, strategies=["lexical"])):
+            lexical_returned += sum(
+                s.candidates_returned
+                for s in resp.strategies
+                if s.strategy == "lexical" and s.status == pb.StrategyCall.OK
+            )
             if not resp.results:
                 assert resp.degraded, f"{q}: an empty answer must say what was missing"
                 continue
@@ -100,6 +106,7 @@ def test_every_metric_is_on_rays_endpoint_after_searches_and_feedback(ltrr_app, 
             "positive": total(found, "ray_ltrr_settlements_total", outcome="positive") >= 1,
             "search writes": total(found, "ray_ltrr_eventlog_write_ms_count", op="search") >= 2 * len(QUERIES) + 1,
             "settle writes": total(found, "ray_ltrr_eventlog_write_ms_count", op="settle") >= 1,
+            "returned": total(found, "ray_ltrr_strategy_returned_total", strategy="lexical") >= lexical_returned,
         }
         short = [k for k, ok in counts.items() if not ok]
         if (not missing and not short) or time.monotonic() > deadline:
@@ -111,6 +118,9 @@ def test_every_metric_is_on_rays_endpoint_after_searches_and_feedback(ltrr_app, 
     # Serve's tags come with every series, and the values are in range.
     accepted = [lab for n, lab, _ in found if n == "ray_ltrr_feedback_total" and lab.get("result") == "accepted"]
     assert all(lab.get("deployment") == "ingress" and lab.get("replica") for lab in accepted), accepted
+    # The exact candidate counter holds whole numbers (a histogram's _sum is Ray's bucket midpoints).
+    returned = [v for n, _, v in found if n == "ray_ltrr_strategy_returned_total"]
+    assert returned and all(v == int(v) for v in returned), returned
     recall = [v for n, _, v in found if n == "ray_ltrr_settled_recall"]
     assert recall and all(0.0 <= v <= 1.0 for v in recall)
     assert {lab.get("window") for n, lab, _ in found if n == "ray_ltrr_settled_recall"} == {"100", "1000"}

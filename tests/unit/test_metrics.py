@@ -60,6 +60,8 @@ def test_every_metric_is_on_the_dashboard_by_its_exported_name() -> None:
     # the histograms' quantile panels read the buckets
     for name in (metrics.STRATEGY_LATENCY, metrics.EVENTLOG_WRITE, metrics.STRATEGY_CANDIDATES):
         assert f"ray_{name}_bucket" in queried
+    # no mean from a histogram's _sum: Ray 2.60 exports it from bucket midpoints (ltrr.metrics' docstring)
+    assert not {s for s in queried if s.endswith("_sum")}
 
 
 def test_every_ltrr_series_the_dashboard_queries_is_defined() -> None:
@@ -175,13 +177,18 @@ def test_a_call_records_its_outcome_and_latency_if_made_and_candidates_if_answer
     metrics.record_call("lexical", "ok", 12.5, 25)
     metrics.record_call("vector", "timeout", 3000.0, 0)
     metrics.record_call("graph", "skipped", 0.0, 0)
+    metrics.record_call("memory", "ok", 1.0, 0)  # answered empty: observed, but a counter takes no 0
     assert recorded == [
         ("ltrr_strategy_calls_total", "inc", 1, {"strategy": "lexical", "outcome": "ok"}),
         ("ltrr_strategy_latency_ms", "observe", 12.5, {"strategy": "lexical"}),
         ("ltrr_strategy_candidates", "observe", 25.0, {"strategy": "lexical"}),
+        ("ltrr_strategy_returned_total", "inc", 25.0, {"strategy": "lexical"}),
         ("ltrr_strategy_calls_total", "inc", 1, {"strategy": "vector", "outcome": "timeout"}),
         ("ltrr_strategy_latency_ms", "observe", 3000.0, {"strategy": "vector"}),
         ("ltrr_strategy_calls_total", "inc", 1, {"strategy": "graph", "outcome": "skipped"}),
+        ("ltrr_strategy_calls_total", "inc", 1, {"strategy": "memory", "outcome": "ok"}),
+        ("ltrr_strategy_latency_ms", "observe", 1.0, {"strategy": "memory"}),
+        ("ltrr_strategy_candidates", "observe", 0.0, {"strategy": "memory"}),
     ]
 
 
@@ -235,13 +242,14 @@ def test_a_search_records_its_calls_then_its_decision_judged_against_the_policy(
     calls = [CallReport("lexical", 10, 10, 3.0, "ok"), CallReport("vector", 0, 0, 0.0, "skipped", 0.4)]
     metrics.record_search(calls, explored, p)
     names = [r[0] for r in recorded]
-    assert names[:4] == [
+    assert names[:5] == [
         "ltrr_strategy_calls_total",
         "ltrr_strategy_latency_ms",
         "ltrr_strategy_candidates",
+        "ltrr_strategy_returned_total",
         "ltrr_strategy_calls_total",
     ]
-    assert names[4] == "ltrr_policy_decisions_total" and names[-1] == "ltrr_policy_explored_total"
+    assert names[5] == "ltrr_policy_decisions_total" and names[-1] == "ltrr_policy_explored_total"
     recorded.clear()
     metrics.record_search([], greedy, p)
     assert ("ltrr_policy_decisions_total", "inc", 1, {}) in recorded
@@ -395,5 +403,6 @@ def test_recording_without_a_ray_worker_neither_raises_nor_starts_ray() -> None:
     out = _run(code)
     assert out == (
         "False ['ltrr_eventlog_write_ms', 'ltrr_feedback_total', 'ltrr_policy_version', "
-        "'ltrr_strategy_calls_total', 'ltrr_strategy_candidates', 'ltrr_strategy_latency_ms']"
+        "'ltrr_strategy_calls_total', 'ltrr_strategy_candidates', 'ltrr_strategy_latency_ms', "
+        "'ltrr_strategy_returned_total']"
     )
