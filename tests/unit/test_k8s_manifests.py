@@ -12,13 +12,14 @@ What runs here, without a cluster or network:
   that lists ``properties`` (see ``k8s/crds/*/README.md``);
 * ``spec.serveConfigV2`` validates with Ray Serve's own schema and its ``args`` with ltrr's
   :class:`~ltrr.config.AppConfig`, and differs from ``deployments/serve_config.yaml`` only where
-  the cluster needs it (in-cluster backend URLs, paths on the state volume, proxy host, autoscaling);
+  the cluster needs it (in-cluster backend URLs, paths on the pods' cache volume, proxy host, autoscaling);
   its autoscaling applies to the deployments :func:`deployments.app.build_app` builds (Serve's own
   override step, run offline) and fits the worker group's bounds;
-* cross-references hold: URLs and DSNs name rendered Services, paths sit on the state volume, every
-  ``secretKeyRef`` names a key of the generated Secret, the ingest Job reads the same Serve config as
-  the RayService, the pods that share the state volume are pinned to one node, the NetworkPolicies
-  let in exactly what the pods need;
+* cross-references hold: URLs and DSNs name rendered Services, paths sit on each pod's own emptyDir,
+  every ``secretKeyRef`` names a key of the generated Secret, every volume mount names a volume of its
+  pod, the ingest Job reads the same Serve config as the RayService and it and the head's init
+  container get the DSN of the done-marker's database, no pod is tied to a node by a shared volume or
+  an affinity, the NetworkPolicies let in exactly what the pods need;
 * no image is unpinned (``latest`` or no tag), and the pins match the servers the tests run.
 """
 
@@ -61,7 +62,6 @@ SECRET_NAME = re.compile(rf"^{SECRET}-[a-z0-9]{{10}}$")
 #: What both overlays render; ("Secret", SECRET) stands for the generated, hash-suffixed name.
 BASE_OBJECTS = {
     ("Namespace", "ltrr"),
-    ("PersistentVolumeClaim", "ltrr-state"),
     ("Secret", SECRET),
     ("Service", "meilisearch"),
     ("Service", "meilisearch-headless"),
@@ -92,8 +92,9 @@ SECRET_KEYS = {
     "dev": {"auth_token", "api_tokens", "meili_master_key", "events_dsn", "redis_password", "postgres_password"},
     "prod": {"auth_token", "api_tokens", "meili_master_key", "events_dsn", "redis_password"},
 }
-#: The pods that mount the state volume (base/state.yaml) carry this label and are pinned to its node.
-STATE_LABEL = ("ltrr.io/state", "ltrr-state")
+#: The label and claim of the old single-node layout (a PVC every pod mounted, pinned by podAffinity).
+OLD_STATE = "ltrr-state"
+OLD_STATE_LABEL = "ltrr.io/state"
 #: KubeRay 1.7's RayService upgrade types (ray-operator/controllers/ray/utils/validation.go,
 #: ValidateRayServiceSpec; the CRD types the field as a plain string).
 KUBERAY_UPGRADE_TYPES = {"NewCluster", "NewClusterWithIncrementalUpgrade", "None"}
@@ -594,10 +595,9 @@ def test_backend_urls_name_rendered_services(docs: list[dict[str, Any]], serve_c
     assert f'("{uri.hostname}", {uri.port})' in script
 
 
-def test_ray_pods_share_env_ports_and_the_state_volume(
-    docs: list[dict[str, Any]], rayservice: dict[str, Any], serve_cfg: dict[str, Any]
+def test_ray_pods_share_env_and_ports_and_keep_their_caches_on_their_own_empty_dir(
+    rayservice: dict[str, Any], docs: list[dict[str, Any]], serve_cfg: dict[str, Any]
 ) -> None:
-    pvc = _one(docs, "PersistentVolumeClaim", "ltrr-state")
     secret, _ = _secret(docs)
     auth = rayservice["spec"]["rayClusterConfig"]["authOptions"]
     assert auth == {"mode": "token", "secretName": secret}  # rewritten to the generated name
@@ -611,7 +611,7 @@ def test_ray_pods_share_env_ports_and_the_state_volume(
             ("RAY_AUTH_TOKEN", "auth_token"),  # the key KubeRay's authOptions reads
             ("LTRR_MEILI_MASTER_KEY", "meili_master_key"),
             ("LTRR_AUTH_TOKENS", "api_tokens"),
-            ("LTRR_EVENTS_DSN", "events_dsn"),  # the event log is PostgreSQL
+            ("LTRR_EVENTS_DSN", "events_dsn"),  # the event log, catalog, checkpoints, models: PostgreSQL
         ]:
             assert env[var] == {"secretKeyRef": {"name": secret, "key": key}}, var
         assert (
@@ -622,10 +622,8 @@ def test_ray_pods_share_env_ports_and_the_state_volume(
         ) == ("1", "1", "1", "1")
         assert env["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"] == "4194304"  # as the Makefile and scripts/up.sh set it
         home = env["LTRR_HOME"]
-        assert _mounts(pod, container)[home] == {
-            "name": "ltrr-state",
-            "persistentVolumeClaim": {"claimName": pvc["metadata"]["name"]},
-        }
+        # The pod's own scratch space: what the paths below hold with a DSN is a cache.
+        assert _mounts(pod, container)[home] == {"name": "ltrr-cache", "emptyDir": {"sizeLimit": "5Gi"}}
         paths = [args["catalog_path"], args["events_path"], args["policy"]["checkpoint_dir"]]
         paths += [args["ranking"]["model_dir"], args["strategies"]["graph"]["config"]["cache_dir"]]
         assert all(p.startswith(home + "/") for p in paths), paths
@@ -677,46 +675,78 @@ def test_ingest_job_reads_the_same_serve_config_and_gates_the_head(
     mounts = _mounts(pod, container)
     assert mounts["/etc/ltrr"]["configMap"]["name"] == cm["metadata"]["name"]
     home = _env(container)["LTRR_HOME"]
-    assert mounts[home]["persistentVolumeClaim"]["claimName"] == "ltrr-state"
+    assert "emptyDir" in mounts[home]  # scratch only: nothing the head reads is left there
     # Clear the marker, ingest, then write a marker of this ingest's inputs; stop at the first failure.
-    marker = f"{home}/var/ingest-done.json"
+    # The marker is in the PostgreSQL catalog ($LTRR_EVENTS_DSN), not in a file: no path.
     steps = [step.strip() for step in command.split(";") if step.strip()]
     assert steps[0] == "set -e"
     assert steps[-3:] == [
-        f"python /app/ingest_marker.py clear {marker}",
+        "python /app/ingest_marker.py clear",
         f"ltrr ingest {config} {data}",
-        f"python /app/ingest_marker.py write {marker} {config} {data}",
+        f"python /app/ingest_marker.py write {config} {data}",
     ]
     # The head serves only once a marker for its own config (the same ConfigMap) and image exists.
     head_pod, _ = _ray_pods(rayservice)[0]
     (wait,) = head_pod["initContainers"]
-    assert f"until python /app/ingest_marker.py check {marker} {config} {data};" in wait["command"][-1]
-    assert _mounts(head_pod, wait)["/etc/ltrr"]["configMap"]["name"] == cm["metadata"]["name"]
-    assert _mounts(head_pod, wait)[home]["persistentVolumeClaim"]["claimName"] == "ltrr-state"
+    assert f"until python /app/ingest_marker.py check {config} {data};" in wait["command"][-1]
+    serve_config = {"name": "serve-config", "configMap": {"name": cm["metadata"]["name"]}}
+    assert _mounts(head_pod, wait) == {"/etc/ltrr": serve_config}  # the marker needs no volume
     assert wait["image"] == container["image"]  # the same data and ltrr version as the Job's
+    # Both reach the marker's database through the DSN of the one Secret (as the Ray pods do).
+    secret, _ = _secret(docs)
+    dsn = {"secretKeyRef": {"name": secret, "key": "events_dsn"}}
+    assert _env(container)["LTRR_EVENTS_DSN"] == dsn
+    assert _env(wait) == {"LTRR_EVENTS_DSN": dsn}
 
 
-def test_state_volume_is_read_write_once_and_its_pods_share_one_node(docs: list[dict[str, Any]]) -> None:
-    """The SQLite catalog is on a ReadWriteOnce volume (base/state.yaml): every pod that mounts it is
-    labelled and must be scheduled beside the others (required podAffinity, per node)."""
-    pvc = _one(docs, "PersistentVolumeClaim", "ltrr-state")
-    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
-    assert not [w for d in docs for w, n in _walk(d) if n == "ReadWriteMany"], "no RWX volume any more"
-    users = {}
-    for name, template in _pod_templates(docs).items():
-        claims = [v["persistentVolumeClaim"]["claimName"] for v in template["spec"].get("volumes", [])
-                  if "persistentVolumeClaim" in v]  # fmt: skip
-        if "ltrr-state" in claims:
-            users[name] = template
-    assert sorted(users) == ["Job/ltrr-ingest", "RayService/ltrr/cpu", "RayService/ltrr/head"]
-    key, value = STATE_LABEL
-    for name, template in users.items():
-        assert template["metadata"]["labels"][key] == value, name
-        (term,) = template["spec"]["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-        assert term == {"labelSelector": {"matchLabels": {key: value}}, "topologyKey": "kubernetes.io/hostname"}
-    for name, template in _pod_templates(docs).items():
-        if name not in users:  # the label would drag an unrelated pod onto the node
-            assert key not in template["metadata"].get("labels", {}), name
+def test_no_pod_is_tied_to_a_node_by_a_volume_or_an_affinity(docs: list[dict[str, Any]]) -> None:
+    """The state is in PostgreSQL, Meilisearch and Milvus: the old ReadWriteOnce PVC ltrr-state and the
+    required podAffinity that pinned every pod mounting it to one node are gone, and the pods that
+    used it (the Job, the head, the workers) mount no claim at all, only their own emptyDir."""
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"], "no PVC but the StatefulSets' own"
+    assert not [w for d in docs for w, n in _walk(d) if n == "ReadWriteMany"], "no RWX volume"
+    templates = _pod_templates(docs)
+    assert {"Job/ltrr-ingest", "RayService/ltrr/head", "RayService/ltrr/cpu"} <= set(templates)
+    for name, template in templates.items():
+        spec = template["spec"]
+        assert "podAffinity" not in spec.get("affinity", {}), name
+        assert OLD_STATE_LABEL not in template["metadata"].get("labels", {}), name
+        for volume in spec.get("volumes", []):  # a StatefulSet's own claims are volumeClaimTemplates
+            assert "persistentVolumeClaim" not in volume and volume["name"] != OLD_STATE, f"{name}: {volume}"
+    # Nowhere at all: no label, selector, claim or volume of the old layout is left.
+    for d in docs:
+        for where, node in _walk(d):
+            old = node == OLD_STATE or (isinstance(node, dict) and OLD_STATE_LABEL in node)
+            assert not old, f"{d['kind']}/{d['metadata']['name']} {where}"
+
+
+def _dangling_mounts(docs: list[dict[str, Any]]) -> tuple[list[str], int]:
+    """(the volume mounts that name no volume of their pod, how many mounts there are), over every container
+    and init container of every workload, the Ray pods included; a StatefulSet's volumeClaimTemplates count
+    as volumes of its pods."""
+    dangling, mounts = [], 0
+    for d in docs:
+        claims = {t["metadata"]["name"] for t in d.get("spec", {}).get("volumeClaimTemplates", [])}
+        for name, template in _pod_templates([d]).items():
+            spec = template["spec"]
+            volumes = {v["name"] for v in spec.get("volumes", [])} | claims
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                for mount in container.get("volumeMounts", []):
+                    mounts += 1
+                    if mount["name"] not in volumes:
+                        dangling.append(f"{name} {container['name']}: {mount['name']}")
+    return dangling, mounts
+
+
+def test_every_volume_mount_names_a_volume_of_its_pod(docs: list[dict[str, Any]]) -> None:
+    dangling, mounts = _dangling_mounts(docs)
+    assert dangling == []
+    assert mounts >= 5  # the Job's two, the head's and the worker's cache, the head init's config, Meilisearch
+    # The check sees a mount left behind by a removed volume (what dropping the PVC could have left).
+    broken = copy.deepcopy(docs)
+    head = _one(broken, "RayService", "ltrr")["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    head["initContainers"][0]["volumeMounts"].append({"name": OLD_STATE, "mountPath": "/srv/ltrr"})
+    assert _dangling_mounts(broken)[0] == [f"RayService/ltrr/head wait-for-ingest: {OLD_STATE}"]
 
 
 def test_meilisearch_statefulset_uses_the_secret_and_no_analytics(docs: list[dict[str, Any]]) -> None:
