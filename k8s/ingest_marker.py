@@ -47,12 +47,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from ltrr.event_store import DSN_ENV  # where the DSN comes from when ``--dsn`` is not given
+
 #: Bump when the fingerprint's definition changes, so old markers stop matching.
 SCHEMA = "ltrr-ingest-marker/1"
 #: The marker's key in the catalog's meta (``catalog_meta``).
 META_KEY = "k8s:ingest_done"
-#: Where the DSN comes from when ``--dsn`` is not given (:data:`ltrr.event_store.DSN_ENV`).
-DSN_ENV = "LTRR_EVENTS_DSN"
 T = TypeVar("T")
 
 
