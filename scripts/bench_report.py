@@ -29,11 +29,18 @@ not run" from what the run does not show, copies the scale plot as above, and ke
 no other input and fails (exit 1, the file untouched) when ``--out`` or ``--scale`` is missing or the report has
 no such section. Sections 2 and 4 (ranker, latency) also read the regret runs, so they have no ``--only``.
 
+``--keep scale`` is the converse (``ltrr.sim.benchreport.keep``): the whole report rendered again from the other
+inputs, with the Scale section, its row of the table of inputs and its plot carried over from the report already
+at ``--out``, for a new ``make bench`` when the scale run's ``scale.json`` is gone; the head says so in a line
+``Scale section kept: from the previous report, ...``. It fails (exit 1, the file untouched) when ``--out`` is
+missing or has no such section, and when there is a scale input at ``--scale`` (render it instead).
+
     .venv/bin/python scripts/bench_report.py [--regret bench-out ...] [--ranker bench-out/ranker.json]
         [--latency bench-out/latency.json] [--scale bench-out/scale/scale.json] [--out docs/benchmarks.md]
         [--plots-dir DIR] [--window 100] [--config deployments/serve_config.yaml]
     .venv/bin/python scripts/bench_report.py --only scale [--scale bench-out/scale/scale.json]
         [--out docs/benchmarks.md] [--plots-dir DIR]
+    .venv/bin/python scripts/bench_report.py --keep scale [--regret bench-out ...] [the other inputs as above]
 """
 
 from __future__ import annotations
@@ -254,6 +261,23 @@ def only(name: str, args: argparse.Namespace, head: br.Head, out: Path, plots_di
     return 0
 
 
+def kept_from(args: argparse.Namespace, out: Path) -> str:
+    """``--keep name``: the report at ``out`` whose section is carried over, checked before anything is rendered."""
+    name = args.keep
+    if not out.is_file():
+        raise SystemExit(f"--keep {name}: there is no report at {out} to keep the section from")
+    given = getattr(args, br.SECTIONS[name].input)
+    if read_json(Path(given)) is not None:
+        raise SystemExit(f"--keep {name}: there is a {name} input at {given}; render it instead of keeping "
+                         "the old section")  # fmt: skip
+    text = out.read_text()
+    try:  # the same checks keep() makes, before the slow part
+        br.keep(br.render(br.Inputs(br.Head("", "", "", ""))), text, name)
+    except ValueError as exc:
+        raise SystemExit(f"--keep {name}: {out}: {exc}") from exc
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--regret", action="append", metavar="DIR", help="a regret run (repeatable; default bench-out)")
@@ -267,7 +291,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=100, help="queries in the plots' trailing means")
     ap.add_argument("--only", choices=sorted(br.SECTIONS), default=None,
                     help="re-render this section alone in the report already at --out (module docstring)")  # fmt: skip
+    ap.add_argument("--keep", choices=sorted(br.SECTIONS), default=None,
+                    help="carry this section over from the report already at --out (its input is gone)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.only and args.keep:
+        raise SystemExit("--only and --keep exclude each other")
     if args.window < 1:
         raise SystemExit(f"--window must be >= 1, got {args.window}")
     argv_list = list(sys.argv[1:] if argv is None else argv)
@@ -276,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plots_dir = Path(args.plots_dir) if args.plots_dir else out.parent
     if args.only:
         return only(args.only, args, this_run(argv_list), out, plots_dir)
+    previous = kept_from(args, out) if args.keep else None
     plots_dir.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = load_app_config(args.config)
@@ -301,8 +330,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing_runs=missing,
         scale_plot=os.path.relpath(plot[1], out.parent) if plot else None,
     )
-    out.write_text(br.render(inputs, FAMILIES))
-    log(f"wrote {out} and its plots in {plots_dir}")
+    text = br.render(inputs, FAMILIES)
+    if args.keep and previous is not None:
+        text = br.keep(text, previous, args.keep)
+    out.write_text(text)
+    log(f"wrote {out} and its plots in {plots_dir}" + (f", its {args.keep} section kept" if args.keep else ""))
     return 0
 
 

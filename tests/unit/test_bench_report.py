@@ -1,6 +1,7 @@
 """scripts/bench_report.py end to end on hand-made bench outputs in a temporary folder: the report and its plots are
 written where the flags say, the run is priced with the ladder and costs it saved, the scale plot is copied beside
-the report, a bad flag is refused, and ``--only scale`` re-renders that section of a report already written.
+the report, a bad flag is refused, ``--only scale`` re-renders that section of a report already written, and
+``--keep scale`` renders the rest again around it.
 The figures themselves are tests/unit/test_sim_benchreport.py's."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from unittest import mock
 import pytest
 
 from ltrr.sim import benchreport as br
+from ltrr.sim.benchreport import edit
 from tests.unit.test_sim_benchreport import HEAD, LATENCY, LIVE, OLD_SCALE, RANKER, regret_json, run_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,3 +198,68 @@ def test_only_scale_fails_without_its_report_input_or_section(
     assert isinstance(exc.value.code, str)  # the message, printed to stderr with exit status 1
     assert (out.read_text() if out.exists() else None) == text  # untouched
     assert not (out.parent / "benchmarks-scale.png").exists()  # and no plot copied
+
+
+def keep_scale(script: Any, tmp: Path) -> tuple[Path, str, list[str]]:
+    """A report whose Scale section came from the 2026-12-02 scale run (:func:`only_scale`), the flags of a new
+    whole report from :func:`outputs` with its scale run gone, and that report's text before."""
+    code, out, _ = only_scale(script, tmp)
+    assert code == 0
+    paths = outputs(tmp)
+    paths["scale"].unlink()
+    flags = ["--keep", "scale", "--regret", str(paths["run"]), "--ranker", str(paths["ranker"]),
+             "--latency", str(paths["latency"]), "--scale", str(paths["scale"]), "--out", str(out)]  # fmt: skip
+    return out, out.read_text(), flags
+
+
+def run_main(script: Any, flags: list[str]) -> int:
+    cwd = os.getcwd()
+    try:
+        return int(script.main(flags))
+    finally:
+        os.chdir(cwd)
+
+
+def test_keep_scale_renders_the_rest_again_and_carries_the_scale_section_over(script: Any, tmp_path: Path) -> None:
+    out, before, flags = keep_scale(script, tmp_path)
+    assert run_main(script, flags) == 0
+    md = out.read_text()
+    assert edit.section(md, "## Scale") == edit.section(before, "## Scale")  # the 58k/250k tables, as they were
+    assert "| 58,000 | lexical | 12.5 | 187 | 14.9 | 58,000 | 2,759 | 482 | ok |" in md
+    assert edit.head_row(md, "scale") == edit.head_row(before, "scale")
+    regenerated = edit.head_value(before, "Scale section regenerated")
+    assert regenerated is not None
+    kept = edit.head_value(md, "Scale section kept")
+    assert kept == (f"from the previous report, where it was regenerated "
+                    f"{regenerated.removesuffix('; the rest of the report is as of the commit and date above')}; "
+                    "its input was not read by this run")  # fmt: skip
+    # the rest is this run's: its command, the new regret run, and no "not run" line for the kept section
+    assert edit.head_value(md, "Command") == "`scripts/bench_report.py " + " ".join(flags) + "`"
+    assert "regret run `regret-s0`" in md and "regret-s0" not in before and "run-a" in before
+    assert "- scale: `make bench-scale` was not run" not in md
+    assert edit.head_value(md, "Scale section regenerated") is None
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (lambda out, flags: out.unlink(), r"^--keep scale: there is no report at .*benchmarks\.md to keep the section "
+                                          r"from$"),
+        (lambda out, flags: Path(flags[flags.index("--scale") + 1]).write_text("{}"),
+         r"^--keep scale: there is a scale input at .*scale\.json; render it instead of keeping the old section$"),
+        (lambda out, flags: out.write_text(out.read_text().replace("## Scale\n", "")),
+         r"^--keep scale: .*benchmarks\.md: the report holds no `## Scale` heading line, needs exactly one$"),
+        (lambda out, flags: flags.extend(["--only", "scale"]), r"^--only and --keep exclude each other$"),
+    ],  # fmt: skip
+    ids=["no report", "a scale input", "no scale section", "with --only"],
+)
+def test_keep_scale_fails_and_leaves_the_report_as_it_was(
+    script: Any, tmp_path: Path, break_it: Any, message: str
+) -> None:
+    out, _, flags = keep_scale(script, tmp_path)
+    break_it(out, flags)
+    text = out.read_text() if out.exists() else None
+    with pytest.raises(SystemExit, match=message) as exc:
+        run_main(script, flags)
+    assert isinstance(exc.value.code, str)
+    assert (out.read_text() if out.exists() else None) == text

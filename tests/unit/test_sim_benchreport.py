@@ -426,6 +426,64 @@ def test_update_of_a_section_it_does_not_know_is_refused() -> None:
         br.update(REPORT, "ranker", scale_only())
 
 
+# -- one section carried over from the report a new one replaces (keep, --keep) ------------------------------------
+
+LATER = br.Head("scripts/bench_report.py --keep scale --regret r", "7654321", "2 cores, Test CPU",
+                "2026-12-20 10:00 UTC")  # fmt: skip
+
+
+def without_scale(head: br.Head = LATER) -> str:
+    """A whole report of a later run whose scale input is gone (its other inputs as :func:`full`'s)."""
+    return br.render(replace(full(None), head=head))
+
+
+@pytest.mark.parametrize("regenerated", [False, True], ids=["scale from the whole run", "scale regenerated"])
+def test_keep_carries_the_scale_section_its_row_and_where_it_came_from_into_a_new_report(regenerated: bool) -> None:
+    old = br.render(full(SCALE))
+    if regenerated:
+        old = br.update(old, "scale", scale_only())
+    new = without_scale()
+    md = br.keep(new, old, "scale")
+    # the kept section, byte for byte, in place of the new report's "was not run"
+    assert edit.section(md, "## Scale") == edit.section(old, "## Scale")
+    assert "was not run" in edit.section(new, "## Scale") and "was not run" not in md
+    assert edit.head_row(md, "scale") == edit.head_row(old, "scale") != edit.head_row(new, "scale")
+    where = ("where it was regenerated 2026-12-10 11:00 UTC, commit fedcba9, by `scripts/bench_report.py --only "
+             "scale`" if regenerated else "as of its commit abc1234+dirty and date 2026-01-02")  # fmt: skip
+    mark = f"- **Scale section kept**: from the previous report, {where}; its input was not read by this run"
+    assert edit.head_value(md, "Scale section kept") == mark.split("**: ", 1)[1]
+    # the rest is the new report's: its own head (with the mark after its date line), questions 1 to 4, and what
+    # it does not show without the line the kept section makes untrue
+    assert md.replace(mark + "\n", "") == (new.replace(edit.section(new, "## Scale"), edit.section(old, "## Scale"))
+                                           .replace(edit.head_row(new, "scale"), edit.head_row(old, "scale"))
+                                           .replace("- scale: `make bench-scale` was not run\n", ""))  # fmt: skip
+    assert md.index(mark) == md.index("- **Date**: 2026-12-20 10:00 UTC") + len("- **Date**: 2026-12-20 10:00 UTC\n")
+    assert "- **Commit**: 7654321" in md and "- **Scale section regenerated**" not in md
+    # kept again by a later run: the same section, and the same origin (not the report it was kept in)
+    again = br.keep(without_scale(replace(LATER, date="2026-12-21 10:00 UTC")), md, "scale")
+    assert edit.section(again, "## Scale") == edit.section(old, "## Scale")
+    assert edit.head_row(again, "scale") == edit.head_row(old, "scale")
+    assert edit.head_value(again, "Scale section kept") == mark.split("**: ", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("old", "message"),
+    [
+        (REPORT.replace("## Scale\n", "## Scales\n"), "the report holds no `## Scale` heading line, needs exactly one"),
+        (REPORT.replace("\n| scale |", "\n| scales |"),
+         "the report's table of inputs holds 0 `scale` rows, needs exactly one"),
+        (REPORT.replace("- **Date**:", "- **When**:"),
+         "the previous report's head holds no `- **Commit**:` and `- **Date**:` lines"),
+    ],  # fmt: skip
+    ids=["no section", "no inputs row", "no date line"],
+)
+def test_keep_refuses_a_previous_report_without_the_section_its_row_or_its_date(old: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        br.keep(without_scale(), old, "scale")
+    with pytest.raises(ValueError, match=r"^`name` must be one of scale, got 'ranker'$"):
+        br.keep(without_scale(), REPORT, "ranker")
+
+
 def test_the_text_edits_touch_only_what_they_name() -> None:
     text = "# T\n\n- **Date**: d\n- **Other**: o\n\n| scale | x |\n\n## A\n\na\n\n### Scale\n\n## Scale\n\ns\n"
     # the last section runs to the end; "### Scale" is not the heading

@@ -17,7 +17,9 @@ inputs do not show:
 4. at what latency? and scale (:mod:`.latency`)
 
 :func:`update` re-renders one section of :data:`SECTIONS` (scale) in a report already written, from its own
-input alone, and leaves the rest as it was (``scripts/bench_report.py --only``; the text edits are :mod:`.edit`).
+input alone, and leaves the rest as it was (``scripts/bench_report.py --only``); :func:`keep` does the converse, a
+whole new report with that one section carried over from the report it replaces, whose input is gone
+(``scripts/bench_report.py --keep``). The text edits are :mod:`.edit`.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from ltrr.sim.benchreport.inputs import (
 )
 from ltrr.sim.inloop import INLOOP_PREFIX
 
+#: What :func:`gaps` says when there is no scale input.
+SCALE_GAP = "scale: `make bench-scale` was not run"
 TITLE = "# Benchmarks: does ltrr beat static retrieval, RRF, and what a user would set up instead?"
 GAPS = "## What this run does not show"
 
@@ -60,6 +64,7 @@ __all__ = [
     "gaps",
     "head_lines",
     "input_row",
+    "keep",
     "learners",
     "machine_line",
     "peer_families",
@@ -148,7 +153,7 @@ def gaps(inputs: Inputs) -> list[str]:
     elif inputs.runs and not runs_measured:
         out.append("throughput of the peers at 1 and 16 callers: no regret run measured it (`--throughput`)")
     if inputs.scale is None:
-        out.append("scale: `make bench-scale` was not run")
+        out.append(SCALE_GAP)
     return out + list(inputs.notes)
 
 
@@ -156,11 +161,12 @@ def gaps(inputs: Inputs) -> list[str]:
 class Section:
     """A section :func:`update` can re-render alone: its ``heading`` (its first line), the :class:`Inputs` field
     it is rendered from and nothing else (``input``, also the name of its row in the head's table of inputs),
-    and its ``lines`` from the inputs."""
+    its ``lines`` from the inputs, and the ``gap`` line :func:`gaps` says without that input."""
 
     heading: str
     input: str
     lines: Callable[[Inputs], list[str]]
+    gap: str
 
 
 def _scale(inputs: Inputs) -> list[str]:
@@ -169,7 +175,14 @@ def _scale(inputs: Inputs) -> list[str]:
 
 #: ``name -> Section`` of the sections :func:`update` re-renders. Questions 2 and 4 (``ranker.json``,
 #: ``latency.json``) read the regret runs too, so neither can be re-rendered from its own input alone.
-SECTIONS = {"scale": Section("## Scale", "scale", _scale)}
+SECTIONS = {"scale": Section("## Scale", "scale", _scale, SCALE_GAP)}
+_REST = "; the rest of the report is as of the commit and date above"
+
+
+def _section(name: str) -> Section:
+    if name not in SECTIONS:
+        raise ValueError(f"`name` must be one of {', '.join(sorted(SECTIONS))}, got {name!r}")
+    return SECTIONS[name]
 
 
 def update(text: str, name: str, inputs: Inputs) -> str:
@@ -180,19 +193,45 @@ def update(text: str, name: str, inputs: Inputs) -> str:
     not show that the input's presence makes untrue (``scale: make bench-scale was not run``) dropped. Every
     other byte is kept. Raises :class:`ValueError` when the input is absent or the text lacks the section, its
     row or the head's date line."""
-    if name not in SECTIONS:
-        raise ValueError(f"`name` must be one of {', '.join(sorted(SECTIONS))}, got {name!r}")
-    sec = SECTIONS[name]
+    sec = _section(name)
     if getattr(inputs, sec.input) is None:
         raise ValueError(f"no {sec.input} input to render the `{sec.heading}` section from")
     text = edit.replace_section(text, sec.heading, "".join(ln + "\n" for ln in sec.lines(inputs)))
     text = edit.replace_head_row(text, sec.input, table_row(input_row(sec.input, inputs)))
     h, title = inputs.head, sec.heading.removeprefix("## ")
-    label, rest = f"{title} section regenerated", "the rest of the report is as of the commit and date above"
-    text = edit.mark_in_head(text, label, f"{h.date}, commit {h.commit}, by {code(h.command)}; {rest}")
+    value = f"{h.date}, commit {h.commit}, by {code(h.command)}{_REST}"
+    text = edit.mark_in_head(text, f"{title} section regenerated", value)
     absent: dict[str, Any] = {sec.input: None}
     untrue = set(gaps(replace(inputs, **absent))) - set(gaps(inputs))
     return edit.drop_lines(text, GAPS, [f"- {g}" for g in untrue])
+
+
+def keep(new: str, old: str, name: str) -> str:
+    """``new``, a whole report :func:`render` wrote without section ``name``'s input (:data:`SECTIONS`), with that
+    section carried over from ``old``, the report it replaces: the section as ``old`` has it, its row of the
+    head's table of inputs, and the head line ``- **<Title> section kept**: from the previous report, ...`` saying
+    where the section's figures are from (the ``<Title> section regenerated`` line of ``old`` when it has one, else
+    ``old``'s commit and date; its ``section kept`` line as it is when ``old`` kept the section too); the line of
+    what the run does not show that the input's absence put in ``new`` is dropped. For a re-run of the other
+    benchmarks when that input is gone (``bench-out/`` is not in git). Raises :class:`ValueError` when ``old``
+    lacks the section, its row, or its head's commit and date lines, or ``new`` lacks the section or its row."""
+    sec = _section(name)
+    title = sec.heading.removeprefix("## ")
+    label = f"{title} section kept"
+    value = edit.head_value(old, label)  # kept again: where it first came from
+    if value is None:
+        regenerated = edit.head_value(old, f"{title} section regenerated")
+        date, commit = edit.head_value(old, "Date"), edit.head_value(old, "Commit")
+        if regenerated is not None:
+            where = f"where it was regenerated {regenerated.removesuffix(_REST)}"
+        elif date is None or commit is None:
+            raise ValueError("the previous report's head holds no `- **Commit**:` and `- **Date**:` lines")
+        else:
+            where = f"as of its commit {commit} and date {date}"
+        value = f"from the previous report, {where}; its input was not read by this run"
+    text = edit.replace_section(new, sec.heading, edit.section(old, sec.heading))
+    text = edit.replace_head_row(text, sec.input, edit.head_row(old, sec.input))
+    return edit.drop_lines(edit.mark_in_head(text, label, value), GAPS, [f"- {sec.gap}"])
 
 
 def render(inputs: Inputs, families: Mapping[str, str] | None = None) -> str:

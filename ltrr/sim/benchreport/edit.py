@@ -1,5 +1,6 @@
 """Edits of a rendered report's text, for re-rendering one section of it in place
-(:func:`ltrr.sim.benchreport.update`). Pure; every byte outside what each function names is kept.
+(:func:`ltrr.sim.benchreport.update`) or carrying one over from an older report
+(:func:`ltrr.sim.benchreport.keep`). Pure; every byte outside what each function names is kept.
 
 A section is its heading line (``## Scale``) up to the next ``## `` heading or the end of the text; the head is
 the text before the first ``## `` heading (the title, this report's command, commit, machine and date, and the
@@ -40,15 +41,36 @@ def _head_end(text: str) -> int:
     return first.start() if first else len(text)
 
 
-def replace_head_row(text: str, name: str, row: str) -> str:
-    """``text`` with the head's table row of input ``name`` (the line starting ``| <name> |``) replaced by
-    ``row``."""
+def section(text: str, heading: str) -> str:
+    """The section headed ``heading`` (:func:`section_span`), its heading line included."""
+    start, end = section_span(text, heading)
+    return text[start:end]
+
+
+def _head_row_match(text: str, name: str) -> re.Match[str]:
     head = _head_end(text)
     found = list(re.finditer(f"^\\| {re.escape(name)} \\|.*$", text[:head], re.MULTILINE))
     if len(found) != 1:
         raise ValueError(f"the report's table of inputs holds {len(found)} `{name}` rows, needs exactly one")
-    m = found[0]
+    return found[0]
+
+
+def head_row(text: str, name: str) -> str:
+    """The head's table row of input ``name`` (the line starting ``| <name> |``)."""
+    return _head_row_match(text, name).group(0)
+
+
+def replace_head_row(text: str, name: str, row: str) -> str:
+    """``text`` with the head's table row of input ``name`` (the line starting ``| <name> |``) replaced by
+    ``row``."""
+    m = _head_row_match(text, name)
     return text[: m.start()] + row + text[m.end() :]
+
+
+def head_value(text: str, label: str) -> str | None:
+    """The value of the head's line ``- **<label>**: <value>``; None when the head has no such line."""
+    m = re.search(f"^- \\*\\*{re.escape(label)}\\*\\*: (.*)$", text[: _head_end(text)], re.MULTILINE)
+    return m.group(1) if m else None
 
 
 def mark_in_head(text: str, label: str, value: str) -> str:
