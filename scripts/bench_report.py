@@ -261,8 +261,8 @@ def only(name: str, args: argparse.Namespace, head: br.Head, out: Path, plots_di
     return 0
 
 
-def kept_from(args: argparse.Namespace, out: Path) -> str:
-    """``--keep name``: the report at ``out`` whose section is carried over, checked before anything is rendered."""
+def kept_from(args: argparse.Namespace, out: Path) -> br.Kept:
+    """``--keep name``: the section of the report at ``out`` to carry over, read before anything is rendered."""
     name = args.keep
     if not out.is_file():
         raise SystemExit(f"--keep {name}: there is no report at {out} to keep the section from")
@@ -270,12 +270,10 @@ def kept_from(args: argparse.Namespace, out: Path) -> str:
     if read_json(Path(given)) is not None:
         raise SystemExit(f"--keep {name}: there is a {name} input at {given}; render it instead of keeping "
                          "the old section")  # fmt: skip
-    text = out.read_text()
-    try:  # the same checks keep() makes, before the slow part
-        br.keep(br.render(br.Inputs(br.Head("", "", "", ""))), text, name)
+    try:
+        return br.kept(out.read_text(), name)
     except ValueError as exc:
         raise SystemExit(f"--keep {name}: {out}: {exc}") from exc
-    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -331,8 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scale_plot=os.path.relpath(plot[1], out.parent) if plot else None,
     )
     text = br.render(inputs, FAMILIES)
-    if args.keep and previous is not None:
-        text = br.keep(text, previous, args.keep)
+    if previous is not None:
+        text = previous.into(text)
     out.write_text(text)
     log(f"wrote {out} and its plots in {plots_dir}" + (f", its {args.keep} section kept" if args.keep else ""))
     return 0

@@ -54,17 +54,22 @@ def outputs(tmp: Path) -> dict[str, Path]:
             "scale": scale / "scale.json"}  # fmt: skip
 
 
+def run_main(script: Any, flags: list[str]) -> int:
+    """``script.main(flags)``, back in this directory afterwards (the script changes to the repository root)."""
+    cwd = os.getcwd()
+    try:
+        return int(script.main(flags))
+    finally:
+        os.chdir(cwd)
+
+
 def test_the_report_and_its_plots_from_the_bench_outputs(script: Any, tmp_path: Path) -> None:
     got = outputs(tmp_path)
     out, plots = tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "img"
-    cwd = os.getcwd()
-    try:
-        code = script.main(["--regret", str(got["run"]), "--regret", str(tmp_path / "nothing-here"),
-                            "--ranker", str(got["ranker"]), "--latency", str(got["latency"]),
-                            "--scale", str(got["scale"]), "--out", str(out), "--plots-dir", str(plots),
-                            "--window", "2"])  # fmt: skip
-    finally:
-        os.chdir(cwd)
+    code = run_main(script, ["--regret", str(got["run"]), "--regret", str(tmp_path / "nothing-here"),
+                             "--ranker", str(got["ranker"]), "--latency", str(got["latency"]),
+                             "--scale", str(got["scale"]), "--out", str(out), "--plots-dir", str(plots),
+                             "--window", "2"])  # fmt: skip
     assert code == 0
     md = out.read_text()
     # the run's own ladder (0, 10, 25) and costs: the same rows as the pure test's
@@ -84,12 +89,8 @@ def test_the_report_and_its_plots_from_the_bench_outputs(script: Any, tmp_path: 
 
 
 def test_a_window_below_one_is_refused(script: Any, tmp_path: Path) -> None:
-    cwd = os.getcwd()
-    try:
-        with pytest.raises(SystemExit, match=r"^--window must be >= 1, got 0$"):
-            script.main(["--window", "0", "--out", str(tmp_path / "b.md")])
-    finally:
-        os.chdir(cwd)
+    with pytest.raises(SystemExit, match=r"^--window must be >= 1, got 0$"):
+        run_main(script, ["--window", "0", "--out", str(tmp_path / "b.md")])
     assert not (tmp_path / "b.md").exists()
 
 
@@ -106,12 +107,8 @@ def test_a_drift_run_gets_its_recovery_plot_marked_at_the_shift(script: Any, tmp
         drawn.append((title, mark))
         real(series, path, ylabel, title, start, mark)
 
-    cwd = os.getcwd()
-    try:
-        with mock.patch.object(script, "plot_rolling", spy):
-            assert script.main(["--regret", str(got["run"]), "--out", str(out), "--window", "1"]) == 0
-    finally:
-        os.chdir(cwd)
+    with mock.patch.object(script, "plot_rolling", spy):
+        assert run_main(script, ["--regret", str(got["run"]), "--out", str(out), "--window", "1"]) == 0
     assert drawn == [("Candidate recall over run regret-s0, through its drift", 2)]
     md = out.read_text()
     assert "run regret-s0 (the drift's recovery: the shift at query 3)](benchmarks-regret-s0-recall.png)" in md
@@ -134,11 +131,7 @@ def only_scale(script: Any, tmp: Path) -> tuple[int, Path, Path]:
     new.mkdir()
     (new / "scale.json").write_text((ROOT / "tests" / "data" / "scale-2026-12-02.json").read_text())
     (new / "scale.png").write_bytes(b"the new plot")
-    cwd = os.getcwd()
-    try:
-        return script.main(["--only", "scale", "--scale", str(new / "scale.json"), "--out", str(out)]), out, new
-    finally:
-        os.chdir(cwd)
+    return run_main(script, ["--only", "scale", "--scale", str(new / "scale.json"), "--out", str(out)]), out, new
 
 
 def test_only_scale_replaces_that_section_its_input_row_and_says_so_in_the_head(script: Any, tmp_path: Path) -> None:
@@ -189,12 +182,8 @@ def test_only_scale_fails_without_its_report_input_or_section(
     (out.parent / "benchmarks-scale.png").unlink()
     break_it(out, new)
     text = out.read_text() if out.exists() else None
-    cwd = os.getcwd()
-    try:
-        with pytest.raises(SystemExit, match=message) as exc:
-            script.main(["--only", "scale", "--scale", str(new / "scale.json"), "--out", str(out)])
-    finally:
-        os.chdir(cwd)
+    with pytest.raises(SystemExit, match=message) as exc:
+        run_main(script, ["--only", "scale", "--scale", str(new / "scale.json"), "--out", str(out)])
     assert isinstance(exc.value.code, str)  # the message, printed to stderr with exit status 1
     assert (out.read_text() if out.exists() else None) == text  # untouched
     assert not (out.parent / "benchmarks-scale.png").exists()  # and no plot copied
@@ -210,14 +199,6 @@ def keep_scale(script: Any, tmp: Path) -> tuple[Path, str, list[str]]:
     flags = ["--keep", "scale", "--regret", str(paths["run"]), "--ranker", str(paths["ranker"]),
              "--latency", str(paths["latency"]), "--scale", str(paths["scale"]), "--out", str(out)]  # fmt: skip
     return out, out.read_text(), flags
-
-
-def run_main(script: Any, flags: list[str]) -> int:
-    cwd = os.getcwd()
-    try:
-        return int(script.main(flags))
-    finally:
-        os.chdir(cwd)
 
 
 def test_keep_scale_renders_the_rest_again_and_carries_the_scale_section_over(script: Any, tmp_path: Path) -> None:

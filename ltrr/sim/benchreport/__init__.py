@@ -24,7 +24,7 @@ whole new report with that one section carried over from the report it replaces,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ltrr.sim.benchreport import edit, latency, learning, lists
@@ -64,7 +64,9 @@ __all__ = [
     "gaps",
     "head_lines",
     "input_row",
+    "Kept",
     "keep",
+    "kept",
     "learners",
     "machine_line",
     "peer_families",
@@ -201,24 +203,40 @@ def update(text: str, name: str, inputs: Inputs) -> str:
     h, title = inputs.head, sec.heading.removeprefix("## ")
     value = f"{h.date}, commit {h.commit}, by {code(h.command)}{_REST}"
     text = edit.mark_in_head(text, f"{title} section regenerated", value)
-    absent: dict[str, Any] = {sec.input: None}
-    untrue = set(gaps(replace(inputs, **absent))) - set(gaps(inputs))
-    return edit.drop_lines(text, GAPS, [f"- {g}" for g in untrue])
+    return edit.drop_lines(text, GAPS, [f"- {sec.gap}"])  # untrue now that the input is there
 
 
-def keep(new: str, old: str, name: str) -> str:
-    """``new``, a whole report :func:`render` wrote without section ``name``'s input (:data:`SECTIONS`), with that
-    section carried over from ``old``, the report it replaces: the section as ``old`` has it, its row of the
-    head's table of inputs, and the head line ``- **<Title> section kept**: from the previous report, ...`` saying
-    where the section's figures are from (the ``<Title> section regenerated`` line of ``old`` when it has one, else
-    ``old``'s commit and date; its ``section kept`` line as it is when ``old`` kept the section too); the line of
-    what the run does not show that the input's absence put in ``new`` is dropped. For a re-run of the other
-    benchmarks when that input is gone (``bench-out/`` is not in git). Raises :class:`ValueError` when ``old``
-    lacks the section, its row, or its head's commit and date lines, or ``new`` lacks the section or its row."""
+@dataclass(frozen=True)
+class Kept:
+    """Section ``name`` of :data:`SECTIONS` as a previous report has it (:func:`kept`): the ``section`` text, its
+    ``row`` of the head's table of inputs, and the ``value`` of the head line ``<Title> section kept``."""
+
+    name: str
+    section: str
+    row: str
+    value: str
+
+    def into(self, new: str) -> str:
+        """``new``, a whole report :func:`render` wrote without this section's input, with the section, its row and
+        the head line ``- **<Title> section kept**: <value>`` put in, and the line of what the run does not show
+        that the input's absence put there dropped. Raises :class:`ValueError` when ``new`` lacks the section or
+        its row."""
+        sec = SECTIONS[self.name]
+        text = edit.replace_section(new, sec.heading, self.section)
+        text = edit.replace_head_row(text, sec.input, self.row)
+        text = edit.mark_in_head(text, f"{sec.heading.removeprefix('## ')} section kept", self.value)
+        return edit.drop_lines(text, GAPS, [f"- {sec.gap}"])
+
+
+def kept(old: str, name: str) -> Kept:
+    """Section ``name`` (:data:`SECTIONS`) of ``old``, the report a new one replaces, to carry over (:class:`Kept`),
+    for a re-run of the other benchmarks when that section's input is gone (``bench-out/`` is not in git). The
+    head line says where its figures are from: ``old``'s own ``section kept`` line when it kept the section too,
+    else its ``<Title> section regenerated`` line when it has one, else its commit and date. Raises
+    :class:`ValueError` when ``old`` lacks the section, its row, or (when needed) its commit and date lines."""
     sec = _section(name)
     title = sec.heading.removeprefix("## ")
-    label = f"{title} section kept"
-    value = edit.head_value(old, label)  # kept again: where it first came from
+    value = edit.head_value(old, f"{title} section kept")  # kept again: where it first came from
     if value is None:
         regenerated = edit.head_value(old, f"{title} section regenerated")
         date, commit = edit.head_value(old, "Date"), edit.head_value(old, "Commit")
@@ -229,9 +247,12 @@ def keep(new: str, old: str, name: str) -> str:
         else:
             where = f"as of its commit {commit} and date {date}"
         value = f"from the previous report, {where}; its input was not read by this run"
-    text = edit.replace_section(new, sec.heading, edit.section(old, sec.heading))
-    text = edit.replace_head_row(text, sec.input, edit.head_row(old, sec.input))
-    return edit.drop_lines(edit.mark_in_head(text, label, value), GAPS, [f"- {sec.gap}"])
+    return Kept(name, edit.section(old, sec.heading), edit.head_row(old, sec.input), value)
+
+
+def keep(new: str, old: str, name: str) -> str:
+    """``new`` with section ``name`` carried over from ``old``: :func:`kept`, then :meth:`Kept.into`."""
+    return kept(old, name).into(new)
 
 
 def render(inputs: Inputs, families: Mapping[str, str] | None = None) -> str:
