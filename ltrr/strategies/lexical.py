@@ -12,7 +12,13 @@ entity ids contain ``:``):
   equally good matches ("Yesterday" by the Beatles vs. a cover) the popular one
   comes first. A placeholder search (empty text) is ordered by popularity alone.
   Custom rules do not change ``_rankingScore``; they only order ties.
-* typo tolerance: Meilisearch defaults (1 typo from 5 letters, 2 from 9).
+* typo tolerance: one typo from 3 letters, two from 8 (Meilisearch's defaults are
+  5 and 9). Real misspellings of short names ("Arcade Fier", "Thom Yoke", "Lad Gaga")
+  put the typo in a 3- or 4-letter word, which the defaults match exactly or not at
+  all. On the 6,000-query seed-2 stream of ``scripts/bench_regret.py`` this lifts
+  lexical hit@10 on misspelled queries from 0.923 to 0.983 (hit@100 0.928 -> 0.994)
+  and leaves names (0.997), podcasts and tracks (0.989 -> 0.988) where they were,
+  for ~0.3 ms more per search (p50 2.5 -> 2.8 ms).
 
 Search (:meth:`LexicalStrategy.search`, pure planning in :func:`plan_searches`
 and :func:`merge_hits`):
@@ -38,7 +44,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from ltrr.strategies._meili import (
@@ -84,9 +90,30 @@ class LexicalConfig(MeiliConfig):
         default="frequency",
         description="Meilisearch matchingStrategy: which query words may be dropped when few match.",
     )
+    min_word_size_one_typo: int = Field(
+        default=3,
+        ge=1,
+        le=255,
+        description="Shortest query word matched with one typo (Meilisearch minWordSizeForTypos.oneTypo).",
+    )
+    min_word_size_two_typos: int = Field(
+        default=8,
+        ge=1,
+        le=255,
+        description="Shortest query word matched with two typos (minWordSizeForTypos.twoTypos; >= the one-typo size).",
+    )
     batch_size: int = Field(default=5000, ge=1, le=100_000, description="Documents per add-documents request.")
     max_tags: int = Field(default=20, ge=0, le=1000, description="Tags indexed per entity (the first ones).")
     max_description_chars: int = Field(default=1000, ge=0, le=100_000, description="Description characters indexed.")
+
+    @model_validator(mode="after")
+    def _typo_sizes_ordered(self) -> LexicalConfig:
+        if self.min_word_size_two_typos < self.min_word_size_one_typo:
+            raise ValueError(
+                f"min_word_size_two_typos ({self.min_word_size_two_typos}) must be >= "
+                f"min_word_size_one_typo ({self.min_word_size_one_typo})"
+            )
+        return self
 
 
 # -- pure logic -------------------------------------------------------------------
@@ -194,7 +221,13 @@ class LexicalStrategy(MeiliIndexStrategy):
             "filterableAttributes": FILTERABLE,
             "sortableAttributes": ["popularity"],
             "rankingRules": RANKING_RULES,
-            "typoTolerance": {"enabled": True},
+            "typoTolerance": {
+                "enabled": True,
+                "minWordSizeForTypos": {
+                    "oneTypo": self.config.min_word_size_one_typo,
+                    "twoTypos": self.config.min_word_size_two_typos,
+                },
+            },
             "facetSearch": False,  # unused; rebuilding its FSTs makes every write slower
         }
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from pydantic import ValidationError
 
 from ltrr.backends.meili_server import MeiliServer, free_port
 from ltrr.errors import BackendTimeout, BackendUnavailable
@@ -95,6 +96,12 @@ def test_soft_filter_respects_confidence_and_hard_types() -> None:
     assert soft_filters(hard, 0.6) == ['top_labels IN ["rock"]', '(genres IN ["rock"]) OR (tags IN ["rock"])']
 
 
+def test_typo_sizes_must_be_ordered() -> None:
+    assert LexicalConfig(min_word_size_one_typo=4, min_word_size_two_typos=4).min_word_size_two_typos == 4
+    with pytest.raises(ValidationError, match="min_word_size_two_typos"):
+        LexicalConfig(min_word_size_one_typo=6, min_word_size_two_typos=5)
+
+
 def test_plan_single_search_without_slots() -> None:
     plan = plan_searches(Q("radiohaed", ("artist",)), 7, LexicalConfig(index="idx"))
     assert plan == [
@@ -166,6 +173,8 @@ def test_is_a_strategy_and_settings_are_applied(lexical: LexicalStrategy) -> Non
     assert settings["rankingRules"] == RANKING_RULES
     assert settings["searchableAttributes"] == ["title", "subtitle", "tags", "genres", "description"]
     assert sorted(settings["filterableAttributes"]) == ["entity_type", "genres", "tags", "top_labels"]
+    assert settings["typoTolerance"]["enabled"] is True
+    assert settings["typoTolerance"]["minWordSizeForTypos"] == {"oneTypo": 3, "twoTypos": 8}
     lexical.ensure_index()  # idempotent
     assert lexical.count() == len(CATALOG)
 
@@ -176,6 +185,30 @@ def test_typo_finds_known_item(lexical: LexicalStrategy) -> None:
     assert out[0].entity_id == "artist:radiohead"
     assert [c.rank for c in out] == list(range(1, len(out) + 1))
     assert 0.0 < out[0].score <= 1.0
+
+
+@pytest.mark.integration
+def test_typo_in_a_short_word_finds_known_item(
+    lexical: LexicalStrategy, meili_server: MeiliServer, meili_index_prefix: str
+) -> None:
+    assert ids(lexical.search(Q("crep"), 3))[:1] == ["track:creep"]  # one deletion in a 5-letter title
+    assert ids(lexical.search(Q("kama"), 3))[:1] == ["track:karma"]
+    strict = LexicalStrategy(  # Meilisearch's own defaults: one typo only from 5 letters
+        LexicalConfig(
+            url=meili_server.url,
+            api_key=meili_server.api_key,
+            index=f"{meili_index_prefix}defaults",
+            min_word_size_one_typo=5,
+            min_word_size_two_typos=9,
+        )
+    )
+    try:
+        assert strict.upsert(CATALOG) == len(CATALOG)
+        assert strict.search(Q("crep"), 3) == [] and strict.search(Q("kama"), 3) == []
+        assert ids(strict.search(Q("creap"), 3))[:1] == ["track:creep"]
+    finally:
+        strict._client.delete_index(strict.config.index)
+        strict.close()
 
 
 @pytest.mark.integration
