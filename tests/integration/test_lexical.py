@@ -7,8 +7,9 @@ import json
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from pydantic import ValidationError
@@ -151,15 +152,22 @@ def test_merge_known_item_first_then_filtered_tiers_then_fill() -> None:
 
 
 # -- against a real server --------------------------------------------------------------------
+@contextmanager
+def catalog_index(server: MeiliServer, index: str, **config: Any) -> Iterator[LexicalStrategy]:
+    """A LexicalStrategy on a fresh ``index`` holding CATALOG, dropped afterwards."""
+    s = LexicalStrategy(LexicalConfig(url=server.url, api_key=server.api_key, index=index, **config))
+    try:
+        assert s.upsert(CATALOG) == len(CATALOG)
+        yield s
+    finally:
+        s._client.delete_index(s.config.index)
+        s.close()
+
+
 @pytest.fixture
 def lexical(meili_server: MeiliServer, meili_index_prefix: str) -> Iterator[LexicalStrategy]:
-    s = LexicalStrategy(
-        LexicalConfig(url=meili_server.url, api_key=meili_server.api_key, index=f"{meili_index_prefix}entities")
-    )
-    assert s.upsert(CATALOG) == len(CATALOG)
-    yield s
-    s._client.delete_index(s.config.index)
-    s.close()
+    with catalog_index(meili_server, f"{meili_index_prefix}entities") as s:
+        yield s
 
 
 def ids(cands: list) -> list[str]:  # type: ignore[type-arg]
@@ -193,22 +201,11 @@ def test_typo_in_a_short_word_finds_known_item(
 ) -> None:
     assert ids(lexical.search(Q("crep"), 3))[:1] == ["track:creep"]  # one deletion in a 5-letter title
     assert ids(lexical.search(Q("kama"), 3))[:1] == ["track:karma"]
-    strict = LexicalStrategy(  # Meilisearch's own defaults: one typo only from 5 letters
-        LexicalConfig(
-            url=meili_server.url,
-            api_key=meili_server.api_key,
-            index=f"{meili_index_prefix}defaults",
-            min_word_size_one_typo=5,
-            min_word_size_two_typos=9,
-        )
-    )
-    try:
-        assert strict.upsert(CATALOG) == len(CATALOG)
+    # Meilisearch's own defaults: one typo only from 5 letters
+    defaults = {"min_word_size_one_typo": 5, "min_word_size_two_typos": 9}
+    with catalog_index(meili_server, f"{meili_index_prefix}defaults", **defaults) as strict:
         assert strict.search(Q("crep"), 3) == [] and strict.search(Q("kama"), 3) == []
         assert ids(strict.search(Q("creap"), 3))[:1] == ["track:creep"]
-    finally:
-        strict._client.delete_index(strict.config.index)
-        strict.close()
 
 
 @pytest.mark.integration
