@@ -357,13 +357,15 @@ class VectorStrategy:
                 self._unreloaded_rows = 0
 
     def count(self) -> int:
-        """Rows in the collection (0 if it does not exist)."""
+        """Rows in the collection (0 if it does not exist). An ingest call, so it has the load deadline: a
+        server just restarted took over 2 s (the search deadline) to answer the first count on 2 cores."""
         cfg = self.config
         with self._translate("count"):
-            if not self.client().has_collection(cfg.collection, timeout=cfg.timeout_s):
+            if not self.client().has_collection(cfg.collection, timeout=cfg.load_timeout_s):
                 return 0
         res = self._call(
-            "count", lambda c: c.query(cfg.collection, filter="", output_fields=["count(*)"], timeout=cfg.timeout_s)
+            "count",
+            lambda c: c.query(cfg.collection, filter="", output_fields=["count(*)"], timeout=cfg.load_timeout_s),
         )
         return int(res[0]["count(*)"]) if res else 0
 
