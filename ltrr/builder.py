@@ -61,7 +61,7 @@ def build_service(
     (RRF only: the "before the ranker" path of ``scripts/bench_ranker.py``)."""
     enabled = app.enabled()
     vocab = Vocabulary.from_store(store)
-    featurizer = ContextFeaturizer(list(enabled), vocab.names, app.policy.ignore_features)
+    featurizer = ContextFeaturizer.for_vocabulary(list(enabled), vocab, app.policy.ignore_features)
     fanout = Fanout(dict(callers), {n: s.timeout_ms / 1000.0 for n, s in enabled.items()})
     live = ranker if ranker is not None else live_ranker(app)
     facts = FactsCache(store.get_many)

@@ -159,11 +159,14 @@ class Vocabulary:
     """Genre and tag surface forms with the number of entities that carry each.
 
     ``names`` holds normalised artist names (also accent-folded); a tag equal to one needs more support.
+    ``titles`` holds the normalised titles (also accent-folded) of every other entity: tracks,
+    playlists, podcasts.
     """
 
     genres: Mapping[str, int] = field(default_factory=dict)
     tags: Mapping[str, int] = field(default_factory=dict)
     names: frozenset[str] = frozenset()
+    titles: frozenset[str] = frozenset()
 
     @classmethod
     def from_entities(cls, entities: Iterable[Entity]) -> Vocabulary:
@@ -175,13 +178,19 @@ class Vocabulary:
         genres: Counter[str] = Counter()
         tags: Counter[str] = Counter()
         names: set[str] = set()
+        titles: set[str] = set()
         for etype, title, gs, ts in rows:
             genres.update(set(gs))
             tags.update(set(ts))
-            if etype == "artist":
-                name = normalize_text(title)
-                names.update((name, fold_accents(name)))
-        return cls(genres=dict(genres), tags=dict(tags), names=frozenset(names))
+            norm = normalize_text(title)
+            (names if etype == "artist" else titles).update((norm, fold_accents(norm)))
+        names.discard("")
+        titles.discard("")
+        return cls(genres=dict(genres), tags=dict(tags), names=frozenset(names), titles=frozenset(titles))
+
+    def labels(self) -> frozenset[str]:
+        """Every genre and tag, normalised, whatever its count (stop-listed ones too)."""
+        return frozenset(k for k in map(normalize_text, (*self.genres, *self.tags)) if k)
 
     @classmethod
     def from_store(cls, store: CatalogBase) -> Vocabulary:

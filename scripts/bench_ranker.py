@@ -387,7 +387,7 @@ def ranking_cost(
     rng = random.Random(seed)
     vocab = Vocabulary.from_store(store)
     parse = QueryUnderstanding(vocab).parse
-    ctx_fz = ContextFeaturizer(names, vocab.names)
+    ctx_fz = ContextFeaturizer.for_vocabulary(names, vocab)
     entities = sorted((e for _, b in store.entities_since(0, batch_size=5000) for e in b), key=lambda e: e.entity_id)
     fallback = RRFRanker(cfg.ingress.rrf_c)
     out: dict[str, Any] = {}

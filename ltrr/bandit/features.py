@@ -7,7 +7,10 @@ later leaves old events usable (a missing name reads as 0).
 * **query**: length in characters and tokens, tokens left after query
   understanding (``residual``), which slots it found (type, genre, tag, seed,
   personal) and their confidences, whether the query (or what is left of it) is
-  exactly a catalog artist name, whether any 1-4-gram of it is one, and whether
+  exactly a catalog artist name, whether any 1-4-gram of it is one, whether it is one
+  edit from an artist name (``name_near``: a misspelt name), exactly the title of a
+  track, playlist or podcast (``title_exact``), or exactly a catalog tag or genre of any
+  count (``tag_exact``, also those query understanding does not use), and whether
   the caller restricted entity types;
 * **memory**: how often this normalised query was searched and settled before,
   and its smoothed positive rate :math:`(p + 1) / (n + 2)` (the query memory
@@ -22,6 +25,7 @@ later leaves old events usable (a missing name reads as 0).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import UTC, datetime
 from typing import Mapping, Sequence
@@ -29,7 +33,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ltrr.errors import InvalidRequest
-from ltrr.query_understanding import fold_accents, normalize_text
+from ltrr.query_understanding import Vocabulary, fold_accents, normalize_text
 from ltrr.types import Query, UserProfile
 
 QUERY_CLASSES = ("text", "name", "facet", "seed", "personal")
@@ -51,6 +55,9 @@ BASE_FEATURES = (
     "conf_seed",
     "name_exact",
     "name_in_query",
+    "name_near",
+    "title_exact",
+    "tag_exact",
     "type_filter",
     "mem_seen",
     "mem_searches",
@@ -65,6 +72,47 @@ BASE_FEATURES = (
     "weekend",
 )
 _TRUE, _FALSE = {"1", "true", "yes"}, {"0", "false", "no"}
+#: Names and queries shorter than this are not matched one edit away: most short words are one
+#: edit from some artist's name.
+NEAR_MIN_CHARS = 5
+
+
+def _deletes(text: str) -> set[str]:
+    return {text[:i] + text[i + 1 :] for i in range(len(text))}
+
+
+def _key(text: str) -> int:
+    """A 64-bit digest of ``text``, the same in every process (``hash`` is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+class NearNames:
+    """Whether a text is one edit from a name, by symmetric deletion (Garbe's SymSpell, distance 1):
+    a text matches a name when they are equal or one deletion from each side makes them so, which
+    covers an inserted, dropped or substituted character and two swapped neighbours. Names and
+    texts shorter than :data:`NEAR_MIN_CHARS` never match.
+
+    The index is the sorted 64-bit digests of every name and its deletions: 325k keys, 2.6 MB,
+    for the 27k artist names of the music catalog (a set of the strings took 53 MB); a lookup
+    probes ``len(text) + 1`` digests."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        keys: set[str] = set()
+        for name in names:
+            if len(name) >= NEAR_MIN_CHARS:
+                keys.add(name)
+                keys |= _deletes(name)
+        self._keys = np.unique(np.fromiter(map(_key, keys), dtype=np.int64, count=len(keys)))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, text: object) -> bool:
+        if not isinstance(text, str) or len(text) < NEAR_MIN_CHARS or not len(self._keys):
+            return False
+        probes = np.fromiter(map(_key, {text} | _deletes(text)), dtype=np.int64)
+        at = np.searchsorted(self._keys, probes).clip(max=len(self._keys) - 1)
+        return bool(np.any(self._keys[at] == probes))
 
 
 def _max_conf(conf: Mapping[str, float], prefix: str) -> float:
@@ -84,23 +132,41 @@ def matching(names: Sequence[str], patterns: Sequence[str]) -> list[str]:
 
 
 class ContextFeaturizer:
-    """Builds features for the strategies ``strategies`` against artist ``names`` (normalised).
+    """Builds features for the strategies ``strategies`` against artist ``names`` (normalised), the
+    other entities' ``titles`` and the catalog's tag and genre ``labels`` (normalised; see
+    :meth:`for_vocabulary`).
 
     ``ignore`` (patterns, see :func:`matching`) names features the policy does not see: they are
     still computed and logged (:meth:`features`), and read as 0 in :meth:`vector`, so an arm's
     weight on them never moves and the vector keeps its width (checkpoints stay compatible)."""
 
     def __init__(
-        self, strategies: Sequence[str], names: frozenset[str] = frozenset(), ignore: Sequence[str] = ()
+        self,
+        strategies: Sequence[str],
+        names: frozenset[str] = frozenset(),
+        ignore: Sequence[str] = (),
+        *,
+        titles: frozenset[str] = frozenset(),
+        labels: frozenset[str] = frozenset(),
     ) -> None:
         self.strategies = tuple(strategies)
         self.artist_names = names
+        self.near_names = NearNames(names)
+        self.titles = titles
+        self.labels = labels
         self.names: tuple[str, ...] = (
             BASE_FEATURES + tuple(f"class.{c}" for c in QUERY_CLASSES) + tuple(f"hist.{s}" for s in self.strategies)
         )
         self.dim = len(self.names)
         self.ignored = tuple(matching(self.names, ignore))
         self._keep = np.array([n not in self.ignored for n in self.names], dtype=float)
+
+    @classmethod
+    def for_vocabulary(
+        cls, strategies: Sequence[str], vocab: Vocabulary, ignore: Sequence[str] = ()
+    ) -> ContextFeaturizer:
+        """The featurizer of the serving path: names, titles and labels from the catalog's ``vocab``."""
+        return cls(strategies, vocab.names, ignore, titles=vocab.titles, labels=vocab.labels())
 
     # -- pieces -------------------------------------------------------------------------------
     def _is_name(self, text: str) -> bool:
@@ -203,6 +269,9 @@ class ContextFeaturizer:
             "conf_seed": _max_conf(p.confidence, "seed"),
             "name_exact": float(exact),
             "name_in_query": float(any_gram),
+            "name_near": float(not exact and (norm in self.near_names or fold_accents(norm) in self.near_names)),
+            "title_exact": float(norm in self.titles or fold_accents(norm) in self.titles),
+            "tag_exact": float(norm in self.labels or bool(p.residual) and p.residual in self.labels),
             "type_filter": float(bool(query.entity_types)),
             "mem_seen": float(n > 0),
             "mem_searches": min(math.log1p(n) / 7.0, 1.0),

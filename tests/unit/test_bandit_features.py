@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from ltrr.bandit import QUERY_CLASSES, ContextFeaturizer
-from ltrr.bandit.features import BASE_FEATURES
+from ltrr.bandit.features import BASE_FEATURES, NearNames
 from ltrr.errors import InvalidRequest
+from ltrr.query_understanding import QueryUnderstanding, Vocabulary
 from ltrr.types import ParsedQuery, Query, UserProfile
 
 NAMES = frozenset({"daft punk", "beyonce", "one two three four five"})
@@ -43,7 +44,7 @@ def test_names_and_dim(fz: ContextFeaturizer) -> None:
         "hist.lexical",
         "hist.vector",
     )
-    assert fz.dim == len(fz.names) == 27 + 5 + 2
+    assert fz.dim == len(fz.names) == 30 + 5 + 2
     assert QUERY_CLASSES == ("text", "name", "facet", "seed", "personal")
 
 
@@ -99,6 +100,9 @@ def test_facet_query_with_user_memory_time_and_rates(fz: ContextFeaturizer) -> N
         "conf_seed": 0.0,
         "name_exact": 0.0,
         "name_in_query": 0.0,
+        "name_near": 0.0,
+        "title_exact": 0.0,
+        "tag_exact": 0.0,
         "type_filter": 1.0,
         "mem_seen": 1.0,
         "mem_searches": math.log(4.0) / 7.0,
@@ -165,6 +169,59 @@ def test_name_match(fz: ContextFeaturizer, query: Query, exact: bool, any_gram: 
     assert fz.name_match(query) == (exact, any_gram)
     feats = fz.features(query)
     assert (feats["name_exact"], feats["name_in_query"]) == (float(exact), float(any_gram))
+
+
+@pytest.mark.parametrize(
+    ("text", "near"),
+    [
+        ("beyonce", False),  # the name itself is name_exact, not near
+        ("beyonse", True),  # substituted
+        ("beyonc", True),  # dropped
+        ("beyoncee", True),  # inserted
+        ("beoynce", True),  # two neighbours swapped
+        ("daft pnuk", True),
+        ("byonse", False),  # two edits
+        ("beyoncé", False),  # accents folded: exact
+        ("bryönse", False),
+        ("bey", False),  # shorter than NEAR_MIN_CHARS
+        ("blue train", False),
+    ],
+)
+def test_name_near(fz: ContextFeaturizer, text: str, near: bool) -> None:
+    """A misspelt artist name (one edit away) is ``name_near``; the name itself and two edits are not."""
+    assert fz.features(q(text))["name_near"] == float(near)
+
+
+def test_near_names_skip_short_names() -> None:
+    near = NearNames(frozenset({"abba", "muse", "madonna"}))
+    assert "madona" in near and "madonnna" in near
+    assert "abbba" not in near and "musee" not in near  # names under NEAR_MIN_CHARS are not indexed
+    assert "" not in near and 5 not in near
+
+
+def test_title_and_tag_exact() -> None:
+    """Exact titles of other entities and any catalog tag or genre, even one query understanding
+    drops (below min_tag_count or stop-listed), from the catalog's vocabulary."""
+    vocab = Vocabulary.from_rows(
+        [
+            ("artist", "Daft Punk", ["electronic"], ["french house", "seen live"]),
+            ("track", "Around the World", [], ["angelic"]),
+            ("podcast", "Café Talk", [], []),
+        ]
+    )
+    fz = ContextFeaturizer.for_vocabulary(STRATEGIES, vocab)
+    parse = QueryUnderstanding(vocab, min_tag_count=2).parse
+
+    def feats(text: str) -> dict[str, float]:
+        return fz.features(Query(text=text, parsed=parse(text)))
+
+    assert (feats("Around the World")["title_exact"], feats("around the")["title_exact"]) == (1.0, 0.0)
+    assert feats("cafe talk")["title_exact"] == 1.0  # accents folded
+    assert feats("Daft Punk")["title_exact"] == 0.0  # an artist: name_exact instead
+    for text in ("angelic", "seen live", "Electronic", "French House"):
+        assert feats(text)["tag_exact"] == 1.0, text
+    assert feats("angelic voices")["tag_exact"] == 0.0
+    assert ContextFeaturizer(STRATEGIES).features(q("angelic"))["tag_exact"] == 0.0  # no labels given
 
 
 # --------------------------------------------------------------------------- query classes
