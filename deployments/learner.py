@@ -160,7 +160,11 @@ class PolicyLearner:
         path = self.checkpoints.latest()
         if path is None:
             return None
-        module = RLModule.from_checkpoint(path)
+        try:
+            module = RLModule.from_checkpoint(path)
+        except ValueError as exc:  # e.g. its buffers are narrower than the features of this version
+            log.warning("learner: checkpoint %s does not fit this version (%s); relearning from the log", path, exc)
+            return None
         fresh = BanditRLModule.build(self.strategies, self.featurizer.dim, self.cfg)
         if not isinstance(module, BanditRLModule) or module.model_config != fresh.model_config:
             log.warning("learner: checkpoint %s was made for another config; relearning from the event log", path)

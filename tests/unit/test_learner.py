@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from deployments.learner import PolicyLearner
-from ltrr.bandit import ContextFeaturizer, PolicyConfig, new_policy
+from ltrr.bandit import ContextFeaturizer, PolicyConfig, features, new_policy
+from ltrr.bandit.prior import fit_prior
 from ltrr.catalog.store import CatalogStore
 from ltrr.eventlog import FeedbackEvent, SearchEvent, SQLiteEventLog, now
 from ltrr.types import Entity
@@ -168,6 +169,28 @@ def test_a_config_change_relearns_from_the_log(tmp_path):
     assert other.module.version == 0, "a checkpoint made for another ladder is not loaded"
     assert other.step()["learned"] == 4
     other.close()
+
+
+def test_a_checkpoint_with_fewer_features_relearns_from_the_log(tmp_path, monkeypatch):
+    """An upgrade that adds context features: with a fitted prior, rebuilding the older, narrower
+    checkpoint raised in the module's setup and the learner never started."""
+    log_searches(tmp_path, 4)
+    names = ContextFeaturizer(NAMES).names
+    records = [({"bias": 1.0, "class.seed": 1.0}, {"graph": 3}), ({"bias": 1.0, "class.name": 1.0}, {"lexical": 1})]
+    prior = fit_prior(records * 5, NAMES, PolicyConfig().ladder, names).save(tmp_path / "prior.npz")
+    args = app_args(tmp_path, prior_path=str(prior))
+    with monkeypatch.context() as m:
+        m.setattr(features, "BASE_FEATURES", features.BASE_FEATURES[:-1])
+        old = PolicyLearner(args, start=False)
+        old.step()
+        assert old.checkpoint() is not None
+        old_dim = old.featurizer.dim
+        old.close()
+    new = PolicyLearner(args, start=False)
+    assert new.featurizer.dim == old_dim + 1
+    assert new.module.version == 0, "the older checkpoint is not loaded"
+    assert new.step()["learned"] == 4, "its searches are learned again from the event log"
+    new.close()
 
 
 def test_forced_searches_are_not_learned_from_unless_configured(tmp_path):
