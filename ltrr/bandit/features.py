@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import UTC, datetime
-from typing import Mapping, Sequence
+from typing import Container, Mapping, Sequence
 
 import numpy as np
 
@@ -115,6 +115,11 @@ class NearNames:
         return bool(np.any(self._keys[at] == probes))
 
 
+def _folded_in(text: str, pool: Container[str]) -> bool:
+    """``text`` or its accent-folded form is in ``pool``."""
+    return text in pool or fold_accents(text) in pool
+
+
 def _max_conf(conf: Mapping[str, float], prefix: str) -> float:
     return max((float(v) for k, v in conf.items() if k == prefix or k.startswith(prefix + ":")), default=0.0)
 
@@ -170,7 +175,7 @@ class ContextFeaturizer:
 
     # -- pieces -------------------------------------------------------------------------------
     def _is_name(self, text: str) -> bool:
-        return bool(text) and (text in self.artist_names or fold_accents(text) in self.artist_names)
+        return bool(text) and _folded_in(text, self.artist_names)
 
     def name_match(self, query: Query) -> tuple[bool, bool]:
         """(the query or its residual is exactly an artist name, some 1-4-gram of it is)."""
@@ -269,8 +274,8 @@ class ContextFeaturizer:
             "conf_seed": _max_conf(p.confidence, "seed"),
             "name_exact": float(exact),
             "name_in_query": float(any_gram),
-            "name_near": float(not exact and (norm in self.near_names or fold_accents(norm) in self.near_names)),
-            "title_exact": float(norm in self.titles or fold_accents(norm) in self.titles),
+            "name_near": float(not exact and _folded_in(norm, self.near_names)),
+            "title_exact": float(_folded_in(norm, self.titles)),
             "tag_exact": float(norm in self.labels or bool(p.residual) and p.residual in self.labels),
             "type_filter": float(bool(query.entity_types)),
             "mem_seen": float(n > 0),
