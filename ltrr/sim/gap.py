@@ -1,9 +1,13 @@
-r"""Where a played policy's candidate recall falls short of every strategy at max, and what closing the gap
-would cost: pure, over a scored run (:class:`ltrr.sim.regret.Scored`).
+r"""Where a played policy falls short of issue 8's targets, and what closing the gap would take: pure, over a
+scored run (:class:`ltrr.sim.regret.Scored`).
 
-Issue 8 asks for live recall :math:`\ge 0.98\times` that of every strategy at the ladder maximum. This module
-answers two questions about a saved run, on any subset of its queries (e.g. the second half):
+Issue 8 asks for live regret :math:`\le 0.8\times` the best static plan's and live recall :math:`\ge 0.98\times`
+that of every strategy at the ladder maximum. This module answers three questions about a saved run, on any
+subset of its queries (e.g. the second half):
 
+* :func:`router_regret`: the regret of a router that knows a group label per query (the query kind, or the query
+  class the policy saw) and plays each group's best plan in hindsight: how much routing on that label alone can
+  gain over the best static plan;
 * :func:`shortfall`: how many more hits the policy needed, and its **misses that all-at-max catches**, by query
   kind and cause: ``not called`` (no strategy that holds the item at the maximum was called) or ``budget too
   small`` (one was called, with a k below the item's rank);
@@ -24,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ltrr.errors import InvalidRequest
-from ltrr.sim.regret import ALL_MAX, Scored
+from ltrr.sim.regret import ALL_MAX, Scored, action_values
 
 NOT_CALLED, TOO_SMALL = "not called", "budget too small"
 
@@ -138,3 +142,21 @@ def query_class(context: Mapping[str, float]) -> str:
     best = max(classes, key=lambda k: (float(context[k]), -classes.index(k)))
     tag = max(float(context.get("has_tag", 0.0)), float(context.get("has_genre", 0.0))) >= 0.5
     return best.removeprefix("class.") + ("+tag" if tag else "")
+
+
+def router_regret(scored: Scored, groups: Sequence[str], rows: np.ndarray | None = None) -> float:
+    """Regret on ``rows`` of a router that knows each query's group and plays, per group, the one plan best over
+    that group's queries in hindsight: with one group, the best static plan of ``rows``; with the query kinds, a
+    bound on what telling the kinds apart is worth; with what the policy saw, how much any policy that routes on
+    that alone could gain."""
+    sel = _rows(scored, rows)
+    if len(groups) != len(scored.records):
+        raise InvalidRequest("groups", f"must name one group per query ({len(scored.records)}), got {len(groups)}")
+    values = action_values(scored.hits, scored.space.costs)
+    labels = np.asarray(groups, dtype=object)
+    best = scored.oracle.value
+    total = 0.0
+    for g in {str(labels[t]) for t in np.flatnonzero(sel)}:
+        m = sel & (labels == g)
+        total += float(best[m].sum() - values[m].sum(axis=0).max())
+    return total

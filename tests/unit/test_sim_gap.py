@@ -11,6 +11,9 @@ Two strategies a, b, ladder (0, 10, 25), per_call 0.1 and per_candidate 0.01 (a 
 
 Raises on the two tag queries: a to 25 finds q1 (+1) for 2 x 0.15 -> net +0.7; b to 25 finds q0 (+1) for
 2 x 0.35 -> +0.3; a to 10 changes nothing -> 0; b to 10 finds nothing for 2 x 0.2 -> -0.4.
+Oracle values: q0 b@25 0.65, q1 a@25 0.65, q2 a@10 0.8, q3 (nothing holds it) a@10 -0.2: 1.9 in all.
+Best plan in hindsight over all four: a@25, -0.35 + 0.65 + 0.65 - 0.35 = 0.6 (next: a@10 and a@25 + b@25, 0.2).
+On the tag queries alone: a@25 + b@25, 0.3 + 0.3 = 0.6; on the name queries alone: a@10, 0.8 - 0.2 = 0.6.
 On the name queries nothing new is found: a to 10 costs 0.2 (q3 only), b to 10 costs 0.2 (q2 only), a to 25
 0.15 + 0.35 and b to 25 0.35 + 0.15.
 """
@@ -23,7 +26,7 @@ import pytest
 from ltrr.bandit.actions import ActionSpace
 from ltrr.bandit.config import CostConfig
 from ltrr.errors import InvalidRequest
-from ltrr.sim.gap import NOT_CALLED, TOO_SMALL, additions, query_class, shortfall
+from ltrr.sim.gap import NOT_CALLED, TOO_SMALL, additions, query_class, router_regret, shortfall
 from ltrr.sim.regret import QueryRecord, Scored, score_run
 
 
@@ -94,3 +97,16 @@ def test_query_class_is_the_largest_class_feature_with_a_recognised_tag() -> Non
     assert query_class({"class.facet": 0.9, "has_tag": 0.94}) == "facet+tag"
     assert query_class({"class.b": 0.5, "class.a": 0.5}) == "a"
     assert query_class({"has_tag": 1.0}) == "unknown"
+
+
+def test_router_regret_plays_each_groups_best_plan_in_hindsight() -> None:
+    s = _scored()
+    oracle = 0.65 + 0.65 + 0.8 - 0.2  # 1.9
+    assert router_regret(s, ["x"] * 4) == pytest.approx(oracle - 0.6)  # one group: the best static plan
+    assert router_regret(s, ["tag", "tag", "name", "name"]) == pytest.approx(oracle - 0.6 - 0.6)
+    # one group per query: the oracle itself
+    assert router_regret(s, ["a", "b", "c", "d"]) == pytest.approx(0.0)
+    # over a subset only: q0 alone, best plan b@25 = the oracle
+    assert router_regret(s, ["x"] * 4, np.array([True, False, False, False])) == pytest.approx(0.0)
+    with pytest.raises(InvalidRequest, match="groups"):
+        router_regret(s, ["x"])

@@ -1,19 +1,22 @@
-"""Where ltrr live's candidate recall falls short of every strategy at max, per saved regret run (issue 8).
+"""Where ltrr live falls short of issue 8's targets, per saved regret run, over the second half of its stream.
 
-For each run (a `scripts/bench_regret.py` output folder, with its full-information log) and the second half of its
-stream: the hits live needed to reach 0.98x of all-at-max's recall, its misses that all-at-max catches by query
-kind and cause (`ltrr.sim.gap.shortfall`), and, per group of queries, the best single budget raise on every query
-of the group with its extra hits, extra cost and net value (`ltrr.sim.gap.additions`). The groups are the query
-kinds, which the harness knows and the policy does not, and the query classes the policy saw (its `class.*`
-context feature, `+tag` when query understanding recognised a tag or genre).
+For each run (a `scripts/bench_regret.py` output folder, with its full-information log):
+
+* **Regret headroom**: live's regret and the best static plan's, and the regret of a router that knows each
+  query's group and plays that group's best plan in hindsight (`ltrr.sim.gap.router_regret`), by the query kind
+  (which the harness knows and the policy does not) and by the query class the policy saw (its `class.*` context
+  feature, `+tag` when query understanding recognised a tag or genre).
+* **Recall**: the hits live needed for 0.98x of every strategy at max's recall, its misses that all-at-max
+  catches by query kind and cause (`ltrr.sim.gap.shortfall`), and per group the best raise of each strategy's
+  budget on every query of the group with its extra hits and net value (`ltrr.sim.gap.additions`).
 
 With `--lastfm DIR` (the Last.fm data folder, e.g. `data`), it also counts, for the tag queries, how many tie the
 wanted artist to the tag through an imported (not held-out) user's tag assignment: the only link a catalog-side
 tag index could ever use.
 
-    .venv/bin/python scripts/recall_gap.py bench-out/regret-seed2 [more runs] [--lastfm data] [--out FILE]
+    .venv/bin/python scripts/policy_gap.py bench-out/regret-seed2 [more runs] [--lastfm data] [--out FILE]
 
-Prints markdown and writes it to --out (default: recall-gap.md in the first run's folder).
+Prints markdown and writes it to --out (default: policy-gap.md in the first run's folder).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from bench_report import run_space  # noqa: E402
 
 from ltrr.appconfig_io import load_app_config  # noqa: E402
 from ltrr.sim import benchreport as br  # noqa: E402
-from ltrr.sim.gap import NOT_CALLED, TOO_SMALL, additions, query_class, shortfall  # noqa: E402
+from ltrr.sim.gap import NOT_CALLED, TOO_SMALL, additions, query_class, router_regret, shortfall  # noqa: E402
+from ltrr.sim.regret import STATIC  # noqa: E402
 from ltrr.sim.report import LIVE  # noqa: E402
 
 
@@ -77,10 +81,25 @@ def run_lines(run: Path, cfg: Any, ties: dict[str, Counter[str]] | None) -> list
     half = np.arange(t) >= t // 2
     sf = shortfall(scored, LIVE, half)
     ctx = contexts(run)
+    kinds = [r.kind for r in scored.records]
+    classes = [query_class(ctx.get(r.index, {})) for r in scored.records]
+    oracle = scored.oracle.value[half]
+    live, static = (float((oracle - scored.trajectories[n].value[half]).sum()) for n in (LIVE, STATIC))
+    by_class, by_kind = router_regret(scored, classes, half), router_regret(scored, kinds, half)
     lines = [
         f"## `{run.name}`: queries {t // 2 + 1:,}–{t:,}",
         "",
         f"- **Command**: `{data['meta'].get('command', '?')}`",
+        "",
+        "| regret over these queries | regret | / best static |",
+        "|---|---:|---:|",
+        f"| ltrr live | {live:.1f} | {live / static:.2f}× |",
+        f"| best static plan of the run | {static:.1f} | 1.00× |",
+        f"| router on the query class the policy saw, best plan per class in hindsight | {by_class:.1f} | "
+        f"{by_class / static:.2f}× |",
+        f"| router on the query kind (hidden from the policy), best plan per kind in hindsight | {by_kind:.1f} | "
+        f"{by_kind / static:.2f}× |",
+        "",
         f"- **Recall**: live {sf.hits / sf.n:.3f}, every strategy at max {sf.top_hits / sf.n:.3f}: "
         f"{sf.ratio:.3f}×; {sf.target:.2f}× needs {sf.needed} more hits of {sf.n:,} queries.",
         "",
@@ -97,8 +116,8 @@ def run_lines(run: Path, cfg: Any, ties: dict[str, Counter[str]] | None) -> list
         "",
     ]
     for title, groups in (
-        ("query kind (what the harness knows)", [r.kind for r in scored.records]),
-        ("query class (what the policy saw)", [query_class(ctx.get(r.index, {})) for r in scored.records]),
+        ("query kind (what the harness knows)", kinds),
+        ("query class (what the policy saw)", classes),
     ):
         lines += [
             f"Best single budget raise on every query of each {title}, on top of live's plan, per strategy "
@@ -145,12 +164,12 @@ def main() -> int:
     args = ap.parse_args()
     cfg = load_app_config(args.config)
     ties = tag_ties(args.lastfm) if args.lastfm else None
-    lines = ["# Where live's candidate recall falls short (`scripts/recall_gap.py`)", ""]
+    lines = ["# Where ltrr live falls short of issue 8's targets (`scripts/policy_gap.py`)", ""]
     for run in args.runs:
         lines += run_lines(run, cfg, ties)
     text = "\n".join(lines) + "\n"
     print(text)
-    out = args.out or args.runs[0] / "recall-gap.md"
+    out = args.out or args.runs[0] / "policy-gap.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return 0
