@@ -303,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only:
         return only(args.only, args, this_run(argv_list), out, plots_dir)
     previous = kept_from(args, out) if args.keep else None
+    head = this_run(argv_list)  # before any plot is written: they would make the tree "+dirty"
     plots_dir.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = load_app_config(args.config)
@@ -319,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if plot:
         shutil.copyfile(*plot)
     inputs = br.Inputs(
-        head=this_run(argv_list),
+        head=head,
         runs=runs,
         ranker=read_json(Path(args.ranker)),
         latency=read_json(Path(args.latency)),

@@ -88,6 +88,25 @@ def test_the_report_and_its_plots_from_the_bench_outputs(script: Any, tmp_path: 
     assert "GiB RAM" in next(ln for ln in md.splitlines() if ln.startswith("- **Machine**: "))
 
 
+def test_the_commit_is_read_before_the_report_writes_anything(script: Any, tmp_path: Path) -> None:
+    # Plots written into a tracked docs/ folder before `git status` ran made every report "+dirty".
+    got = outputs(tmp_path)
+    out, plots = tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "img"
+    seen: list[list[str]] = []
+
+    def commit() -> str:
+        seen.append(sorted(p.name for p in (tmp_path / "docs").rglob("*")) if (tmp_path / "docs").exists() else [])
+        return "abc1234"
+
+    with mock.patch.object(script, "commit", commit):
+        code = run_main(script, ["--regret", str(got["run"]), "--ranker", str(got["ranker"]),
+                                 "--latency", str(got["latency"]), "--scale", str(got["scale"]), "--out", str(out),
+                                 "--plots-dir", str(plots)])  # fmt: skip
+    assert code == 0
+    assert seen == [[]]
+    assert "- **Commit**: abc1234\n" in out.read_text()
+
+
 def test_a_window_below_one_is_refused(script: Any, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"^--window must be >= 1, got 0$"):
         run_main(script, ["--window", "0", "--out", str(tmp_path / "b.md")])
