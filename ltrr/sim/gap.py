@@ -78,6 +78,12 @@ def _rows(scored: Scored, rows: np.ndarray | None) -> np.ndarray:
     return r
 
 
+def _labels(scored: Scored, groups: Sequence[str]) -> np.ndarray:
+    if len(groups) != len(scored.records):
+        raise InvalidRequest("groups", f"must name one group per query ({len(scored.records)}), got {len(groups)}")
+    return np.asarray(groups, dtype=object)
+
+
 def _actions(scored: Scored, policy: str) -> np.ndarray:
     tr = scored.trajectories.get(policy)
     if tr is None or tr.actions is None:
@@ -108,15 +114,12 @@ def additions(
 ) -> dict[str, list[Addition]]:
     """``group -> every single addition (strategy, k > 0)``, best net first, over the queries of ``rows``;
     ``groups[t]`` names query ``t``'s group."""
-    sel = _rows(scored, rows)
-    if len(groups) != len(scored.records):
-        raise InvalidRequest("groups", f"must name one group per query ({len(scored.records)}), got {len(groups)}")
+    sel, labels = _rows(scored, rows), _labels(scored, groups)
     space, acts = scored.space, _actions(scored, policy)
     levels = np.array([space.levels(int(a)) for a in acts], dtype=int)  # (T, S)
     base_hit = scored.hits[np.arange(len(acts)), acts]
     base_cost = space.costs[acts]
     out: dict[str, list[Addition]] = {}
-    labels = np.asarray(groups, dtype=object)
     for g in sorted({str(labels[t]) for t in np.flatnonzero(sel)}):
         idx = np.flatnonzero(sel & (labels == g))
         found = []
@@ -149,11 +152,8 @@ def router_regret(scored: Scored, groups: Sequence[str], rows: np.ndarray | None
     that group's queries in hindsight: with one group, the best static plan of ``rows``; with the query kinds, a
     bound on what telling the kinds apart is worth; with what the policy saw, how much any policy that routes on
     that alone could gain."""
-    sel = _rows(scored, rows)
-    if len(groups) != len(scored.records):
-        raise InvalidRequest("groups", f"must name one group per query ({len(scored.records)}), got {len(groups)}")
+    sel, labels = _rows(scored, rows), _labels(scored, groups)
     values = action_values(scored.hits, scored.space.costs)
-    labels = np.asarray(groups, dtype=object)
     best = scored.oracle.value
     total = 0.0
     for g in {str(labels[t]) for t in np.flatnonzero(sel)}:
