@@ -85,8 +85,8 @@ def run_lines(run: Path, cfg: Any, ties: dict[str, Counter[str]] | None) -> list
     ctx = contexts(run)
     kinds = [r.kind for r in scored.records]
     classes = [query_class(ctx.get(r.index, {})) for r in scored.records]
-    oracle = scored.oracle.value[half]
-    live, static = (float((oracle - scored.trajectories[n].value[half]).sum()) for n in (LIVE, STATIC))
+    table = {p.policy: p for p in scored.table(half)}
+    live, static = table[LIVE].regret, table[STATIC].regret
     by_class, by_kind = router_regret(scored, classes, half), router_regret(scored, kinds, half)
     lines = [
         f"## `{run.name}`: queries {t // 2 + 1:,}–{t:,}",
@@ -130,8 +130,8 @@ def run_lines(run: Path, cfg: Any, ties: dict[str, Counter[str]] | None) -> list
             "|---|---:|---|" + "---:|" * len(space.strategies),
         ]
         for g, adds in additions(scored, LIVE, groups, half).items():
-            kinds = Counter(r.kind for r, h, gr in zip(scored.records, half, groups, strict=True) if h and gr == g)
-            mix = ", ".join(f"{k} {v}" for k, v in kinds.most_common())
+            in_group = Counter(r.kind for r, h, gr in zip(scored.records, half, groups, strict=True) if h and gr == g)
+            mix = ", ".join(f"{k} {v}" for k, v in in_group.most_common())
             cells = []
             for s in space.strategies:
                 best = next(a for a in adds if a.strategy == s)  # adds is best net first
